@@ -1,0 +1,27 @@
+"""The error types of psann_stream: one per failure kind, each message says what to do.
+
+Every error a user can cause derives from :class:`PsannStreamError`, so an
+application can catch all of them with one ``except``. Each subclass also derives
+from the built-in exception a Python user would expect (``ValueError`` for bad
+configuration or data), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PsannStreamError", "ConfigError", "NonFiniteInputError", "StateShapeError"]
+
+
+class PsannStreamError(Exception):
+    """Base class of every error psann_stream raises on purpose."""
+
+
+class ConfigError(PsannStreamError, ValueError):
+    """A configuration value is invalid; the message names the field, the value and the allowed range."""
+
+
+class NonFiniteInputError(PsannStreamError, ValueError):
+    """An input or target holds NaN or inf; the message names step, stream and column."""
+
+
+class StateShapeError(PsannStreamError, ValueError):
+    """The held state does not fit the input (stream count or width); the message says how to reset it."""

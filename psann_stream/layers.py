@@ -1,0 +1,228 @@
+"""PSANN sine activation and the stateful sine layer.
+
+The activation is psann's ``a = A * exp(-d * |z|) * sin(f * z)`` with per-unit amplitude ``A``,
+frequency ``f`` and decay ``d``, each kept positive through ``softplus`` of a raw parameter. Because
+``exp(-d|z|) <= 1`` and ``|sin| <= 1``, ``|a| <= A`` for every input: the activation is bounded by
+its amplitude, which is the ``G`` of the state bounds (docs/stability.md).
+
+The stateful layer is ``z = W x + b; a = act(z); s_t = update(s_{t-1}, a); y = out(a, s)``, with the
+update and output rule of :mod:`psann_stream.state`. The layer's ``forward`` is pure: it takes the
+state and returns the new one. The layer also *holds* one committed state per stream in the
+buffer ``state`` (``[streams, units]``), which travels with ``state_dict()``; the rollout backend
+(:mod:`psann_stream.rollout`) is the one place that commits to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import StateShapeError
+from .state import StateConfig, carry, contraction_constant, steady_state_limit, update_state
+
+__all__ = ["SineActivation", "StatefulSineLayer", "StateBounds"]
+
+_DECAY_FLOOR = 1e-6  # keeps d > 0 after float32 softplus underflow, so a -> 0 as |z| -> inf
+
+
+def _softplus_inverse(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class SineActivation(nn.Module):
+    """``a = A * exp(-d * |z|) * sin(f * z)`` per unit, with ``A, f, d`` learnable and positive.
+
+    Args:
+        features: number of units (the last dimension of ``z``).
+        amplitude_init, frequency_init, decay_init: initial ``A``, ``f``, ``d`` (all > 0).
+
+    Shapes: ``z`` is ``[..., features]``; the output has the same shape and ``|a| <= A``.
+    Where ``f * z`` overflows (only for absurd inputs or weights) the output is 0, the activation's
+    limit as ``|z| -> inf`` (the envelope ``exp(-d|z|)`` vanishes), so it stays finite.
+
+    >>> act = SineActivation(2, amplitude_init=2.0, decay_init=1e-3)
+    >>> bool((act(torch.tensor([[1e30, -3.0]])).abs() <= 2.0).all())
+    True
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        amplitude_init: float = 1.0,
+        frequency_init: float = 1.0,
+        decay_init: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, v in (("amplitude_init", amplitude_init), ("frequency_init", frequency_init), ("decay_init", decay_init)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"SineActivation.{name} = {v!r} is out of range: need a finite value > 0.")
+        self.features = features
+        self.raw_amplitude = nn.Parameter(torch.full((features,), _softplus_inverse(amplitude_init)))
+        self.raw_frequency = nn.Parameter(torch.full((features,), _softplus_inverse(frequency_init)))
+        self.raw_decay = nn.Parameter(torch.full((features,), _softplus_inverse(decay_init)))
+
+    @property
+    def amplitude(self) -> torch.Tensor:
+        return F.softplus(self.raw_amplitude)
+
+    @property
+    def frequency(self) -> torch.Tensor:
+        return F.softplus(self.raw_frequency)
+
+    @property
+    def decay(self) -> torch.Tensor:
+        return F.softplus(self.raw_decay) + _DECAY_FLOOR
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = self.amplitude * torch.exp(-self.decay * z.abs()) * torch.sin(self.frequency * z)
+        # sin(inf) = NaN while its envelope is exactly 0: take the limit, 0.
+        return torch.nan_to_num(a, nan=0.0)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}"
+
+
+@dataclass(frozen=True)
+class StateBounds:
+    """What the theory guarantees for one layer's state, at the layer's current parameters.
+
+    Attributes:
+        drive_bound: ``G``, the largest amplitude: every activation satisfies ``|a| <= G``.
+        steady_state_limit: ``limsup |s|`` (``min(M, beta * G)``; ``M`` in legacy mode).
+        contraction: ``L``; two states driven by the same inputs approach each other like ``L^t``.
+        max_abs: the hard bound ``M``.
+        clip_inactive: ``True`` when ``beta * G <= M``: once settled, the bound never acts.
+    """
+
+    drive_bound: float
+    steady_state_limit: float
+    contraction: float
+    max_abs: float
+    clip_inactive: bool
+
+
+class StatefulSineLayer(nn.Module):
+    """Linear map, PSANN sine activation, and a persistent per-stream, per-unit state.
+
+    Args:
+        in_features, out_features: widths.
+        state: the :class:`~psann_stream.state.StateConfig` of the state.
+        w0: SIREN frequency scale. Weights are drawn from ``U(+-sqrt(6 / in_features) / w0)`` and
+            the frequency starts at ``w0``, so ``f * z`` has SIREN's distribution for any ``w0``.
+        generator: random generator for the initialisation (reproducible models).
+
+    ``forward(x, s)`` with ``x: [streams, in_features]`` and ``s: [streams, out_features]`` returns
+    ``(y, s_new)``, both ``[streams, out_features]``, and changes nothing (the held ``state``
+    buffer included).
+    """
+
+    state: torch.Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        state: StateConfig,
+        w0: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.config = state
+        self.linear = nn.Linear(in_features, out_features)
+        bound = math.sqrt(6.0 / in_features) / w0
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound, generator=generator)
+            b = 1.0 / math.sqrt(in_features)
+            self.linear.bias.uniform_(-b, b, generator=generator)
+        self.activation = SineActivation(out_features, frequency_init=w0)
+        if state.learnable_gain:
+            theta = math.atanh(state.gain / state.gain_max)
+            self.raw_gain = nn.Parameter(torch.full((out_features,), theta))
+        else:
+            self.register_buffer("fixed_gain", torch.full((out_features,), state.gain))
+        self.register_buffer("state", torch.full((1, out_features), state.init))
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def gain(self) -> torch.Tensor:
+        """``gamma`` per unit: ``gain_max * tanh(raw_gain)`` when learnable, so ``|gamma| < gain_max``."""
+        if self.config.learnable_gain:
+            return self.config.gain_max * torch.tanh(self.raw_gain)
+        return self.fixed_gain
+
+    # ------------------------------------------------------------------ the step
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        a = self.activation(self.linear(x))
+        s_new = update_state(s, a, cfg)
+        if cfg.mode == "trace":
+            y = a + self.gain * s_new
+        elif cfg.mode == "gain":
+            y = self.gain * a / (cfg.gain_eps + s_new)
+        else:
+            y = self.gain * a * carry(s, cfg)
+        return y, s_new
+
+    # ------------------------------------------------------------------ held state
+    def initial_state(self, n_streams: int) -> torch.Tensor:
+        """A fresh ``[n_streams, out_features]`` state filled with ``init``."""
+        return torch.full(
+            (n_streams, self.out_features), self.config.init, dtype=self.state.dtype, device=self.state.device
+        )
+
+    def reset_state(self, streams: Sequence[int] | torch.Tensor | None = None, *, n_streams: int | None = None) -> None:
+        """Set the held state of all streams (or of the given stream indices) to ``init``.
+
+        ``n_streams`` resizes the held state to that many streams first (all at ``init``).
+        """
+        with torch.no_grad():
+            if n_streams is not None:
+                self.state = self.initial_state(n_streams)
+            elif streams is None:
+                self.state = self.initial_state(self.state.shape[0])
+            else:
+                idx = torch.as_tensor(streams, dtype=torch.long, device=self.state.device)
+                n = self.state.shape[0]
+                if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+                    raise StateShapeError(
+                        f"reset_state: stream index out of range for {n} held stream(s): {idx.tolist()}."
+                    )
+                state = self.state.detach().clone()
+                state[idx] = self.config.init
+                self.state = state
+
+    def commit_state(self, s: torch.Tensor, *, force_detach: bool = False) -> None:
+        """Make ``s`` the held state (detached if the config says so, or if forced)."""
+        self.state = carry(s, self.config, force_detach=force_detach)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The held state's stream count is data, not architecture: adopt the checkpoint's shape.
+        saved = state_dict.get(prefix + "state")
+        if isinstance(saved, torch.Tensor) and saved.dim() == 2 and saved.shape[1] == self.out_features:
+            self.state = torch.empty_like(saved, dtype=self.state.dtype, device=self.state.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ theory
+    def state_bounds(self) -> StateBounds:
+        """The bounds of :mod:`psann_stream.state` evaluated at this layer's current parameters."""
+        g = float(self.activation.amplitude.detach().max())
+        cfg = self.config
+        return StateBounds(
+            drive_bound=g,
+            steady_state_limit=steady_state_limit(cfg, g),
+            contraction=contraction_constant(cfg, g),
+            max_abs=cfg.max_abs,
+            clip_inactive=cfg.contractive and cfg.beta * g <= cfg.max_abs,
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.config.mode!r}"
