@@ -62,7 +62,10 @@ class Rollout:
 
 
 def _as_sequence(name: str, v: torch.Tensor | np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(v)
+    try:
+        t = torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{name} cannot be read as a numeric tensor ({exc}); pass real numbers.") from None
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)):
         raise ConfigError(f"{name} has dtype {t.dtype}; pass real numbers (float tensors or arrays).")
     return t.to(dtype=dtype, device=device)
