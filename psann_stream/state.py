@@ -118,9 +118,9 @@ class StateConfig:
 
     Examples
     --------
-    >>> cfg = StateConfig(rho=0.95)
+    >>> cfg = StateConfig(rho=0.75)
     >>> cfg.time_constant
-    20.0
+    4.0
     >>> StateConfig.from_mapping(cfg.to_dict()) == cfg
     True
     >>> StateConfig(rho=1.0)
