@@ -367,8 +367,8 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
     of ``s = M tanh((rho s + (1 - rho) beta phi(a)) / M)`` (tanh), reached at rate ``rho^t``.
     For ``bound="ball"`` the last axis of ``a`` is one stream's vector. Legacy mode has no unique
     fixed point: from ``s0`` (default ``init``) it returns where that trajectory ends — 0 when the
-    growth factor ``g = rho + (1 - rho) beta |a|`` is below 1, the saturation point when above,
-    ``s0`` itself when exactly 1.
+    growth factor ``g = rho + (1 - rho) beta |a|`` is below 1, the saturation point when above;
+    when exactly 1, ``s0`` itself (clip, ball) or 0, approached like ``1/sqrt(t)`` (tanh).
 
     >>> float(fixed_point(StateConfig(rho=0.9, beta=2.0, max_abs=3.0), 0.5))
     1.0
@@ -395,8 +395,9 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
         sat = _bisect(lambda s: s - m * np.tanh(g * s / m), 1e-300, m, g.shape)
     else:  # clip or ball: g * s grows until the bound holds it at M (per unit; ball is a worst case)
         sat = np.full(g.shape, m)
-    out = np.where(g > 1.0, sat * sign, np.where(g < 1.0, 0.0, np.clip(s0, -m, m)))
-    return out
+    # g == 1: clip and ball leave s0 where it is; tanh still shrinks it, slowly, towards 0.
+    neutral = np.zeros_like(s0) if cfg.bound == "tanh" else np.clip(s0, -m, m)
+    return np.where(g > 1.0, sat * sign, np.where(g < 1.0, 0.0, neutral))
 
 
 def _bisect(f: Any, lo: float, hi: float, shape: tuple[int, ...], iters: int = 200) -> np.ndarray:
