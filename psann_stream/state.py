@@ -271,15 +271,23 @@ def apply_bound(x: torch.Tensor, cfg: StateConfig) -> torch.Tensor:
         return x.clamp(-m, m)
     if cfg.bound == "tanh":
         return torch.tanh(x / m) * m
-    # Ball: clip at the dtype's largest value first so an overflowed entry (inf) cannot turn the
-    # scale factor into inf * 0 = NaN, then take the norm in a scaled form that cannot overflow.
+    # Ball. Overflow-safe: clip at the dtype's largest value so no inf * 0 appears, and compare
+    # norms in a form scaled by the largest entry. Gradient-safe: sqrt is never evaluated at 0
+    # (the selected branch has a scaled squared norm >= 1), so an all-zero state has gradient 0,
+    # not NaN.
     big = torch.finfo(x.dtype).max
     x = x.clamp(-big, big)
-    peak = x.abs().amax(dim=-1, keepdim=True)
-    safe_peak = torch.where(peak > 0, peak, torch.ones_like(peak))
-    norm = torch.linalg.vector_norm(x / safe_peak, dim=-1, keepdim=True) * safe_peak
-    scale = torch.where(norm > m, m / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.ones_like(norm))
-    return x * scale
+    # The scale is a constant for autograd: norm = peak * ||x / peak|| has the exact gradient
+    # x / ||x|| either way, and a constant peak cannot produce 0 / 0 when it underflows.
+    peak = x.detach().abs().amax(dim=-1, keepdim=True)
+    one = torch.ones_like(peak)
+    safe_peak = torch.where(peak > 0, peak, one)
+    u = x / safe_peak
+    sq = (u * u).sum(dim=-1, keepdim=True)
+    outside = sq > (m / safe_peak) ** 2
+    norm = safe_peak * torch.sqrt(torch.where(outside, sq, one))
+    # The final clamp only removes float rounding (an entry 1 ulp above M after scaling).
+    return (x * torch.where(outside, m / norm, one)).clamp(-m, m)
 
 
 def carry(s: torch.Tensor, cfg: StateConfig, *, force_detach: bool = False) -> torch.Tensor:

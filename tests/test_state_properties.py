@@ -181,3 +181,14 @@ def test_legacy_update_ends_where_the_growth_factor_says(rho, beta, abs_a, init)
     if abs(g - 1) > 0.05:  # away from neutrality the trajectory has converged after 3000 steps
         assert abs(float(s) - end) <= 1e-6 * max(1.0, end)
         assert (end == 0.0) == (g < 1)
+
+
+@given(state_configs(), f32_arrays((3, 4)), st.sampled_from([0.0, 1e-38, 1e-45, 1.0]))
+def test_bound_gradient_is_finite_everywhere(cfg, x, zero_row_value):
+    """Every bound has a finite gradient at every input, including an all-zero or subnormal
+    state vector (where a naive ball projection differentiates the norm at 0)."""
+    x = torch.from_numpy(x).clone()
+    x[0] = zero_row_value
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(apply_bound(x, cfg).sum(), x)
+    assert torch.isfinite(g).all()
