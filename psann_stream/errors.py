@@ -8,7 +8,14 @@ configuration or data), so generic handlers keep working.
 
 from __future__ import annotations
 
-__all__ = ["PsannStreamError", "ConfigError", "NonFiniteInputError", "StateShapeError"]
+__all__ = [
+    "PsannStreamError",
+    "ConfigError",
+    "NonFiniteInputError",
+    "NonFiniteStateError",
+    "StateShapeError",
+    "CheckpointError",
+]
 
 
 class PsannStreamError(Exception):
@@ -25,3 +32,14 @@ class NonFiniteInputError(PsannStreamError, ValueError):
 
 class StateShapeError(PsannStreamError, ValueError):
     """The held state does not fit the input (stream count or width); the message says how to reset it."""
+
+
+class NonFiniteStateError(PsannStreamError, FloatingPointError):
+    """A prediction, state or update became non-finite from finite data; the message names where.
+
+    Raised before the offending update is applied, so the learner stays at its last good state.
+    """
+
+
+class CheckpointError(PsannStreamError, ValueError):
+    """A saved state cannot be loaded (wrong format, version, shape or content)."""

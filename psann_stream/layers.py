@@ -160,9 +160,14 @@ class StatefulSineLayer(nn.Module):
         return self.fixed_gain
 
     # ------------------------------------------------------------------ the step
-    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, s: torch.Tensor, activations: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; if ``activations`` is a list, the activation ``a`` is appended to it."""
         cfg = self.config
         a = self.activation(self.linear(x))
+        if activations is not None:
+            activations.append(a)
         s_new = update_state(s, a, cfg)
         if cfg.mode == "trace":
             y = a + self.gain * s_new

@@ -81,8 +81,14 @@ class StatefulNet(nn.Module):
             self.head.bias.zero_()
 
     # ------------------------------------------------------------------ the step
-    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One step for every stream: ``x: [streams, F]`` -> ``(y: [streams, O], new_state)``."""
+    def forward(
+        self, x: torch.Tensor, state: State, activations: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """One step for every stream: ``x: [streams, F]`` -> ``(y: [streams, O], new_state)``.
+
+        If ``activations`` is a list, each layer's activation ``[streams, units]`` is appended to it
+        (the monitor reads them).
+        """
         if len(state) != len(self.layers):
             raise StateShapeError(
                 f"StatefulNet.forward got a state of {len(state)} tensor(s) for {len(self.layers)} stateful layer(s); "
@@ -91,7 +97,7 @@ class StatefulNet(nn.Module):
         h = x
         new: list[torch.Tensor] = []
         for layer, s in zip(self.layers, state):
-            h, s_new = layer(h, s)
+            h, s_new = layer(h, s, activations)
             new.append(s_new)
         return self.head(h), tuple(new)
 

@@ -1,0 +1,494 @@
+"""Learner: a StatefulNet, a streaming optimiser, online normalisers and a monitor, learning one
+stream prequentially (each event is predicted with the model as it was, then learned).
+
+Per learned event, in this order (both backends):
+
+1. ``x_n = (x - mean_x) / std_x`` with the input statistics *before* this event;
+2. forward with the held state: ``y_hat_n``, reported as ``y_hat = y_hat_n * std_y + mean_y``;
+3. ``delta = (y - mean_y) / std_y - y_hat_n``; one value-form optimiser step with ``grad y_hat_n``
+   (the state's past is detached: online learning truncates at every step);
+4. the held state becomes this event's new state; ``x`` and ``y`` are folded into the statistics;
+5. the monitor's statistics are updated; every ``check_every`` events the monitor is consulted.
+
+Backends: ``"numba"`` runs steps 1-5 in compiled code over a whole batch of events
+(:mod:`psann_stream._fastpath`); ``"torch"`` runs them with autograd and the optimisers of
+:mod:`psann_stream.optim` (the reference, and the path for models the compiled loop does not
+cover). ``"auto"`` picks numba when it can. Both work in float64 and agree to rounding
+(``tests/test_fastpath.py``).
+
+Bad values: an event whose ``x`` or ``y`` holds NaN or inf never reaches the weights, the state or
+the statistics. ``on_nonfinite="raise"`` stops with an error naming the event and the column;
+``"skip"`` leaves the event out (prediction NaN) and counts it in :attr:`Learner.n_skipped` (C12).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import torch
+
+from . import _fastpath as fp
+from ._packing import (
+    OPT_KINDS,
+    Layout,
+    empty_optimizer_state,
+    fast_path_unsupported,
+    flat_params,
+    layout,
+    load_flat_params,
+    optimizer_hyper,
+    optimizer_settings,
+    optimizer_state_from_torch,
+    optimizer_state_to_torch,
+)
+from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
+from .model import StatefulNet
+from .monitor import Alert, Monitor, monitor_size
+from .normalize import RunningStats
+from .optim import make_optimizer
+
+__all__ = ["Learner"]
+
+Backend = Literal["auto", "numba", "torch"]
+FORMAT = "psann_stream.learner/1"
+
+
+def _as_rows(name: str, x: Any, width: int) -> np.ndarray:
+    try:
+        a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} cannot be read as numbers ({exc}).") from None
+    if a.ndim == 1 and width == 1 and name.startswith("Y"):
+        return a
+    if a.ndim == 1:
+        a = a[None, :] if width > 1 or name.startswith("x") else a[:, None]
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ConfigError(f"{name} has shape {np.shape(x)}; need rows of {width} value(s).")
+    return np.ascontiguousarray(a)
+
+
+class Learner:
+    """Prequential online learning of one stream with a StatefulNet (see module doc).
+
+    Args:
+        model: the network (one output); the learner owns it and converts it to float64.
+        optimizer: ``"obgd"`` (default), ``"intentional"`` or ``"adam"``.
+        optimizer_kwargs: settings overriding the optimiser's defaults (ObGD ``lr=1.0, kappa=2.0``;
+            intentional ``lr=0.5``; Adam ``lr=1e-3``).
+        normalize_x, normalize_y: normalise inputs / targets online (recommended: unscaled
+            targets are the main reason deep models lose to linear ones on streams).
+        forget: forgetting factor of both normalisers, ``(0, 1]``; 1 = cumulative.
+        monitor: ``True`` (a default :class:`~psann_stream.monitor.Monitor`), a Monitor, or ``False``.
+        check_every: consult the monitor every this many learned events.
+        on_nonfinite: ``"raise"`` or ``"skip"`` (module doc).
+        backend: ``"auto"``, ``"numba"`` or ``"torch"``.
+
+    >>> from psann_stream import StatefulNet
+    >>> lrn = Learner(StatefulNet(2, hidden=(8,), seed=0))
+    >>> xs = np.random.default_rng(0).standard_normal((500, 2))
+    >>> preds = lrn.learn_batch(xs, xs.sum(axis=1))
+    >>> float(np.abs(preds[-100:] - xs[-100:].sum(axis=1)).mean()) < 0.5
+    True
+    """
+
+    def __init__(
+        self,
+        model: StatefulNet,
+        *,
+        optimizer: str = "obgd",
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        normalize_x: bool = True,
+        normalize_y: bool = True,
+        forget: float = 1.0,
+        monitor: bool | Monitor = True,
+        check_every: int = 100,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        backend: Backend = "auto",
+    ) -> None:
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "state_config"):
+            raise ConfigError(f"Learner needs a StatefulNet, got {type(model).__name__}.")
+        if model.out_features != 1:
+            raise ConfigError(
+                f"Learner learns one target but the model has out_features={model.out_features}; "
+                "use one Learner per target."
+            )
+        if on_nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"Learner.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
+        if backend not in ("auto", "numba", "torch"):
+            raise ConfigError(f"Learner.backend = {backend!r} is not one of 'auto', 'numba', 'torch'.")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ConfigError(f"Learner.check_every = {check_every!r} is out of range: need an integer >= 1.")
+        why = fast_path_unsupported(model)
+        if backend == "numba" and why:
+            raise ConfigError(f"backend='numba' cannot run this model: {why}. Use backend='torch'.")
+        self.backend = "torch" if (backend == "torch" or why) else "numba"
+        self._model = model.double()
+        self._model.reset_state(n_streams=1)
+        self.optimizer_name = optimizer
+        self.optimizer_settings = optimizer_settings(optimizer, optimizer_kwargs)
+        self.normalize_x = bool(normalize_x)
+        self.normalize_y = bool(normalize_y)
+        self.x_stats = RunningStats(model.in_features, forget=forget)
+        self.y_stats = RunningStats(1, forget=forget)
+        self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
+        self.check_every = check_every
+        self.on_nonfinite = on_nonfinite
+        self.n_learned = 0
+        self.n_skipped = 0
+        self._layout: Layout = layout(model)
+        self._mon = np.zeros(monitor_size(self._layout.widths))
+        self._since_check = 0
+        if self.backend == "numba":
+            self._theta = flat_params(model)
+            self._state = self._flat_state()
+            self._opt_state = empty_optimizer_state(self._layout.n_params)
+            self._opt = None
+        else:
+            self._opt = make_optimizer(optimizer, self._model.parameters(), **self.optimizer_settings)
+
+    # ------------------------------------------------------------------ model access
+    def _flat_state(self) -> np.ndarray:
+        return np.concatenate([s.detach().double().reshape(-1).numpy() for s in self._model.held_state()]).copy()
+
+    def _sync_model(self) -> None:
+        """Write the compiled loop's parameters and state into the torch model."""
+        if self.backend != "numba":
+            return
+        load_flat_params(self._model, self._theta)
+        parts, off = [], 0
+        for layer in self._model.layers:
+            h = layer.out_features
+            parts.append(torch.from_numpy(self._state[off : off + h].copy())[None, :])
+            off += h
+        self._model.commit_state(tuple(parts))
+
+    @property
+    def model(self) -> StatefulNet:
+        """The torch model with the current weights and held state (a view for inspection; changes
+        to it are picked up only by the torch backend)."""
+        self._sync_model()
+        return self._model
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.monitor.alerts if self.monitor else []
+
+    # ------------------------------------------------------------------ prediction and learning
+    def _check_rows(self, X: np.ndarray, Y: np.ndarray | None) -> np.ndarray:
+        """Skip mask for non-finite events; raises under the 'raise' policy."""
+        bad = ~np.isfinite(X).all(axis=1)
+        if Y is not None:
+            bad |= ~np.isfinite(Y)
+        if bad.any() and self.on_nonfinite == "raise":
+            n = int(np.argmax(bad))
+            if not np.isfinite(X[n]).all():
+                col = int(np.argmax(~np.isfinite(X[n])))
+                what = f"x column {col} is {X[n, col]!r}"
+            else:
+                what = f"y is {float(Y[n])!r}"  # type: ignore[index]
+            raise NonFiniteInputError(
+                f"event {n} of this batch (learned events so far: {self.n_learned}): {what}; nothing was learned "
+                "from it or after it. Clean the data, or use on_nonfinite='skip' to leave such events out."
+            )
+        return bad
+
+    def predict_one(self, x: Any) -> float:
+        """The prediction for ``x`` with the current weights and held state; changes nothing."""
+        X = _as_rows("x", x, self._model.in_features)
+        if not np.isfinite(X).all():
+            raise NonFiniteInputError(f"predict_one: x holds a non-finite value ({X[0].tolist()}); clean the input.")
+        return float(self._predict(X, advance=False)[0])
+
+    def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
+        """Predictions for consecutive events without targets, the state advancing through them.
+
+        ``advance=True`` keeps the state (and input statistics) where the last event left them —
+        for events that will not be learned; ``advance=False`` restores them afterwards.
+        """
+        X = _as_rows("X", X, self._model.in_features)
+        if not np.isfinite(X).all():
+            raise NonFiniteInputError("predict_batch: X holds non-finite values; clean the input.")
+        return self._predict(X, advance=advance)
+
+    def learn_one(self, x: Any, y: float) -> float:
+        """Predict ``x`` with the model as it is, then learn ``y``; returns the prediction."""
+        return float(self.learn_batch(_as_rows("x", x, self._model.in_features), np.array([float(y)]))[0])
+
+    def learn_batch(self, X: Any, Y: Any, *, mode: Literal["exact", "batched"] = "exact") -> np.ndarray:
+        """Learn consecutive events ``X [N, F]``, ``Y [N]``; returns the prequential predictions.
+
+        ``mode="exact"``: event by event (predict, learn, advance), identical to ``learn_one`` in a
+        loop. ``mode="batched"``: predict the whole batch with the current weights (the state
+        advancing event by event), then take one step along the mean of ``delta_n * grad y_hat_n``
+        (as a value-form step with unit error). Faster for large batches; the predictions of
+        events ``2..N`` then do not benefit from events ``1..N-1``.
+        """
+        X = _as_rows("X", X, self._model.in_features)
+        Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
+        if Y.shape[0] != X.shape[0]:
+            raise ConfigError(f"learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
+        if mode not in ("exact", "batched"):
+            raise ConfigError(f"learn_batch: mode = {mode!r} is not one of 'exact', 'batched'.")
+        skip = self._check_rows(X, Y)
+        if mode == "batched":
+            return self._learn_batched(X, Y, skip)
+        out = np.empty(X.shape[0])
+        start = 0
+        while start < X.shape[0]:
+            stop = min(X.shape[0], start + self.check_every - self._since_check)
+            self._learn_exact(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], offset=start)
+            learned = int((~skip[start:stop]).sum())
+            self.n_learned += learned
+            self.n_skipped += int(skip[start:stop].sum())
+            self._since_check += stop - start
+            if self._since_check >= self.check_every:
+                self._since_check = 0
+                self._check_monitor()
+            start = stop
+        return out
+
+    # ------------------------------------------------------------------ backends
+    def _kernel_args(self) -> tuple[Any, ...]:
+        L = self._layout
+        xs, ys = self.x_stats, self.y_stats
+        self._xws = np.array([xs.weight, float(xs.count)])
+        self._yws = np.array([ys.weight, float(ys.count)])
+        o = self._opt_state
+        return (
+            OPT_KINDS[self.optimizer_name], optimizer_hyper(self.optimizer_name, self.optimizer_settings),
+            o["buf1"], o["buf2"], o["scal"],
+            xs._mean, xs._m2, self._xws, xs.forget, xs.eps, self.normalize_x,
+            ys._mean, ys._m2, self._yws, ys.forget, ys.eps, self.normalize_y,
+            self._mon, self.monitor is not None,
+        )
+
+    def _after_kernel(self) -> None:
+        self.x_stats.weight, self.x_stats.count = float(self._xws[0]), int(self._xws[1])
+        self.y_stats.weight, self.y_stats.count = float(self._yws[0]), int(self._yws[1])
+
+    def _raise_state_error(self, n: int, status: int, offset: int) -> None:
+        what = "the prediction" if status == 1 else "the update"
+        raise NonFiniteStateError(
+            f"event {offset + n} of this batch (learned events so far: {self.n_learned}): {what} became non-finite "
+            f"from finite data; the event was not learned and the learner is unchanged since the previous event. "
+            f"Lower the learning rate (optimizer={self.optimizer_name!r}, settings {self.optimizer_settings}) or use "
+            "optimizer='obgd', whose steps are bounded."
+        )
+
+    def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, *, offset: int) -> None:
+        if self.backend == "numba":
+            L = self._layout
+            args = self._kernel_args()
+            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self._state,
+                                         X, Y, True, skip, *args, out)
+            self._after_kernel()
+            if status:
+                self._raise_state_error(done, status, offset)
+            return
+        for n in range(X.shape[0]):
+            if skip[n]:
+                out[n] = np.nan
+                continue
+            out[n] = self._torch_event(X[n], float(Y[n]), offset + n)
+
+    def _torch_event(self, x: np.ndarray, y: float, index: int) -> float:
+        model, xs, ys = self._model, self.x_stats, self.y_stats
+        xn = xs.transform(x) if self.normalize_x else x
+        acts: list[torch.Tensor] = []
+        with torch.enable_grad():
+            pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], model.held_state(), acts)
+        sy = float(ys.std[0]) if self.normalize_y else 1.0
+        my = float(ys.mean[0]) if self.normalize_y else 0.0
+        yh = float(pred.detach())
+        p = yh * sy + my
+        if not np.isfinite(p):
+            self._raise_state_error(index, 1, 0)
+        delta = (y - my) / sy - yh
+        params = list(model.parameters())
+        before = [q.detach().clone() for q in params]
+        self._opt.zero_grad(set_to_none=True)
+        pred.sum().backward()
+        try:
+            self._opt.step(delta=delta)
+        except ValueError:
+            self._raise_state_error(index, 2, 0)
+        if not np.isfinite(self._opt.last_update_l1):
+            with torch.no_grad():
+                for q, b in zip(params, before):
+                    q.copy_(b)
+            self._raise_state_error(index, 2, 0)
+        model.commit_state(new_state, force_detach=True)
+        if self.normalize_x:
+            xs.update(x)
+        if self.normalize_y:
+            ys.update(np.array([y]))
+        if self.monitor is not None:
+            grad = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1) for q in params])
+            theta = torch.cat([q.detach().reshape(-1) for q in params])
+            fp._monitor.py_func(
+                self._mon, self._layout.lay,
+                torch.cat([s.reshape(-1) for s in model.held_state()]).numpy(),
+                torch.cat([a.detach().reshape(-1) for a in acts]).numpy(),
+                self._model.state_config.max_abs, grad.numpy(), theta.numpy(),
+                self._opt.last_update_l1, self._opt.effective_step, len(model.layers),
+            )
+        return p
+
+    def _predict(self, X: np.ndarray, *, advance: bool) -> np.ndarray:
+        out = np.empty(X.shape[0])
+        if self.backend == "numba":
+            L = self._layout
+            state = self._state if advance else self._state.copy()
+            saved = None if advance else (self.x_stats._mean.copy(), self.x_stats._m2.copy(), self.x_stats.weight, self.x_stats.count)
+            args = self._kernel_args()
+            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, state,
+                                         X, np.zeros(X.shape[0]), False, np.zeros(X.shape[0], dtype=np.bool_), *args, out)
+            self._after_kernel()
+            if saved is not None:
+                self.x_stats._mean, self.x_stats._m2, self.x_stats.weight, self.x_stats.count = saved
+            if status:
+                self._raise_state_error(done, status, 0)
+            return out
+        model = self._model
+        held = model.held_state()
+        saved = copy.deepcopy(self.x_stats.state_dict())
+        state = held
+        with torch.no_grad():
+            for n in range(X.shape[0]):
+                xn = self.x_stats.transform(X[n]) if self.normalize_x else X[n]
+                pred, state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], state)
+                sy = float(self.y_stats.std[0]) if self.normalize_y else 1.0
+                my = float(self.y_stats.mean[0]) if self.normalize_y else 0.0
+                out[n] = float(pred) * sy + my
+                if self.normalize_x:
+                    self.x_stats.update(X[n])
+        if advance:
+            model.commit_state(state, force_detach=True)
+        else:
+            self.x_stats.load_state_dict(saved)
+        return out
+
+    def _learn_batched(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray) -> np.ndarray:
+        """Predict the batch with fixed weights, then one step along mean(delta_n grad y_hat_n)."""
+        model = self.model  # synced
+        keep = ~skip
+        Xk, Yk = X[keep], Y[keep]
+        out = np.full(X.shape[0], np.nan)
+        if not len(Xk):
+            self.n_skipped += int(skip.sum())
+            return out
+        xs, ys = self.x_stats, self.y_stats
+        state = model.held_state()
+        total = torch.zeros((), dtype=torch.float64)
+        preds = []
+        with torch.enable_grad():
+            for n in range(Xk.shape[0]):
+                xn = xs.transform(Xk[n]) if self.normalize_x else Xk[n]
+                pred, state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], state)
+                state = tuple(s.detach() for s in state)
+                sy = float(ys.std[0]) if self.normalize_y else 1.0
+                my = float(ys.mean[0]) if self.normalize_y else 0.0
+                yh = float(pred.detach())
+                preds.append(yh * sy + my)
+                delta = (Yk[n] - my) / sy - yh
+                total = total + pred.sum() * (delta / len(Xk))
+                if self.normalize_x:
+                    xs.update(Xk[n])
+                if self.normalize_y:
+                    ys.update(np.array([Yk[n]]))
+        opt = self._opt if self.backend == "torch" else make_optimizer(self.optimizer_name, model.parameters(), **self.optimizer_settings)
+        if self.backend == "numba":
+            optimizer_state_to_torch(opt, model, self._opt_state)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step(delta=1.0)
+        model.commit_state(state, force_detach=True)
+        if self.backend == "numba":
+            self._theta = flat_params(model)
+            self._state = self._flat_state()
+            self._opt_state = optimizer_state_from_torch(opt, model)
+        out[keep] = preds
+        self.n_learned += int(keep.sum())
+        self.n_skipped += int(skip.sum())
+        return out
+
+    # ------------------------------------------------------------------ monitor, reset, persistence
+    def _check_monitor(self) -> None:
+        if self.monitor is None:
+            return
+        model = self.model
+        self.monitor.check(
+            self._mon, config=model.state_config, bounds=model.state_bounds(), widths=self._layout.widths,
+            lr=float(self.optimizer_settings["lr"]), step=self.n_learned,
+        )
+        self._mon[-1] = 0.0  # the max effective step is per check window
+
+    def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
+        """Reset the held state to ``init`` and/or restart the optimiser (ObGD: traces; intentional:
+        error RMS; Adam: bias correction, moments kept)."""
+        if state:
+            if self.backend == "numba":
+                self._state[:] = self._model.state_config.init
+            else:
+                self._model.reset_state()
+        if optimizer:
+            if self.backend == "numba":
+                if self.optimizer_name == "obgd":
+                    self._opt_state["buf1"][:] = 0.0
+                else:
+                    self._opt_state["scal"][:] = 0.0
+            else:
+                self._opt.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically: weights and held state, optimiser state,
+        normalisers, monitor statistics and counters (plain tensors, arrays and numbers)."""
+        model = self.model
+        opt_state = self._opt_state if self.backend == "numba" else optimizer_state_from_torch(self._opt, model)
+        return {
+            "format": FORMAT,
+            "backend": self.backend,
+            "state_config": model.state_config.to_dict(),
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": {"name": self.optimizer_name, **{k: torch.from_numpy(v.copy()) for k, v in opt_state.items()}},
+            "x_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self.x_stats.state_dict().items()},
+            "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self.y_stats.state_dict().items()},
+            "monitor": torch.from_numpy(self._mon.copy()),
+            "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped, "since_check": self._since_check},
+        }
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the learner must have been built with the same architecture."""
+        try:
+            if sd.get("format") != FORMAT:
+                raise CheckpointError(f"unknown learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
+            if sd["optimizer"]["name"] != self.optimizer_name:
+                raise CheckpointError(
+                    f"the saved optimiser is {sd['optimizer']['name']!r} but this learner uses {self.optimizer_name!r}; "
+                    "build the Learner with the same optimizer."
+                )
+            self._model.load_state_dict(sd["model"])
+            self._model.double()
+            opt_state = {k: np.array(sd["optimizer"][k], dtype=np.float64) for k in ("buf1", "buf2", "scal")}
+            for name, stats in (("x_stats", self.x_stats), ("y_stats", self.y_stats)):
+                stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd[name].items()})
+            mon = np.array(sd["monitor"], dtype=np.float64)
+            counters = sd["counters"]
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"the learner state cannot be loaded: {exc}. Was it saved by Learner.state_dict() "
+                                  "for a model of the same architecture?") from None
+        if opt_state["buf1"].shape[0] != self._layout.n_params or mon.shape != self._mon.shape:
+            raise CheckpointError("the saved learner has a different architecture (parameter count differs).")
+        self._mon = mon
+        self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
+        self._since_check = int(counters["since_check"])
+        if self.backend == "numba":
+            self._theta = flat_params(self._model)
+            self._state = self._flat_state()
+            self._opt_state = opt_state
+        else:
+            optimizer_state_to_torch(self._opt, self._model, opt_state)
