@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import StateShapeError
+from .errors import ConfigError, StateShapeError
 from .state import StateConfig, carry, contraction_constant, steady_state_limit, update_state
 
 __all__ = ["SineActivation", "StatefulSineLayer", "StateBounds"]
@@ -134,6 +134,12 @@ class StatefulSineLayer(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if state.bound == "ball" and abs(state.init) * math.sqrt(out_features) > state.max_abs:
+            raise ConfigError(
+                f"StateConfig.init = {state.init!r} is out of range for bound='ball' and {out_features} units: the "
+                f"initial state's norm |init|*sqrt({out_features}) = {abs(state.init) * math.sqrt(out_features):.4g} "
+                f"exceeds max_abs = {state.max_abs!r}; use |init| <= {state.max_abs / math.sqrt(out_features):.4g}."
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.config = state

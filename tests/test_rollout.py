@@ -315,3 +315,8 @@ def test_one_dimensional_targets_are_accepted_for_one_output():
     x = _seq(0, 5, 1)[:, 0]
     p = predict_sequence_online(net, x, torch.zeros(5), optimizer=torch.optim.SGD(net.parameters(), 0.1))
     assert p.shape == (5, 1)
+
+
+def test_ball_bound_rejects_an_initial_state_outside_the_ball():
+    with pytest.raises(ConfigError, match=r"bound='ball' and 4 units.*\|init\|\*sqrt\(4\) = 2.*use \|init\| <= 0.5"):
+        StatefulNet(3, hidden=(4,), state=StateConfig(bound="ball", init=1.0, max_abs=1.0))
