@@ -6,29 +6,55 @@ Public API (everything else is private):
 * :class:`StateConfig` and the state helpers in :mod:`psann_stream.state`
 * :class:`StatefulNet`, :class:`StatefulSineLayer`, :class:`SineActivation`
 * :func:`rollout`, :func:`predict_sequence`, :func:`predict_sequence_online`
+* :class:`Learner` (one stream) and :class:`KeyedLearner` (many keyed streams)
+* the streaming optimisers :class:`ObGD`, :class:`IntentionalSGD`, :class:`StreamingAdam`
+* :class:`RunningStats` (online normaliser), :class:`Monitor`, :class:`Alert`, :class:`StabilityWarning`
 * the error types, all subclasses of :class:`PsannStreamError`
 """
 
-from .errors import ConfigError, NonFiniteInputError, PsannStreamError, StateShapeError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteInputError,
+    NonFiniteStateError,
+    PsannStreamError,
+    StateShapeError,
+)
+from .keyed import KeyedLearner
 from .layers import SineActivation, StateBounds, StatefulSineLayer
+from .learner import Learner
 from .model import State, StatefulNet
+from .monitor import Alert, Monitor, StabilityWarning
+from .normalize import RunningStats
+from .optim import IntentionalSGD, ObGD, StreamingAdam
 from .rollout import Rollout, predict_sequence, predict_sequence_online, rollout
 from .state import StateConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
+    "CheckpointError",
     "ConfigError",
+    "IntentionalSGD",
+    "KeyedLearner",
+    "Learner",
+    "Monitor",
     "NonFiniteInputError",
+    "NonFiniteStateError",
+    "ObGD",
     "PsannStreamError",
     "Rollout",
+    "RunningStats",
     "SineActivation",
+    "StabilityWarning",
     "State",
     "StateBounds",
     "StateConfig",
     "StateShapeError",
     "StatefulNet",
     "StatefulSineLayer",
+    "StreamingAdam",
     "predict_sequence",
     "predict_sequence_online",
     "rollout",

@@ -55,6 +55,13 @@ Backend = Literal["auto", "numba", "torch"]
 FORMAT = "psann_stream.learner/1"
 
 
+def _np(v: Any) -> np.ndarray:
+    """A float64 numpy copy of a tensor or array-like."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().double().numpy().copy()
+    return np.array(v, dtype=np.float64)
+
+
 def _as_rows(name: str, x: Any, width: int) -> np.ndarray:
     try:
         a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
@@ -185,7 +192,7 @@ class Learner:
             n = int(np.argmax(bad))
             if not np.isfinite(X[n]).all():
                 col = int(np.argmax(~np.isfinite(X[n])))
-                what = f"x column {col} is {X[n, col]!r}"
+                what = f"x column {col} is {float(X[n, col])!r}"
             else:
                 what = f"y is {float(Y[n])!r}"  # type: ignore[index]
             raise NonFiniteInputError(
@@ -221,9 +228,10 @@ class Learner:
 
         ``mode="exact"``: event by event (predict, learn, advance), identical to ``learn_one`` in a
         loop. ``mode="batched"``: predict the whole batch with the current weights (the state
-        advancing event by event), then take one step along the mean of ``delta_n * grad y_hat_n``
-        (as a value-form step with unit error). Faster for large batches; the predictions of
-        events ``2..N`` then do not benefit from events ``1..N-1``.
+        advancing event by event, exactly as :meth:`predict_batch`), then fold the targets into
+        the statistics and take one step along the mean of ``delta_n * grad y_hat_n`` (a value-form
+        step with unit error). Fewer optimiser steps for large batches; the predictions of events
+        ``2..N`` then do not benefit from events ``1..N-1``.
         """
         X = _as_rows("X", X, self._model.in_features)
         Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
@@ -396,8 +404,8 @@ class Learner:
                 total = total + pred.sum() * (delta / len(Xk))
                 if self.normalize_x:
                     xs.update(Xk[n])
-                if self.normalize_y:
-                    ys.update(np.array([Yk[n]]))
+        if self.normalize_y:  # targets become known after the whole batch was predicted
+            ys.update(Yk[:, None])
         opt = self._opt if self.backend == "torch" else make_optimizer(self.optimizer_name, model.parameters(), **self.optimizer_settings)
         if self.backend == "numba":
             optimizer_state_to_torch(opt, model, self._opt_state)
@@ -471,10 +479,10 @@ class Learner:
                 )
             self._model.load_state_dict(sd["model"])
             self._model.double()
-            opt_state = {k: np.array(sd["optimizer"][k], dtype=np.float64) for k in ("buf1", "buf2", "scal")}
+            opt_state = {k: _np(sd["optimizer"][k]) for k in ("buf1", "buf2", "scal")}
             for name, stats in (("x_stats", self.x_stats), ("y_stats", self.y_stats)):
                 stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd[name].items()})
-            mon = np.array(sd["monitor"], dtype=np.float64)
+            mon = _np(sd["monitor"])
             counters = sd["counters"]
         except CheckpointError:
             raise

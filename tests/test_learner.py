@@ -1,0 +1,245 @@
+"""Learner: prequential semantics, checkpoints (C8), bad values (C12), reset, batch modes, the
+monitor's verdicts on healthy and broken configurations, and configuration errors."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psann_stream import CheckpointError, ConfigError, NonFiniteInputError, StateConfig, StatefulNet
+from psann_stream.learner import Learner
+from psann_stream.monitor import StabilityWarning
+from psann_stream.scenarios import regime_switching_sine
+
+BACKENDS = ("numba", "torch")
+
+
+def _stream(seed: int, n: int, f: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, f))
+    return X, np.sin(X @ np.arange(1, f + 1)) + 0.1 * rng.standard_normal(n)
+
+
+def _learner(backend: str, seed: int = 0, **kw) -> Learner:
+    return Learner(StatefulNet(3, hidden=(8, 6), seed=seed), backend=backend, **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opt", ["obgd", "intentional", "adam"])
+def test_checkpoint_round_trip_gives_bit_identical_future_predictions(backend, opt):
+    """C8: save after 60 events, restore into a fresh learner (through bytes, weights_only=True),
+    and both continue identically, bit for bit."""
+    X, Y = _stream(0, 120)
+    a = _learner(backend, optimizer=opt)
+    a.learn_batch(X[:60], Y[:60])
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    b = _learner(backend, seed=99, optimizer=opt)
+    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert np.array_equal(a.learn_batch(X[60:], Y[60:]), b.learn_batch(X[60:], Y[60:]))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+
+
+def test_checkpoint_moves_between_backends():
+    X, Y = _stream(1, 80)
+    a = _learner("numba", optimizer="adam")
+    a.learn_batch(X[:40], Y[:40])
+    b = _learner("torch", optimizer="adam")
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_allclose(a.learn_batch(X[40:], Y[40:]), b.learn_batch(X[40:], Y[40:]), rtol=1e-9, atol=1e-12)
+
+
+def test_corrupt_or_mismatched_checkpoint_is_rejected_with_a_reason():
+    a = _learner("numba")
+    sd = a.state_dict()
+    with pytest.raises(CheckpointError, match="unknown learner state format"):
+        a.load_state_dict({**sd, "format": "something/9"})
+    with pytest.raises(CheckpointError, match="saved optimiser is 'obgd' but this learner uses 'adam'"):
+        _learner("numba", optimizer="adam").load_state_dict(sd)
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        Learner(StatefulNet(3, hidden=(4,)), backend="numba").load_state_dict(sd)
+    broken = {**sd, "x_stats": {"count": 1}}
+    with pytest.raises(CheckpointError):
+        a.load_state_dict(broken)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_learn_one_in_a_loop_equals_learn_batch(backend):
+    X, Y = _stream(2, 50)
+    a, b = _learner(backend), _learner(backend)
+    one = np.array([a.learn_one(x, y) for x, y in zip(X, Y)])
+    assert np.array_equal(one, b.learn_batch(X, Y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prediction_is_made_before_learning_and_predict_one_changes_nothing(backend):
+    X, Y = _stream(3, 30)
+    a, b = _learner(backend), _learner(backend)
+    a.learn_batch(X[:20], Y[:20])
+    b.learn_batch(X[:20], Y[:20])
+    p = a.predict_one(X[20])
+    for _ in range(3):
+        assert a.predict_one(X[20]) == p  # pure
+    assert a.learn_one(X[20], Y[20]) == p  # learn_one returns the prediction made before learning
+    b.learn_one(X[20], Y[20])
+    assert np.array_equal(a.learn_batch(X[21:], Y[21:]), b.learn_batch(X[21:], Y[21:]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_batch_advances_the_state_only_when_asked(backend):
+    X, _ = _stream(4, 10)
+    a = _learner(backend)
+    first = a.predict_batch(X, advance=False)
+    assert np.array_equal(first, a.predict_batch(X, advance=False))
+    assert np.array_equal(first, a.predict_batch(X, advance=True))
+    assert not np.array_equal(first, a.predict_batch(X, advance=True))  # the state moved on
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_nonfinite_event_raises_naming_it_and_changes_nothing(backend, where):
+    X, Y = _stream(5, 20)
+    (X[7] if where == "x" else Y[7:8])[:] = np.nan if where == "y" else [0.0, np.inf, 0.0]
+    a = _learner(backend)
+    before = a.state_dict()
+    needle = "x column 1 is inf" if where == "x" else "y is nan"
+    with pytest.raises(NonFiniteInputError, match=f"event 7 of this batch.*{needle}.*on_nonfinite='skip'"):
+        a.learn_batch(X, Y)
+    after = a.state_dict()
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    assert after["x_stats"]["count"] == 0
+
+
+@given(st.integers(0, 1000), st.sampled_from(BACKENDS), st.lists(st.integers(0, 19), min_size=1, max_size=5, unique=True))
+def test_skipped_events_are_as_if_they_never_arrived(seed, backend, bad_rows):
+    """C12 'skip': learning a stream with bad events equals learning it without them."""
+    X, Y = _stream(seed, 20)
+    Xb, Yb = X.copy(), Y.copy()
+    for i, r in enumerate(bad_rows):
+        if i % 2:
+            Xb[r, i % 3] = np.nan
+        else:
+            Yb[r] = np.inf
+    keep = np.setdiff1d(np.arange(20), bad_rows)
+    a = _learner(backend, on_nonfinite="skip")
+    b = _learner(backend)
+    pa = a.learn_batch(Xb, Yb)
+    pb = b.learn_batch(X[keep], Y[keep])
+    assert np.isnan(pa[bad_rows]).all()
+    assert np.array_equal(pa[keep], pb)
+    assert a.n_skipped == len(bad_rows) and a.n_learned == len(keep)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_returns_the_state_to_init_and_restarts_the_optimiser(backend):
+    X, Y = _stream(6, 30)
+    a = Learner(StatefulNet(3, hidden=(4,), state=StateConfig(init=0.5), seed=0), backend=backend, optimizer="adam")
+    a.learn_batch(X, Y)
+    a.reset(optimizer=True)
+    held = a.model.held_state()
+    assert all(bool((s == 0.5).all()) for s in held)
+    assert float(a.state_dict()["optimizer"]["scal"][0]) == 0.0  # Adam's t
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_mode_predicts_with_fixed_weights_then_takes_one_bounded_step(backend):
+    X, Y = _stream(7, 40)
+    a = _learner(backend, optimizer="obgd")
+    a.learn_batch(X[:10], Y[:10])
+    expected = a.predict_batch(X[10:], advance=False)
+    theta = np.concatenate([p.detach().reshape(-1).numpy() for p in a.model.parameters()])
+    got = a.learn_batch(X[10:], Y[10:], mode="batched")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    after = np.concatenate([p.detach().reshape(-1).numpy() for p in a.model.parameters()])
+    assert 0 < np.abs(after - theta).sum() <= 0.5 * (1 + 1e-9)  # one ObGD step, kappa = 2
+    assert a.n_learned == 40
+
+
+def _faded(err: np.ndarray, alpha: float = 0.99) -> np.ndarray:
+    out, s, n = np.empty_like(err), 0.0, 0.0
+    for i, e in enumerate(err):
+        s, n = e + alpha * s, 1 + alpha * n
+        out[i] = s / n
+    return out
+
+
+def test_recovers_from_an_abrupt_frequency_switch_with_a_silent_monitor():
+    """Faded prequential error back within 1.1x its pre-switch level after the switch, no alert."""
+    s = regime_switching_sine(16000, periods=(40.0, 15.0), amplitudes=(1.0, 1.0), noise=0.02)
+    lrn = Learner(StatefulNet(1, hidden=(32, 32), seed=0), optimizer="intentional")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StabilityWarning)
+        preds = lrn.learn_batch(s.x, s.y[:, 0])
+    faded = _faded(np.abs(preds - s.y[:, 0]))
+    switch = s.change_points[1]
+    pre = faded[switch - 1]
+    after = faded[switch:]
+    assert after.max() > 1.5 * pre  # the switch did hurt
+    recovered = np.nonzero(after <= 1.1 * pre)[0]
+    assert len(recovered), f"never recovered: pre {pre:.4f}, last {after[-1]:.4f}"
+    assert lrn.alerts == []
+
+
+def test_monitor_names_saturation_cause_and_fix():
+    cfg = StateConfig(beta=8.0, max_abs=0.5)  # beta * G ~ 8 >> max_abs
+    lrn = Learner(StatefulNet(3, hidden=(8,), state=cfg, seed=0), monitor=True)
+    X, Y = _stream(8, 600)
+    with pytest.warns(StabilityWarning, match=r"\[saturation\] layer 0.*beta\*G = 8\*.*vs max_abs = 0\.5.*raise max_abs to >="):
+        lrn.learn_batch(X, Y)
+    kinds = {a.kind for a in lrn.alerts}
+    assert "saturation" in kinds
+    first = [a for a in lrn.alerts if a.kind == "saturation"]
+    assert len(first) == 1  # rate-limited: once per cooldown window, not every check
+
+
+def test_monitor_names_overshoot_cause_and_fix():
+    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="adam", optimizer_kwargs={"lr": 5.0},
+                  on_nonfinite="raise")
+    X, Y = _stream(9, 400)
+    with pytest.warns(StabilityWarning, match=r"\[overshoot\] model.*effective step.*lr = 5.*lower lr to <="):
+        lrn.learn_batch(X, Y)
+
+
+def test_legacy_mode_collapse_is_diagnosed():
+    cfg = StateConfig(mode="psann_legacy", rho=0.95, beta=1.0, init=1.0, max_abs=5.0, bound="tanh", learnable_gain=False)
+    lrn = Learner(StatefulNet(3, hidden=(8,), state=cfg, seed=0), optimizer="intentional")
+    X, Y = _stream(10, 2000)
+    with pytest.warns(StabilityWarning, match=r"\[vanishing\].*psann_legacy growth factor.*< 1.*use mode='gain'"):
+        lrn.learn_batch(X, Y)
+
+
+def test_learner_configuration_errors():
+    net = StatefulNet(3, hidden=(4,))
+    with pytest.raises(ConfigError, match="out_features=2; use one Learner per target"):
+        Learner(StatefulNet(3, 2, hidden=(4,)))
+    with pytest.raises(ConfigError, match="'sgd' is not one of"):
+        Learner(net, optimizer="sgd")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) 'momentum' for optimizer 'obgd'"):
+        Learner(net, optimizer_kwargs={"momentum": 0.9})
+    with pytest.raises(ConfigError, match="ObGD.kappa"):
+        Learner(net, optimizer_kwargs={"kappa": -1})
+    with pytest.raises(ConfigError, match="backend='numba' cannot run this model: bound='ball'"):
+        Learner(StatefulNet(3, hidden=(4,), state=StateConfig(bound="ball")), backend="numba")
+    with pytest.raises(ConfigError, match="on_nonfinite"):
+        Learner(net, on_nonfinite="ignore")  # type: ignore[arg-type]
+    lrn = Learner(net)
+    with pytest.raises(ConfigError, match=r"X has 3 row\(s\) but Y has 2"):
+        lrn.learn_batch(np.zeros((3, 3)), np.zeros(2))
+    with pytest.raises(ConfigError, match="need rows of 3 value"):
+        lrn.learn_batch(np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(ConfigError, match="mode = 'fast'"):
+        lrn.learn_batch(np.zeros((3, 3)), np.zeros(3), mode="fast")  # type: ignore[arg-type]
+
+
+def test_auto_backend_falls_back_to_torch_for_models_the_compiled_loop_does_not_cover():
+    assert Learner(StatefulNet(3, hidden=(4,))).backend == "numba"
+    assert Learner(StatefulNet(3, hidden=(4,), state=StateConfig(bound="ball"))).backend == "torch"
