@@ -70,10 +70,12 @@ def _stats_update(mean, m2, ws, forget, row):
 
 
 @njit(cache=True)
-def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES, A, SN, PRE, H):
+def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, A, SN, PRE, H, C):
     """One forward pass for one event. Fills the work arrays (per unit, concatenated over layers):
-    Z pre-activation, ES = exp(-d|z|) sin(fz), A activation, PRE pre-bound state, SN new state,
-    H layer outputs; returns y_hat. Leaves ``state`` unchanged."""
+    Z pre-activation, A activation, PRE pre-bound state, SN new state, H layer outputs, and the
+    cache ``C[:, k]`` of what the backward pass reuses (amplitude, frequency, decay and their
+    softplus derivatives, gain and its derivative, envelope, sin, cos); returns y_hat. Leaves
+    ``state`` unchanged."""
     rho, beta, m, gmax, geps = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4]
     c = (1.0 - rho) * beta
     n_layers = lay.shape[0]
@@ -89,14 +91,34 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES, 
                 prev = lay[l - 1, 8]
                 for j in range(n_in):
                     acc += theta[row + j] * H[prev + j]
+            Z[os_ + i] = acc
+        for i in range(h):
             k = os_ + i
-            z = acc
-            amp = _softplus(theta[oa + i])
-            f = _softplus(theta[of + i])
-            d = _softplus(theta[od + i]) + 1e-6
-            es = math.exp(-d * abs(z)) * math.sin(f * z)
+            z = Z[k]
+            # softplus and its derivative from one exp, as torch computes them (threshold 20)
+            ra, rf, rd = theta[oa + i], theta[of + i], theta[od + i]
+            if ra > 20.0:
+                amp, spa = ra, 1.0
+            else:
+                e = math.exp(ra)
+                amp, spa = math.log1p(e), e / (e + 1.0)
+            if rf > 20.0:
+                f, spf = rf, 1.0
+            else:
+                e = math.exp(rf)
+                f, spf = math.log1p(e), e / (e + 1.0)
+            if rd > 20.0:
+                d, spd = rd + 1e-6, 1.0
+            else:
+                e = math.exp(rd)
+                d, spd = math.log1p(e) + 1e-6, e / (e + 1.0)
+            env = math.exp(-d * abs(z))
+            fz = f * z
+            sn_ = math.sin(fz)
+            cs = math.cos(fz)
+            es = env * sn_
             if not math.isfinite(es):
-                es = 0.0
+                es, env, sn_, cs = 0.0, 0.0, 0.0, 0.0
             a = amp * es
             if not math.isfinite(a):
                 a = 0.0
@@ -110,21 +132,32 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES, 
             pre = rho * s + c * drive
             if bound == 0:
                 sn = min(max(pre, -m), m)
+                db = 1.0 if (pre >= -m and pre <= m) else 0.0
             else:
-                sn = math.tanh(pre / m) * m
-            gam = gmax * math.tanh(theta[og + i]) if og >= 0 else fixed_gain[k]
+                t = math.tanh(pre / m)
+                sn = t * m
+                db = 1.0 - t * t
+            if og >= 0:
+                th = math.tanh(theta[og + i])
+                gam = gmax * th
+                dgam = gmax * (1.0 - th * th)
+            else:
+                gam = fixed_gain[k]
+                dgam = 0.0
             if mode == 0:
                 out = a + gam * sn
             elif mode == 1:
                 out = gam * a / (geps + sn)
             else:
                 out = gam * a * s
-            Z[k] = z
-            ES[k] = es
             A[k] = a
             PRE[k] = pre
             SN[k] = sn
             H[k] = out
+            C[0, k], C[1, k], C[2, k] = amp, f, d
+            C[3, k], C[4, k], C[5, k] = spa, spf, spd
+            C[6, k], C[7, k], C[8, k] = gam, dgam, db
+            C[9, k], C[10, k], C[11, k] = env, sn_, cs
     hw, hb, hl = head[0], head[1], head[2]
     last = lay[n_layers - 1, 8]
     y = theta[hb]
@@ -134,10 +167,10 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES, 
 
 
 @njit(cache=True)
-def _backward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES, A, SN, PRE, H, G, GH, GH2):
-    """Gradient of y_hat with respect to theta into G (one step, the previous state detached).
-    GH / GH2 are scratch arrays of the largest layer width."""
-    rho, beta, m, gmax, geps = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4]
+def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH2):
+    """Gradient of y_hat with respect to theta into G (one step, the previous state detached),
+    from the work arrays of :func:`_forward`. GH / GH2 are scratch arrays of the largest width."""
+    rho, beta, geps = cfg[0], cfg[1], cfg[4]
     c = (1.0 - rho) * beta
     n_layers = lay.shape[0]
     hw, hb, hl = head[0], head[1], head[2]
@@ -152,23 +185,10 @@ def _backward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES,
             GH2[j] = 0.0
         for i in range(h):
             k = os_ + i
-            z, es, a, sn, pre, s = Z[k], ES[k], A[k], SN[k], PRE[k], state[k]
-            amp = _softplus(theta[oa + i])
-            f = _softplus(theta[of + i])
-            d = _softplus(theta[od + i]) + 1e-6
-            if og >= 0:
-                th = math.tanh(theta[og + i])
-                gam = gmax * th
-                dgam = gmax * (1.0 - th * th)
-            else:
-                gam = fixed_gain[k]
-                dgam = 0.0
-            # d state / d a through the drive and the bound
-            if bound == 0:
-                db = 1.0 if (pre >= -m and pre <= m) else 0.0
-            else:
-                t = math.tanh(pre / m)
-                db = 1.0 - t * t
+            z, a, sn, s = Z[k], A[k], SN[k], state[k]
+            amp, f, d = C[0, k], C[1, k], C[2, k]
+            gam, dgam, db = C[6, k], C[7, k], C[8, k]
+            env, sin_fz, cos_fz = C[9, k], C[10, k], C[11, k]
             if mode == 0:
                 dphi = 1.0
             elif mode == 1:
@@ -191,19 +211,12 @@ def _backward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, ES,
             if og >= 0:
                 G[og + i] = gy * gy_gam * dgam
             ga = gy * gy_a
-            if es == 0.0 and a == 0.0 and not math.isfinite(f * z):
-                dz = 0.0
-                G[oa + i] = 0.0
-                G[of + i] = 0.0
-                G[od + i] = 0.0
-            else:
-                env = math.exp(-d * abs(z))
-                sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
-                da_dz = amp * env * (f * math.cos(f * z) - d * sz * math.sin(f * z))
-                G[oa + i] = ga * es * _softplus_grad(theta[oa + i])
-                G[of + i] = ga * amp * env * z * math.cos(f * z) * _softplus_grad(theta[of + i])
-                G[od + i] = ga * (-abs(z) * a) * _softplus_grad(theta[od + i])
-                dz = ga * da_dz
+            sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
+            da_dz = amp * env * (f * cos_fz - d * sz * sin_fz)
+            G[oa + i] = ga * (env * sin_fz) * C[3, k]
+            G[of + i] = ga * amp * env * z * cos_fz * C[4, k]
+            G[od + i] = ga * (-abs(z) * a) * C[5, k]
+            dz = ga * da_dz
             G[ob + i] = dz
             row = ow + i * n_in
             if l == 0:
@@ -313,14 +326,14 @@ def _monitor(mon, lay, SN, A, m, G, theta, l1, eff, n_layers):
 def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
            kind, hyp, buf1, buf2, scal,
            xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
-           mon, mon_on, Z, ES, A, SN, PRE, H, G, GH, GH2, XN):
+           mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN):
     """Predict one event, learn from it if ``learn``, advance the state and the normalisers.
     Returns (prediction in target units, status) with status 0 ok, 1 non-finite prediction,
     2 non-finite update (in both cases nothing was changed)."""
     F = x.shape[0]
     for j in range(F):
         XN[j] = (x[j] - xm[j]) / _std(xm, xm2, xws, xf, xe, j) if xon else x[j]
-    yh = _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, Z, ES, A, SN, PRE, H)
+    yh = _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, Z, A, SN, PRE, H, C)
     sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
     my = ym[0] if yon else 0.0
     pred = yh * sy + my
@@ -330,7 +343,7 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     l1 = 0.0
     if learn:
         delta = (y - my) / sy - yh
-        _backward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, Z, ES, A, SN, PRE, H, G, GH, GH2)
+        _backward(theta, lay, head, cfg, mode, state, XN, Z, A, SN, H, C, G, GH, GH2)
         l1, along = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
@@ -359,7 +372,7 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, state, X, Y, lear
     ``skip[n]`` are left out (prediction NaN, nothing changes). Returns (events done, status)."""
     U = state.shape[0]
     width = max(X.shape[1], np.max(lay[:, 1]))
-    Z, ES, A, SN, PRE, H = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+    Z, A, SN, PRE, H, C = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty((12, U))
     G, GH, GH2, XN = np.empty(theta.shape[0]), np.empty(width), np.empty(width), np.empty(X.shape[1])
     for n in range(X.shape[0]):
         if skip[n]:
@@ -367,7 +380,7 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, state, X, Y, lear
             continue
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, X[n], Y[n], learn,
                               kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
-                              mon, mon_on, Z, ES, A, SN, PRE, H, G, GH, GH2, XN)
+                              mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
         out[n] = pred
         if status != 0:
             return n, status
@@ -385,7 +398,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
     width = max(X.shape[1], np.max(lay[:, 1]))
     for s in prange(starts.shape[0] - 1):
         r = keys[s]
-        Z, ES, A, SN, PRE, H = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+        Z, A, SN, PRE, H, C = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty((12, U))
         G, GH, GH2, XN = np.empty(theta.shape[1]), np.empty(width), np.empty(width), np.empty(X.shape[1])
         status[s] = 0
         for q in range(starts[s], starts[s + 1]):
@@ -395,7 +408,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
                 continue
             pred, st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
                               kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
-                              ym[r], ym2[r], yws[r], yf, ye, yon, mon[r], mon_on, Z, ES, A, SN, PRE, H, G, GH, GH2, XN)
+                              ym[r], ym2[r], yws[r], yf, ye, yon, mon[r], mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
             out[n] = pred
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
@@ -410,7 +423,7 @@ def run_events_rows(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows
     order (the weights change with every event, so there is nothing to run in parallel)."""
     U = states.shape[1]
     width = max(X.shape[1], np.max(lay[:, 1]))
-    Z, ES, A, SN, PRE, H = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U)
+    Z, A, SN, PRE, H, C = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty((12, U))
     G, GH, GH2, XN = np.empty(theta.shape[0]), np.empty(width), np.empty(width), np.empty(X.shape[1])
     for n in range(X.shape[0]):
         if skip[n]:
@@ -418,7 +431,7 @@ def run_events_rows(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows
             continue
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[rows[n]], X[n], Y[n], learn,
                               kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
-                              mon, mon_on, Z, ES, A, SN, PRE, H, G, GH, GH2, XN)
+                              mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
         out[n] = pred
         if status != 0:
             return n, status

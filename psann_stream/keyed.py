@@ -1,3 +1,390 @@
-"""placeholder"""
-class KeyedLearner:  # replaced below
-    pass
+"""KeyedLearner: many independent streams, identified by a key, learned in one compiled loop.
+
+Every key has its own state (and, with ``per_key_weights=True``, its own weights, optimiser state
+and normalisers). A batch of events with mixed keys is learned in exact per-event prequential order
+*within each key*; with per-key weights the keys are independent and run in parallel threads, with
+shared weights every event updates the same weights and the batch runs in its order. No Python code
+runs per event: keys are resolved once per distinct key of a batch (a dict lookup), the events are
+grouped with one stable sort, and the compiled loop of :mod:`psann_stream._fastpath` does the rest.
+
+Unseen keys start fresh on first sight (weights from the model's initial weights, state at ``init``).
+Idle keys leave the hot arrays when there are more than ``max_keys`` (least recently seen first) or
+when they have been idle for more than ``ttl`` events; their rows move to a cold store, are kept in
+checkpoints, and come back unchanged when the key reappears.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Literal, Mapping, Sequence
+
+import numba
+import numpy as np
+import torch
+
+from . import _fastpath as fp
+from ._packing import (
+    OPT_KINDS,
+    empty_optimizer_state,
+    fast_path_unsupported,
+    flat_params,
+    layout,
+    optimizer_hyper,
+    optimizer_settings,
+)
+from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
+from .model import StatefulNet
+from .monitor import Alert, Monitor, monitor_size
+
+__all__ = ["KeyedLearner"]
+
+FORMAT = "psann_stream.keyed/1"
+
+# Per-key arrays (row r = one key). With shared weights only "state" and "seen" are per key.
+_WEIGHT_ROWS = ("theta", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon")
+
+
+class KeyedLearner:
+    """Prequential online learning of many keyed streams at once (see module doc).
+
+    Args:
+        model: the network every key starts from (one output; a configuration the compiled loop
+            covers: bound 'clip' or 'tanh').
+        per_key_weights: each key learns its own copy of the weights (and optimiser state and
+            normalisers); otherwise all keys share one set and only the state is per key.
+        optimizer, optimizer_kwargs, normalize_x, normalize_y, forget, on_nonfinite: as for
+            :class:`~psann_stream.learner.Learner`.
+        max_keys: most keys held hot (``None``: unbounded); the least recently seen go cold.
+        ttl: keys idle for more than this many events go cold (``None``: never).
+        monitor: ``True``, a :class:`~psann_stream.monitor.Monitor`, or ``False``.
+        threads: threads for per-key weights (``None``: numba's default, all cores).
+
+    >>> from psann_stream import StatefulNet
+    >>> kl = KeyedLearner(StatefulNet(2, hidden=(8,), seed=0), per_key_weights=True)
+    >>> preds = kl.learn_batch(["a", "b", "a"], np.ones((3, 2)), np.array([1.0, -1.0, 1.0]))
+    >>> sorted(kl.keys), preds.shape
+    (['a', 'b'], (3,))
+    """
+
+    def __init__(
+        self,
+        model: StatefulNet,
+        *,
+        per_key_weights: bool = False,
+        optimizer: str = "obgd",
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        normalize_x: bool = True,
+        normalize_y: bool = True,
+        forget: float = 1.0,
+        max_keys: int | None = None,
+        ttl: int | None = None,
+        monitor: bool | Monitor = True,
+        check_every: int = 10_000,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        threads: int | None = None,
+    ) -> None:
+        why = fast_path_unsupported(model)
+        if why:
+            raise ConfigError(f"KeyedLearner runs on the compiled loop, which cannot run this model: {why}.")
+        for name, v in (("max_keys", max_keys), ("ttl", ttl), ("threads", threads)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"KeyedLearner.{name} = {v!r} is out of range: need None or an integer >= 1.")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"KeyedLearner.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
+        if not 0.0 < forget <= 1.0:
+            raise ConfigError(f"KeyedLearner.forget = {forget!r} is out of range: need 0 < forget <= 1.")
+        self._model = model.double()
+        self.per_key_weights = bool(per_key_weights)
+        self.optimizer_name = optimizer
+        self.optimizer_settings = optimizer_settings(optimizer, optimizer_kwargs)
+        self.normalize_x, self.normalize_y = bool(normalize_x), bool(normalize_y)
+        self.forget = float(forget)
+        self.eps = 1e-8
+        self.max_keys, self.ttl = max_keys, ttl
+        self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
+        self.check_every = check_every
+        self.on_nonfinite = on_nonfinite
+        self.threads = threads
+        self._layout = layout(model)
+        L = self._layout
+        F = model.in_features
+        self._template = {
+            "theta": flat_params(model),
+            "state": np.full(L.n_units, model.state_config.init),
+            **empty_optimizer_state(L.n_params),
+            "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
+            "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
+            "mon": np.zeros(monitor_size(L.widths)),
+        }
+        per_key = set(("state",) + (_WEIGHT_ROWS if self.per_key_weights else ()))
+        self._rows = {k: np.empty((0, *v.shape)) for k, v in self._template.items() if k in per_key}
+        self._shared = {k: v.copy() for k, v in self._template.items() if k not in per_key}
+        self._key_row: dict[Hashable, int] = {}
+        self._row_key: list[Hashable] = []
+        self._seen = np.empty(0, dtype=np.int64)  # event clock of each row's last event
+        self._n_learned_row = np.empty(0, dtype=np.int64)
+        self._cold: dict[Hashable, dict[str, Any]] = {}
+        self.clock = 0
+        self.n_learned = 0
+        self.n_skipped = 0
+        self._since_check = 0
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def keys(self) -> list[Hashable]:
+        """Every key known: hot (in the arrays) and cold (evicted, kept for checkpoints)."""
+        return list(self._row_key) + list(self._cold)
+
+    @property
+    def hot_keys(self) -> list[Hashable]:
+        return list(self._row_key)
+
+    def _grow(self, extra: int) -> None:
+        n = len(self._row_key)
+        for k, arr in self._rows.items():
+            if arr.shape[0] < n + extra:
+                cap = max(n + extra, 2 * arr.shape[0], 16)
+                new = np.empty((cap, *arr.shape[1:]))
+                new[:n] = arr[:n]
+                self._rows[k] = new
+        if self._seen.shape[0] < n + extra:
+            cap = self._rows["state"].shape[0]
+            seen, learned = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+            seen[:n], learned[:n] = self._seen[:n], self._n_learned_row[:n]
+            self._seen, self._n_learned_row = seen, learned
+
+    def _add_key(self, key: Hashable) -> int:
+        self._grow(1)
+        r = len(self._row_key)
+        cold = self._cold.pop(key, None)
+        for k, arr in self._rows.items():
+            arr[r] = cold[k] if cold is not None else self._template[k]
+        self._seen[r] = self.clock
+        self._n_learned_row[r] = cold["n_learned"] if cold is not None else 0
+        self._key_row[key] = r
+        self._row_key.append(key)
+        return r
+
+    def _rows_for(self, keys: Sequence[Hashable]) -> np.ndarray:
+        """Row of every event's key, creating (or bringing back) keys as needed: one dict lookup
+        per distinct key of the batch."""
+        arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        rows = np.empty(len(uniq), dtype=np.int64)
+        for i, k in enumerate(uniq.tolist()):
+            r = self._key_row.get(k)
+            rows[i] = self._add_key(k) if r is None else r
+        return rows[inverse.reshape(-1)]
+
+    def _evict(self, protect: np.ndarray) -> None:
+        n = len(self._row_key)
+        if not n:
+            return
+        idle = np.zeros(n, dtype=bool)
+        if self.ttl is not None:
+            idle |= self._seen[:n] < self.clock - self.ttl
+        if self.max_keys is not None and n - idle.sum() > self.max_keys:
+            order = np.argsort(self._seen[:n], kind="stable")
+            order = order[~idle[order]]
+            idle[order[: n - int(idle.sum()) - self.max_keys]] = True
+        idle[protect] = False
+        if not idle.any():
+            return
+        keep = np.nonzero(~idle)[0]
+        for r in np.nonzero(idle)[0]:
+            key = self._row_key[r]
+            self._cold[key] = {k: arr[r].copy() for k, arr in self._rows.items()} | {"n_learned": int(self._n_learned_row[r])}
+        for k, arr in self._rows.items():
+            arr[: len(keep)] = arr[keep]
+        self._seen[: len(keep)] = self._seen[keep]
+        self._n_learned_row[: len(keep)] = self._n_learned_row[keep]
+        self._row_key = [self._row_key[r] for r in keep]
+        self._key_row = {k: i for i, k in enumerate(self._row_key)}
+
+    # ------------------------------------------------------------------ learning
+    def learn_batch(self, keys: Sequence[Hashable], X: Any, Y: Any) -> np.ndarray:
+        """Learn events ``(keys[n], X[n], Y[n])``; returns the prequential predictions ``[N]``."""
+        return self._run(keys, X, Y, learn=True)
+
+    def predict_batch(self, keys: Sequence[Hashable], X: Any) -> np.ndarray:
+        """Predictions for events without targets; each key's state advances through its events."""
+        return self._run(keys, X, None, learn=False)
+
+    def learn_one(self, key: Hashable, x: Any, y: float) -> float:
+        return float(self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], np.array([y]))[0])
+
+    def _run(self, keys: Sequence[Hashable], X: Any, Y: Any, *, learn: bool) -> np.ndarray:
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+        if X.ndim != 2 or X.shape[1] != self._model.in_features:
+            raise ConfigError(f"X has shape {X.shape}; need [N, {self._model.in_features}].")
+        N = X.shape[0]
+        if len(keys) != N:
+            raise ConfigError(f"{len(keys)} key(s) for {N} event(s); give one key per row of X.")
+        Yv = np.zeros(N) if Y is None else np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
+        if Yv.shape[0] != N:
+            raise ConfigError(f"Y has {Yv.shape[0]} value(s) for {N} event(s).")
+        skip = ~np.isfinite(X).all(axis=1) | ~np.isfinite(Yv)
+        if skip.any() and self.on_nonfinite == "raise":
+            n = int(np.argmax(skip))
+            raise NonFiniteInputError(
+                f"event {n} of this batch (key {keys[n]!r}) holds a non-finite value (x={X[n].tolist()}, "
+                f"y={float(Yv[n])!r}); nothing in the batch was learned. Clean the data or use on_nonfinite='skip'."
+            )
+        if N == 0:
+            return np.empty(0)
+        rows = self._rows_for(keys)
+        out = np.empty(N)
+        L = self._layout
+        R, S = self._rows, self._shared
+        g = lambda k: R[k] if k in R else S[k]  # noqa: E731
+        hyp = optimizer_hyper(self.optimizer_name, self.optimizer_settings)
+        kind = OPT_KINDS[self.optimizer_name]
+        mon_on = self.monitor is not None and learn
+        if self.per_key_weights:
+            order = np.argsort(rows, kind="stable")
+            sorted_rows = rows[order]
+            cut = np.flatnonzero(np.diff(sorted_rows)) + 1
+            starts = np.concatenate([[0], cut, [N]]).astype(np.int64)
+            seg_keys = sorted_rows[starts[:-1]]
+            status = np.zeros(len(seg_keys), dtype=np.int64)
+            if self.threads is not None:
+                numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+            fp.run_keyed(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"), X, Yv, learn, skip,
+                         order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
+                         g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
+                         g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, g("mon"), mon_on, out, status)
+            if status.any():
+                code = int(status[np.nonzero(status)[0][0]])
+                self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
+        else:
+            done, code = fp.run_events_rows(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"),
+                                            rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
+                                            g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
+                                            g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
+                                            g("mon"), mon_on, out)
+            if code:
+                self._raise_state_error(done, code, keys)
+        self.clock += N
+        np.maximum.at(self._seen, rows, self.clock)
+        if learn:
+            ok = ~skip
+            np.add.at(self._n_learned_row, rows[ok], 1)
+            self.n_learned += int(ok.sum())
+            self.n_skipped += int(skip.sum())
+            self._since_check += N
+            if self._since_check >= self.check_every:
+                self._since_check = 0
+                self._check_monitor()
+        self._evict(protect=np.unique(rows))  # the batch's own keys stay hot
+        return out
+
+    def _raise_state_error(self, n: int, status: int, keys: Sequence[Hashable]) -> None:
+        what = "the prediction" if status == 1 else "the update"
+        raise NonFiniteStateError(
+            f"event {n} of this batch (key {keys[n]!r}): {what} became non-finite from finite data; that event and "
+            "the key's later events in the batch were not learned. Lower the learning rate "
+            f"(optimizer={self.optimizer_name!r}) or use optimizer='obgd', whose steps are bounded."
+        )
+
+    # ------------------------------------------------------------------ monitor, reset, persistence
+    def _check_monitor(self) -> list[Alert]:
+        if self.monitor is None:
+            return []
+        model = self._model
+        bounds = model.state_bounds()
+        found: list[Alert] = []
+        n = len(self._row_key)
+        if self.per_key_weights:
+            stats = self._rows["mon"][:n]
+            for r in self.monitor.flag_rows(stats, self._layout.widths, self._n_learned_row[:n]):
+                found += self.monitor.check(stats[r], config=model.state_config, bounds=bounds, widths=self._layout.widths,
+                                            optimizer=self.optimizer_name, settings=self.optimizer_settings, step=int(self._n_learned_row[r]),
+                                            key=self._row_key[r])
+            self._rows["mon"][:n, -1] = 0.0
+        else:
+            found += self.monitor.check(self._shared["mon"], config=model.state_config, bounds=bounds,
+                                        widths=self._layout.widths, optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned)
+            self._shared["mon"][-1] = 0.0
+        return found
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.monitor.alerts if self.monitor else []
+
+    def reset(self, keys: Sequence[Hashable] | None = None) -> None:
+        """Reset the state of the given keys (hot or cold), or of every key, to ``init``."""
+        init = self._model.state_config.init
+        if keys is None:
+            self._rows["state"][: len(self._row_key)] = init
+            for row in self._cold.values():
+                row["state"][:] = init
+            return
+        for k in keys:
+            if k in self._key_row:
+                self._rows["state"][self._key_row[k]] = init
+            elif k in self._cold:
+                self._cold[k]["state"][:] = init
+            else:
+                raise ConfigError(f"reset: unknown key {k!r}; known keys: {len(self.keys)}.")
+
+    def state_of(self, key: Hashable) -> np.ndarray:
+        """The current state vector of ``key`` (all layers' units, concatenated)."""
+        if key in self._key_row:
+            return self._rows["state"][self._key_row[key]].copy()
+        if key in self._cold:
+            return self._cold[key]["state"].copy()
+        raise ConfigError(f"state_of: unknown key {key!r}.")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every key's rows (hot and cold), the shared arrays and counters; keys are stored as a
+        list in row order (keys must be str, int, float or bool to travel through torch.save)."""
+        n = len(self._row_key)
+        return {
+            "format": FORMAT,
+            "per_key_weights": self.per_key_weights,
+            "optimizer": self.optimizer_name,
+            "keys": list(self._row_key),
+            "rows": {k: torch.from_numpy(v[:n].copy()) for k, v in self._rows.items()},
+            "seen": torch.from_numpy(self._seen[:n].copy()),
+            "n_learned_rows": torch.from_numpy(self._n_learned_row[:n].copy()),
+            "shared": {k: torch.from_numpy(v.copy()) for k, v in self._shared.items()},
+            "cold_keys": list(self._cold),
+            "cold": [{k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in row.items()}
+                     for row in self._cold.values()],
+            "counters": {"clock": self.clock, "n_learned": self.n_learned, "n_skipped": self.n_skipped,
+                         "since_check": self._since_check},
+        }
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into a KeyedLearner built with the same model and settings."""
+        if sd.get("format") != FORMAT:
+            raise CheckpointError(f"unknown keyed learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
+        if sd.get("per_key_weights") != self.per_key_weights or sd.get("optimizer") != self.optimizer_name:
+            raise CheckpointError(
+                f"the saved keyed learner used per_key_weights={sd.get('per_key_weights')}, optimizer="
+                f"{sd.get('optimizer')!r}; build this one with the same settings."
+            )
+        try:
+            rows = {k: v.numpy().copy() for k, v in sd["rows"].items()}
+            shared = {k: v.numpy().copy() for k, v in sd["shared"].items()}
+            keys = list(sd["keys"])
+            if set(rows) != set(self._rows) or set(shared) != set(self._shared):
+                raise KeyError("array names differ")
+            for k, v in rows.items():
+                if v.shape[1:] != self._template[k].shape or v.shape[0] != len(keys):
+                    raise ValueError(f"rows[{k!r}] has shape {v.shape}")
+            for k, v in shared.items():
+                if v.shape != self._template[k].shape:
+                    raise ValueError(f"shared[{k!r}] has shape {v.shape}")
+            cold = {k: {n: (t.numpy().copy() if isinstance(t, torch.Tensor) else t) for n, t in row.items()}
+                    for k, row in zip(sd["cold_keys"], sd["cold"])}
+            c = sd["counters"]
+            seen, learned = sd["seen"].numpy().copy(), sd["n_learned_rows"].numpy().copy()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"the keyed learner state cannot be loaded: {exc}. Was it saved by "
+                                  "KeyedLearner.state_dict() for the same model?") from None
+        self._rows, self._shared, self._cold = rows, shared, cold
+        self._row_key = keys
+        self._key_row = {k: i for i, k in enumerate(keys)}
+        self._seen, self._n_learned_row = seen.astype(np.int64), learned.astype(np.int64)
+        self.clock, self.n_learned, self.n_skipped = int(c["clock"]), int(c["n_learned"]), int(c["n_skipped"])
+        self._since_check = int(c["since_check"])

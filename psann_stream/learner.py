@@ -429,7 +429,7 @@ class Learner:
         model = self.model
         self.monitor.check(
             self._mon, config=model.state_config, bounds=model.state_bounds(), widths=self._layout.widths,
-            lr=float(self.optimizer_settings["lr"]), step=self.n_learned,
+            optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned,
         )
         self._mon[-1] = 0.0  # the max effective step is per check window
 

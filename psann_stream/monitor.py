@@ -11,9 +11,10 @@ alert          condition (after ``min_events`` events)          cause it names
 =============  ==============================================  =====================================
 saturation     share at the bound >= ``saturated_share``        ``beta*G`` vs ``max_abs``, or legacy growth
 vanishing      EMA of max ``|s|/max_abs`` < ``vanish_ratio``    legacy decay, or a silent layer
-dormant        share of units with EMA ``|a|`` <= ``dormant_tau``   mean ``|a|`` of the layer
-               x layer mean  >= ``dormant_share``
-overshoot      EMA effective step >= 1 (warn) / max >= 2         ``lr * ||g||^2`` too large
+dormant        share of units with EMA ``|a|`` <= ``dormant_tau``   mean ``|a|`` of the layer; the
+               x layer mean  >= ``dormant_share``, or the          optimiser's step setting
+               layer mean ``|a|`` < ``silent_level``
+overshoot      EMA of the effective step >= 1 (>= 2: diverging)  ``lr * ||g||^2`` too large
 =============  ==============================================  =====================================
 
 Each alert is an :class:`Alert` record and a :class:`StabilityWarning`; the same alert (kind, layer,
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -59,6 +60,22 @@ class Alert:
         return f"[{self.kind}] {where}, step {self.step}{key}: {self.what}. Why: {self.why}. Fix: {self.fix}."
 
 
+def _step_setting(optimizer: str, settings: Mapping[str, Any]) -> str:
+    if optimizer == "obgd":
+        return f"optimizer='obgd' with kappa = {settings.get('kappa'):g} (moves up to 1/kappa per event)"
+    return f"optimizer={optimizer!r} with lr = {settings.get('lr'):g}"
+
+
+def _step_fix(optimizer: str, settings: Mapping[str, Any], factor: float) -> str:
+    """The configuration change that makes steps ``factor`` times smaller."""
+    factor = max(factor, 2.0)
+    if optimizer == "obgd":
+        return f"raise kappa to >= {settings['kappa'] * factor:.3g} (optimizer_kwargs={{'kappa': ...}})"
+    if optimizer == "intentional":
+        return f"lower lr to <= {settings['lr'] / factor:.3g} (the fraction of the error one step removes)"
+    return f"lower lr to <= {settings['lr'] / factor:.3g}, or use optimizer='obgd', whose steps are bounded"
+
+
 def monitor_size(widths: Sequence[int]) -> int:
     """Length of the statistics vector for layers of the given widths."""
     return 2 * len(widths) + int(sum(widths)) + 4
@@ -72,6 +89,7 @@ class Monitor:
     vanish_ratio: float = 1e-6
     dormant_tau: float = 0.025
     dormant_share: float = 0.5
+    silent_level: float = 0.01
     overshoot_warn: float = 1.0
     overshoot_diverge: float = 2.0
     min_events: int = 200
@@ -87,7 +105,8 @@ class Monitor:
         config: StateConfig,
         bounds: Sequence[StateBounds],
         widths: Sequence[int],
-        lr: float,
+        optimizer: str,
+        settings: Mapping[str, Any],
         step: int,
         key: Hashable | None = None,
     ) -> list[Alert]:
@@ -127,27 +146,50 @@ class Monitor:
             if h:
                 mean_a = float(np.mean(units))
                 share = float(np.mean(units <= self.dormant_tau * mean_a)) if mean_a > 0 else 1.0
-                if share >= self.dormant_share:
+                if mean_a < self.silent_level and ratio >= self.vanish_ratio:
+                    found.append(Alert(
+                        "dormant", layer, step, key, "the whole layer is silent",
+                        f"mean |a| = {mean_a:.3g} (amplitude bound G = {b.drive_bound:.3g}): steps too large for the "
+                        f"network ({_step_setting(optimizer, settings)}) drove the amplitudes to 0 or the "
+                        "pre-activations so far out that exp(-d|z|) ~ 0; or the inputs are on the wrong scale",
+                        f"{_step_fix(optimizer, settings, 10.0)}; keep normalize_x=True", mean_a))
+                elif share >= self.dormant_share:
                     found.append(Alert(
                         "dormant", layer, step, key, f"{share:.0%} of units are dormant",
                         f"their mean |a| is <= {self.dormant_tau:g} x the layer mean ({mean_a:.3g})",
-                        "lower the learning rate or kappa-bound it (optimizer='obgd'); re-initialise the layer if it persists",
+                        f"{_step_fix(optimizer, settings, 2.0)}; re-initialise the layer if it persists",
                         share))
         g = 2 * L + int(sum(widths))
         ema_eff, max_eff = float(stats[g + 2]), float(stats[g + 3])
         grad_norm = float(stats[g])
-        if max_eff >= self.overshoot_diverge or ema_eff >= self.overshoot_warn:
-            bad = max(max_eff, ema_eff)
-            verb = "diverging" if max_eff >= self.overshoot_diverge else "overshooting"
+        if ema_eff >= self.overshoot_warn:
+            verb = "diverging" if ema_eff >= self.overshoot_diverge else "overshooting"
             found.append(Alert(
                 "overshoot", None, step, key,
-                f"updates are {verb}: effective step {bad:.3g} (EMA {ema_eff:.3g})",
-                f"an update removes {bad:.3g}x the error (>= 1 overshoots, >= 2 diverges); lr = {lr:g}, "
-                f"EMA of ||grad y_hat|| = {grad_norm:.3g}",
-                f"lower lr to <= {lr / max(bad, 1e-12) * 0.5:.3g}, or use optimizer='obgd' or 'intentional', "
-                "whose steps are bounded",
-                bad))
+                f"updates are {verb}: effective step {ema_eff:.3g} on average (largest since the last check {max_eff:.3g})",
+                f"an update removes {ema_eff:.3g}x the error (>= 1 overshoots, >= 2 diverges); "
+                f"{_step_setting(optimizer, settings)}, EMA of ||grad y_hat|| = {grad_norm:.3g}",
+                _step_fix(optimizer, settings, 2.0 * ema_eff),
+                ema_eff))
         return self._emit(found)
+
+    def flag_rows(self, stats: np.ndarray, widths: Sequence[int], events: np.ndarray) -> np.ndarray:
+        """Rows of a ``[keys, monitor_size]`` statistics matrix that :meth:`check` may alert on,
+        found with array operations (so many keys cost no Python loop when all are healthy)."""
+        L = len(widths)
+        ready = events >= self.min_events
+        ratio, sat = stats[:, 0 : 2 * L : 2], stats[:, 1 : 2 * L : 2]
+        bad = (sat >= self.saturated_share).any(axis=1) | (ratio < self.vanish_ratio).any(axis=1)
+        g = 2 * L + int(sum(widths))
+        bad |= stats[:, g + 2] >= self.overshoot_warn
+        off = 2 * L
+        for h in widths:
+            units = stats[:, off : off + h]
+            mean = units.mean(axis=1, keepdims=True)
+            share = np.where(mean[:, 0] > 0, (units <= self.dormant_tau * mean).mean(axis=1), 1.0)
+            bad |= share >= self.dormant_share
+            off += h
+        return np.nonzero(bad & ready)[0]
 
     def _emit(self, found: list[Alert]) -> list[Alert]:
         out = []

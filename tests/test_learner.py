@@ -202,10 +202,17 @@ def test_monitor_names_saturation_cause_and_fix():
 
 
 def test_monitor_names_overshoot_cause_and_fix():
-    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="adam", optimizer_kwargs={"lr": 5.0},
-                  on_nonfinite="raise")
+    """ObGD with a tiny kappa (its 'learning rate') takes steps that remove more than the error."""
+    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="obgd", optimizer_kwargs={"kappa": 0.5})
+    X, Y = _stream(9, 1000)
+    with pytest.warns(StabilityWarning, match=r"\[overshoot\] model.*effective step.*kappa = 0.5.*raise kappa to >="):
+        lrn.learn_batch(X, Y)
+
+
+def test_monitor_names_a_huge_learning_rate_behind_a_silent_layer():
+    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="adam", optimizer_kwargs={"lr": 5.0})
     X, Y = _stream(9, 400)
-    with pytest.warns(StabilityWarning, match=r"\[overshoot\] model.*effective step.*lr = 5.*lower lr to <="):
+    with pytest.warns(StabilityWarning, match=r"\[dormant\] layer 0.*silent.*steps too large for the network \(optimizer='adam' with lr = 5.*lower lr to <= 0.5"):
         lrn.learn_batch(X, Y)
 
 
