@@ -234,10 +234,12 @@ def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH
 
 @njit(cache=True)
 def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
-    """Apply one value-form step; returns (l1 of the move, <move, G>)."""
+    """Apply one value-form step; returns (l1 of the move, <move, G>, ||G||^2, ||theta||_1 after)."""
     P = theta.shape[0]
     l1 = 0.0
     along = 0.0
+    gsq = 0.0
+    tl1 = 0.0
     if kind == 0:
         lr, kappa, td = hyp[0], hyp[1], hyp[2]
         zl1 = 0.0
@@ -252,6 +254,8 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
             theta[p] += mv
             l1 += abs(mv)
             along += mv * G[p]
+            gsq += G[p] * G[p]
+            tl1 += abs(theta[p])
     elif kind == 1:
         lr, kappa, eps, clip = hyp[0], hyp[1], hyp[2], hyp[3]
         d = delta
@@ -260,7 +264,6 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
             d = max(-limit, min(limit, d))
         scal[0] = 0.999 * scal[0] + delta * delta
         scal[1] = 0.999 * scal[1] + 1.0
-        gsq = 0.0
         for p in range(P):
             gsq += G[p] * G[p]
         k = lr * d / (eps + gsq)
@@ -275,6 +278,7 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
             theta[p] += mv
             l1 += abs(mv)
             along += mv * G[p]
+            tl1 += abs(theta[p])
     else:
         lr, b1, b2, eps = hyp[0], hyp[1], hyp[2], hyp[3]
         scal[0] += 1.0
@@ -289,11 +293,14 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
             theta[p] += mv
             l1 += abs(mv)
             along += mv * G[p]
-    return l1, along
+            gsq += G[p] * G[p]
+            tl1 += abs(theta[p])
+    return l1, along, gsq, tl1
 
 
 @njit(cache=True)
-def _monitor(mon, lay, SN, A, m, G, theta, l1, eff, n_layers):
+def _monitor(mon, lay, SN, A, m, gsq, tl1, l1, eff, n_layers):
+    """Fold one learned event into the monitor's moving averages (layout in the module doc)."""
     dec = MON_DECAY
     total_units = SN.shape[0]
     for l in range(n_layers):
@@ -311,13 +318,8 @@ def _monitor(mon, lay, SN, A, m, G, theta, l1, eff, n_layers):
     for k in range(total_units):
         mon[base + k] = dec * mon[base + k] + (1.0 - dec) * abs(A[k])
     g = base + total_units
-    gn = 0.0
-    tn = 0.0
-    for p in range(G.shape[0]):
-        gn += G[p] * G[p]
-        tn += abs(theta[p])
-    mon[g] = dec * mon[g] + (1.0 - dec) * math.sqrt(gn)
-    mon[g + 1] = dec * mon[g + 1] + (1.0 - dec) * (l1 / tn if tn > 0.0 else 0.0)
+    mon[g] = dec * mon[g] + (1.0 - dec) * math.sqrt(gsq)
+    mon[g + 1] = dec * mon[g + 1] + (1.0 - dec) * (l1 / tl1 if tl1 > 0.0 else 0.0)
     mon[g + 2] = dec * mon[g + 2] + (1.0 - dec) * eff
     mon[g + 3] = max(mon[g + 3], eff)
 
@@ -341,10 +343,12 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
         return pred, 1
     eff = 0.0
     l1 = 0.0
+    gsq = 0.0
+    tl1 = 0.0
     if learn:
         delta = (y - my) / sy - yh
         _backward(theta, lay, head, cfg, mode, state, XN, Z, A, SN, H, C, G, GH, GH2)
-        l1, along = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+        l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
         eff = along / delta if delta != 0.0 else 0.0
@@ -360,7 +364,7 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
         yws[0] = w
         yws[1] += 1.0
     if mon_on and learn:
-        _monitor(mon, lay, SN, A, cfg[2], G, theta, l1, eff, lay.shape[0])
+        _monitor(mon, lay, SN, A, cfg[2], gsq, tl1, l1, eff, lay.shape[0])
     return pred, 0
 
 

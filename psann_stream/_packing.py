@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .layers import StateBounds, bounds_for
 from .model import StatefulNet
 from .optim import OPTIMIZERS, IntentionalSGD, ObGD, StreamingAdam
 
@@ -154,3 +155,14 @@ def optimizer_state_to_torch(opt: torch.optim.Optimizer, model: StatefulNet, fla
             g["err_sq"], g["err_w"] = float(flat["scal"][0]), float(flat["scal"][1])
         if isinstance(opt, StreamingAdam):
             g["t"] = int(flat["scal"][0])
+
+
+def layer_bounds(lay: np.ndarray, theta: np.ndarray, config: Any) -> list[StateBounds]:
+    """Per layer, the state bounds at the flat parameters ``theta`` (no torch model needed)."""
+    out = []
+    for row in lay:
+        h, oa = int(row[1]), int(row[5])
+        raw = float(np.max(theta[oa : oa + h]))
+        amp = raw if raw > 20.0 else float(np.log1p(np.exp(raw)))
+        out.append(bounds_for(config, amp))
+    return out

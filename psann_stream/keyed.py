@@ -27,6 +27,7 @@ from ._packing import (
     empty_optimizer_state,
     fast_path_unsupported,
     flat_params,
+    layer_bounds,
     layout,
     optimizer_hyper,
     optimizer_settings,
@@ -290,17 +291,18 @@ class KeyedLearner:
         if self.monitor is None:
             return []
         model = self._model
-        bounds = model.state_bounds()
         found: list[Alert] = []
         n = len(self._row_key)
         if self.per_key_weights:
             stats = self._rows["mon"][:n]
             for r in self.monitor.flag_rows(stats, self._layout.widths, self._n_learned_row[:n]):
+                bounds = layer_bounds(self._layout.lay, self._rows["theta"][r], model.state_config)
                 found += self.monitor.check(stats[r], config=model.state_config, bounds=bounds, widths=self._layout.widths,
                                             optimizer=self.optimizer_name, settings=self.optimizer_settings, step=int(self._n_learned_row[r]),
                                             key=self._row_key[r])
             self._rows["mon"][:n, -1] = 0.0
         else:
+            bounds = layer_bounds(self._layout.lay, self._shared["theta"], model.state_config)
             found += self.monitor.check(self._shared["mon"], config=model.state_config, bounds=bounds,
                                         widths=self._layout.widths, optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned)
             self._shared["mon"][-1] = 0.0

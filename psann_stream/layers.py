@@ -107,6 +107,18 @@ class StateBounds:
     clip_inactive: bool
 
 
+def bounds_for(cfg: StateConfig, drive_bound: float) -> StateBounds:
+    """:class:`StateBounds` of a layer whose largest amplitude is ``drive_bound``."""
+    g = float(drive_bound)
+    return StateBounds(
+        drive_bound=g,
+        steady_state_limit=steady_state_limit(cfg, g),
+        contraction=contraction_constant(cfg, g),
+        max_abs=cfg.max_abs,
+        clip_inactive=cfg.contractive and cfg.beta * g <= cfg.max_abs,
+    )
+
+
 class StatefulSineLayer(nn.Module):
     """Linear map, PSANN sine activation, and a persistent per-stream, per-unit state.
 
@@ -225,15 +237,7 @@ class StatefulSineLayer(nn.Module):
     # ------------------------------------------------------------------ theory
     def state_bounds(self) -> StateBounds:
         """The bounds of :mod:`psann_stream.state` evaluated at this layer's current parameters."""
-        g = float(self.activation.amplitude.detach().max())
-        cfg = self.config
-        return StateBounds(
-            drive_bound=g,
-            steady_state_limit=steady_state_limit(cfg, g),
-            contraction=contraction_constant(cfg, g),
-            max_abs=cfg.max_abs,
-            clip_inactive=cfg.contractive and cfg.beta * g <= cfg.max_abs,
-        )
+        return bounds_for(self.config, float(self.activation.amplitude.detach().max()))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.config.mode!r}"

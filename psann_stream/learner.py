@@ -36,6 +36,7 @@ from ._packing import (
     empty_optimizer_state,
     fast_path_unsupported,
     flat_params,
+    layer_bounds,
     layout,
     load_flat_params,
     optimizer_hyper,
@@ -110,7 +111,7 @@ class Learner:
         normalize_y: bool = True,
         forget: float = 1.0,
         monitor: bool | Monitor = True,
-        check_every: int = 100,
+        check_every: int = 1000,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         backend: Backend = "auto",
     ) -> None:
@@ -333,13 +334,13 @@ class Learner:
         if self.normalize_y:
             ys.update(np.array([y]))
         if self.monitor is not None:
-            grad = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1) for q in params])
-            theta = torch.cat([q.detach().reshape(-1) for q in params])
+            gsq = sum(float((q.grad * q.grad).sum()) for q in params if q.grad is not None)
+            tl1 = sum(float(q.detach().abs().sum()) for q in params)
             fp._monitor.py_func(
                 self._mon, self._layout.lay,
                 torch.cat([s.reshape(-1) for s in model.held_state()]).numpy(),
                 torch.cat([a.detach().reshape(-1) for a in acts]).numpy(),
-                self._model.state_config.max_abs, grad.numpy(), theta.numpy(),
+                self._model.state_config.max_abs, gsq, tl1,
                 self._opt.last_update_l1, self._opt.effective_step, len(model.layers),
             )
         return p
@@ -426,9 +427,10 @@ class Learner:
     def _check_monitor(self) -> None:
         if self.monitor is None:
             return
-        model = self.model
+        cfg = self._model.state_config
+        bounds = layer_bounds(self._layout.lay, self._theta, cfg) if self.backend == "numba" else self._model.state_bounds()
         self.monitor.check(
-            self._mon, config=model.state_config, bounds=model.state_bounds(), widths=self._layout.widths,
+            self._mon, config=cfg, bounds=bounds, widths=self._layout.widths,
             optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned,
         )
         self._mon[-1] = 0.0  # the max effective step is per check window

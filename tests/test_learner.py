@@ -191,7 +191,7 @@ def test_recovers_from_an_abrupt_frequency_switch_with_a_silent_monitor():
 
 def test_monitor_names_saturation_cause_and_fix():
     cfg = StateConfig(beta=8.0, max_abs=0.5)  # beta * G ~ 8 >> max_abs
-    lrn = Learner(StatefulNet(3, hidden=(8,), state=cfg, seed=0), monitor=True)
+    lrn = Learner(StatefulNet(3, hidden=(8,), state=cfg, seed=0), monitor=True, check_every=100)
     X, Y = _stream(8, 600)
     with pytest.warns(StabilityWarning, match=r"\[saturation\] layer 0.*beta\*G = 8\*.*vs max_abs = 0\.5.*raise max_abs to >="):
         lrn.learn_batch(X, Y)
@@ -210,7 +210,7 @@ def test_monitor_names_overshoot_cause_and_fix():
 
 
 def test_monitor_names_a_huge_learning_rate_behind_a_silent_layer():
-    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="adam", optimizer_kwargs={"lr": 5.0})
+    lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer="adam", optimizer_kwargs={"lr": 5.0}, check_every=100)
     X, Y = _stream(9, 400)
     with pytest.warns(StabilityWarning, match=r"\[dormant\] layer 0.*silent.*steps too large for the network \(optimizer='adam' with lr = 5.*lower lr to <= 0.5"):
         lrn.learn_batch(X, Y)

@@ -1,0 +1,118 @@
+"""Throughput of the streaming learner, as ratios against baselines measured in the same run.
+
+Run: ``python -m psann_stream.scenarios.bench_learner [--events N] [--keys K]``.
+
+Every rate is events per second of exact per-event prequential learning (predict each event with
+the model as it was, then learn it) on one synthetic 10-feature stream:
+
+* ``Learner``: psann_stream's compiled loop, 10-32-32-1 StatefulNet, ObGD, input and target
+  normalisers and the monitor on (the defaults);
+* ``eager torch Adam``: the same network, one eager autograd forward/backward and one
+  ``torch.optim.Adam`` step per event (what deep-river and psann do);
+* ``river LinearRegression``: ``river.linear_model.LinearRegression`` learn_one/predict_one on dicts;
+* ``KeyedLearner``: K keys with their own weights, state, optimiser and normalisers, threads = cores.
+
+Machines are shared and noisy: each rate is the best of a few repeats, and only ratios measured
+in one run are meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from psann_stream import KeyedLearner, Learner, StatefulNet
+
+
+def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, f))
+    y = np.sin(X[:, 0] + 0.5 * X[:, 1]) + 0.3 * X[:, 2] * X[:, 3] + 0.05 * rng.standard_normal(n)
+    return X, y
+
+
+def _best_rate(run: Callable[[], int], repeats: int) -> float:
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n = run()
+        best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0))
+    lrn.learn_batch(X[:500], y[:500])  # compile
+    return _best_rate(lambda: len(lrn.learn_batch(X, y)), repeats)
+
+
+def eager_adam_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    net = StatefulNet(X.shape[1], hidden=(32, 32), seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(X).float(), torch.from_numpy(y).float()
+
+    def run() -> int:
+        state = net.initial_state(1)
+        for i in range(len(xt)):
+            pred, new = net(xt[i : i + 1], state)
+            loss = torch.nn.functional.mse_loss(pred[:, 0], yt[i : i + 1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state = tuple(s.detach() for s in new)
+        return len(xt)
+
+    return _best_rate(run, repeats)
+
+
+def river_linear_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    from river import linear_model
+
+    rows = [{f"x{j}": float(v) for j, v in enumerate(r)} for r in X]  # converted outside the timing
+
+    def run() -> int:
+        model = linear_model.LinearRegression()
+        for x, t in zip(rows, y):
+            model.predict_one(x)
+            model.learn_one(x, float(t))
+        return len(rows)
+
+    return _best_rate(run, repeats)
+
+
+def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int) -> float:
+    k = np.random.default_rng(1).integers(0, keys, len(X))
+    kl = KeyedLearner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0), per_key_weights=True, threads=os.cpu_count())
+    kl.learn_batch(k[:5000], X[:5000], y[:5000])  # compile, create the keys
+    return _best_rate(lambda: len(kl.learn_batch(k, X, y)), repeats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=50_000, help="events for the compiled learners (default 50,000)")
+    p.add_argument("--eager-events", type=int, default=2_000, help="events for the eager torch loop (default 2,000)")
+    p.add_argument("--keys", type=int, default=1000, help="keys for KeyedLearner (default 1,000)")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    X, y = _stream(max(a.events, a.eager_events, 200_000))
+    rates = {
+        "Learner (compiled, ObGD)": learner_rate(X[: a.events], y[: a.events], a.repeats),
+        "eager torch Adam": eager_adam_rate(X[: a.eager_events], y[: a.eager_events], a.repeats),
+        "river LinearRegression": river_linear_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
+        f"KeyedLearner ({a.keys} keys, own weights)": keyed_rate(X[:200_000], y[:200_000], a.keys, a.repeats),
+    }
+    base = rates["eager torch Adam"]
+    print(f"{'learner':<40} {'events/s':>12} {'x eager Adam':>13} {'x river LR':>11}")
+    for name, r in rates.items():
+        print(f"{name:<40} {r:12,.0f} {r / base:13.1f} {r / rates['river LinearRegression']:11.2f}")
+    print(f"cores: {os.cpu_count()}; 10 features, 32x32 StatefulNet, exact per-event prequential order")
+
+
+if __name__ == "__main__":
+    main()
