@@ -1,20 +1,42 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written and do what the text says."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_python_example_runs_and_learns(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 1
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _run(code: str) -> dict:
     scope: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), scope)
+    exec(compile(code, str(README), "exec"), scope)
+    return scope
+
+
+def test_readme_has_two_python_examples():
+    assert len(_blocks()) == 2
+
+
+def test_readme_model_example_runs_and_learns(capsys):
+    scope = _run(_blocks()[0])
     preds, x = scope["preds"], scope["x"]
     err = (preds - x[1:]).abs().squeeze(-1)
     assert float(err[-200:].mean()) < 0.5 * float(err[:200].mean())
     assert scope["free"].shape == (50, 1) and scope["more"].shape == (50, 1)
     assert "StateBounds(" in capsys.readouterr().out
+
+
+def test_readme_learner_example_runs_and_learns():
+    scope = _run(_blocks()[1])
+    X, lrn, keyed = scope["X"], scope["lrn"], scope["keyed"]
+    y = np.sin(X[:, 0])
+    assert lrn.n_learned == 5000 and len(keyed.keys) == 100
+    err = np.abs(scope["preds"] - y)
+    assert err[-1000:].mean() < err[:1000].mean()
