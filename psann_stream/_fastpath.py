@@ -368,29 +368,6 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     return pred, 0
 
 
-@njit(cache=True)
-def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, state, X, Y, learn, skip,
-               kind, hyp, buf1, buf2, scal,
-               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, mon, mon_on, out):
-    """Walk events ``X[n], Y[n]`` in order (one stream, one set of weights). Events with
-    ``skip[n]`` are left out (prediction NaN, nothing changes). Returns (events done, status)."""
-    U = state.shape[0]
-    width = max(X.shape[1], np.max(lay[:, 1]))
-    Z, A, SN, PRE, H, C = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty((12, U))
-    G, GH, GH2, XN = np.empty(theta.shape[0]), np.empty(width), np.empty(width), np.empty(X.shape[1])
-    for n in range(X.shape[0]):
-        if skip[n]:
-            out[n] = np.nan
-            continue
-        pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, X[n], Y[n], learn,
-                              kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
-                              mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
-        out[n] = pred
-        if status != 0:
-            return n, status
-    return X.shape[0], 0
-
-
 @njit(cache=True, parallel=True)
 def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, learn, skip, order, starts, keys,
               kind, hyp, buf1, buf2, scal,
@@ -420,11 +397,13 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
 
 
 @njit(cache=True)
-def run_events_rows(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, Y, learn, skip,
-                    kind, hyp, buf1, buf2, scal,
-                    xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, mon, mon_on, out):
-    """Shared weights, one state row per key: event ``n`` uses ``states[rows[n]]``; events in
-    order (the weights change with every event, so there is nothing to run in parallel)."""
+def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, Y, learn, skip,
+               kind, hyp, buf1, buf2, scal,
+               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, mon, mon_on, out):
+    """Walk events ``X[n], Y[n]`` in order with one set of weights; event ``n`` uses the state row
+    ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
+    Events with ``skip[n]`` are left out (prediction NaN, nothing changes). Returns
+    (events done, status); a non-zero status stops at that event, unchanged."""
     U = states.shape[1]
     width = max(X.shape[1], np.max(lay[:, 1]))
     Z, A, SN, PRE, H, C = np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty(U), np.empty((12, U))

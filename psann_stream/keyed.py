@@ -257,7 +257,7 @@ class KeyedLearner:
                 code = int(status[np.nonzero(status)[0][0]])
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
         else:
-            done, code = fp.run_events_rows(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"),
+            done, code = fp.run_events(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"),
                                             rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                                             g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                                             g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,

@@ -290,8 +290,9 @@ class Learner:
         if self.backend == "numba":
             L = self._layout
             args = self._kernel_args()
-            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self._state,
-                                         X, Y, True, skip, *args, out)
+            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
+                                         self._state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, Y, True, skip,
+                                         *args, out)
             self._after_kernel()
             if status:
                 self._raise_state_error(done, status, offset)
@@ -352,8 +353,9 @@ class Learner:
             state = self._state if advance else self._state.copy()
             saved = None if advance else (self.x_stats._mean.copy(), self.x_stats._m2.copy(), self.x_stats.weight, self.x_stats.count)
             args = self._kernel_args()
-            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, state,
-                                         X, np.zeros(X.shape[0]), False, np.zeros(X.shape[0], dtype=np.bool_), *args, out)
+            done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
+                                         state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, np.zeros(X.shape[0]),
+                                         False, np.zeros(X.shape[0], dtype=np.bool_), *args, out)
             self._after_kernel()
             if saved is not None:
                 self.x_stats._mean, self.x_stats._m2, self.x_stats.weight, self.x_stats.count = saved
