@@ -143,12 +143,12 @@ def optimizer_state_to_torch(opt: torch.optim.Optimizer, model: StatefulNet, fla
     off = 0
     for p in model.parameters():
         n = p.numel()
-        view = lambda a: torch.from_numpy(np.array(a[off : off + n])).reshape(p.shape).to(p.dtype)  # noqa: E731
+        part = {k: torch.from_numpy(np.array(flat[k][off : off + n])).reshape(p.shape).to(p.dtype) for k in ("buf1", "buf2")}
         if isinstance(opt, ObGD):
-            opt.state[p]["trace"] = view(flat["buf1"])
+            opt.state[p]["trace"] = part["buf1"]
         if isinstance(opt, StreamingAdam):
-            opt.state[p]["m"] = view(flat["buf1"])
-            opt.state[p]["v"] = view(flat["buf2"])
+            opt.state[p]["m"] = part["buf1"]
+            opt.state[p]["v"] = part["buf2"]
         off += n
     for g in opt.param_groups:
         if isinstance(opt, IntentionalSGD):

@@ -194,7 +194,7 @@ class KeyedLearner:
         for r in np.nonzero(idle)[0]:
             key = self._row_key[r]
             self._cold[key] = {k: arr[r].copy() for k, arr in self._rows.items()} | {"n_learned": int(self._n_learned_row[r])}
-        for k, arr in self._rows.items():
+        for arr in self._rows.values():
             arr[: len(keep)] = arr[keep]
         self._seen[: len(keep)] = self._seen[keep]
         self._n_learned_row[: len(keep)] = self._n_learned_row[keep]

@@ -63,15 +63,15 @@ def _np(v: Any) -> np.ndarray:
     return np.array(v, dtype=np.float64)
 
 
-def _as_rows(name: str, x: Any, width: int) -> np.ndarray:
+def _as_rows(name: str, x: Any, width: int, *, one_event: bool) -> np.ndarray:
+    """Inputs as a C-contiguous float64 ``[N, width]`` array. A 1-D input is one event
+    (``one_event``) or, for a one-feature model, a column of events."""
     try:
         a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} cannot be read as numbers ({exc}).") from None
-    if a.ndim == 1 and width == 1 and name.startswith("Y"):
-        return a
     if a.ndim == 1:
-        a = a[None, :] if width > 1 or name.startswith("x") else a[:, None]
+        a = a[None, :] if one_event or width > 1 else a[:, None]
     if a.ndim != 2 or a.shape[1] != width:
         raise ConfigError(f"{name} has shape {np.shape(x)}; need rows of {width} value(s).")
     return np.ascontiguousarray(a)
@@ -204,7 +204,7 @@ class Learner:
 
     def predict_one(self, x: Any) -> float:
         """The prediction for ``x`` with the current weights and held state; changes nothing."""
-        X = _as_rows("x", x, self._model.in_features)
+        X = _as_rows("x", x, self._model.in_features, one_event=True)
         if not np.isfinite(X).all():
             raise NonFiniteInputError(f"predict_one: x holds a non-finite value ({X[0].tolist()}); clean the input.")
         return float(self._predict(X, advance=False)[0])
@@ -215,14 +215,14 @@ class Learner:
         ``advance=True`` keeps the state (and input statistics) where the last event left them —
         for events that will not be learned; ``advance=False`` restores them afterwards.
         """
-        X = _as_rows("X", X, self._model.in_features)
+        X = _as_rows("X", X, self._model.in_features, one_event=False)
         if not np.isfinite(X).all():
             raise NonFiniteInputError("predict_batch: X holds non-finite values; clean the input.")
         return self._predict(X, advance=advance)
 
     def learn_one(self, x: Any, y: float) -> float:
         """Predict ``x`` with the model as it is, then learn ``y``; returns the prediction."""
-        return float(self.learn_batch(_as_rows("x", x, self._model.in_features), np.array([float(y)]))[0])
+        return float(self.learn_batch(_as_rows("x", x, self._model.in_features, one_event=True), np.array([float(y)]))[0])
 
     def learn_batch(self, X: Any, Y: Any, *, mode: Literal["exact", "batched"] = "exact") -> np.ndarray:
         """Learn consecutive events ``X [N, F]``, ``Y [N]``; returns the prequential predictions.
@@ -234,7 +234,7 @@ class Learner:
         step with unit error). Fewer optimiser steps for large batches; the predictions of events
         ``2..N`` then do not benefit from events ``1..N-1``.
         """
-        X = _as_rows("X", X, self._model.in_features)
+        X = _as_rows("X", X, self._model.in_features, one_event=False)
         Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
         if Y.shape[0] != X.shape[0]:
             raise ConfigError(f"learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
@@ -260,7 +260,6 @@ class Learner:
 
     # ------------------------------------------------------------------ backends
     def _kernel_args(self) -> tuple[Any, ...]:
-        L = self._layout
         xs, ys = self.x_stats, self.y_stats
         self._xws = np.array([xs.weight, float(xs.count)])
         self._yws = np.array([ys.weight, float(ys.count)])
