@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psann_stream import StatefulNet
+from psann_stream import StateConfig, StatefulNet
 from psann_stream import _fastpath as fp
 from psann_stream._packing import flat_params, layout
 from psann_stream.learner import Learner
@@ -17,6 +17,17 @@ from psann_stream.learner import Learner
 from strategies import state_configs
 
 FAST_CONFIGS = state_configs(bounds=("clip", "tanh"))
+
+
+def _well_conditioned(cfg: StateConfig) -> StateConfig:
+    """Whole learning runs amplify rounding differences by the network's gain at every step. In gain
+    mode with beta ~ 0 the state never normalises and each layer multiplies by up to
+    gain/gain_eps (~100 here), so two float64 runs that differ by 1 ulp part ways within 20 steps:
+    chaos, not a bug (the one-step gradient test covers those configurations exactly). Runs are
+    compared on configurations whose gain is bounded."""
+    if cfg.mode != "gain":
+        return cfg
+    return StateConfig.from_mapping({**cfg.to_dict(), "beta": max(cfg.beta, 0.5), "gain_eps": max(cfg.gain_eps, 0.25)})
 
 
 def _scale(cfg) -> float:
@@ -59,6 +70,7 @@ def test_hand_derived_gradient_equals_autograd(cfg, seed):
     st.integers(0, 10_000),
 )
 def test_compiled_learner_matches_the_torch_reference(cfg, opt, nx, ny, forget, seed):
+    cfg = _well_conditioned(cfg)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((25, 3)) * rng.choice([0.1, 1.0, 30.0])
     Y = np.sin(X.sum(axis=1)) * 5 + 2
@@ -83,6 +95,7 @@ def test_compiled_learner_matches_the_torch_reference(cfg, opt, nx, ny, forget, 
 
 @given(FAST_CONFIGS, st.sampled_from(["obgd", "intentional", "adam"]), st.integers(0, 1000))
 def test_compiled_monitor_statistics_match_the_torch_reference(cfg, opt, seed):
+    cfg = _well_conditioned(cfg)
     X = np.random.default_rng(seed).standard_normal((20, 3))
     Y = X[:, 0] - X[:, 1]
     learners = [Learner(StatefulNet(3, hidden=(5, 4), state=cfg, seed=seed), optimizer=opt, backend=b) for b in ("numba", "torch")]
@@ -105,8 +118,6 @@ def test_compiled_obgd_moves_at_most_one_over_kappa_per_event(seed, kappa):
 def test_monitor_statistics_are_the_documented_moving_averages():
     """Independent of the shared update code: rebuild the EMAs from what the torch optimiser and
     model expose after each event."""
-    from psann_stream.state import StateConfig
-
     cfg = StateConfig(max_abs=0.4)  # small bound: some units saturate, so the share is non-trivial
     lrn = Learner(StatefulNet(3, hidden=(5, 4), state=cfg, seed=1), optimizer="adam", backend="torch", check_every=10_000)
     rng = np.random.default_rng(1)
