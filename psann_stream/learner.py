@@ -424,6 +424,49 @@ class Learner:
         self.n_skipped += int(skip.sum())
         return out
 
+    def grow_inputs(self, in_features: int) -> None:
+        """Widen the model's input to ``in_features`` (>= the current width) without losing anything
+        learned: new inputs enter with zero weights (predictions are unchanged until they carry
+        values); weights, state, optimiser state and target statistics are kept.
+
+        Needs ``normalize_x=False``: the input statistics share one count, so a feature that appears
+        later cannot start its own (normalise features upstream, as the river adapter does).
+        """
+        old = self._model.in_features
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < old:
+            raise ConfigError(f"grow_inputs: in_features = {in_features!r} must be an integer >= the current {old}.")
+        if in_features == old:
+            return
+        if self.normalize_x:
+            raise ConfigError("grow_inputs needs normalize_x=False: normalise the inputs upstream when features can appear.")
+        sd = self.state_dict()
+        # position of every new flat parameter in the old flat vector (-1: a new, zero weight)
+        pieces, off = [], 0
+        for name, p in self._model.named_parameters():
+            idx = torch.arange(p.numel(), dtype=torch.int64) + off
+            if name == "layers.0.linear.weight":
+                h = p.shape[0]
+                idx = torch.cat([idx.reshape(h, old), torch.full((h, in_features - old), -1)], dim=1).reshape(-1)
+                sd["model"][name] = torch.cat([sd["model"][name], torch.zeros(h, in_features - old, dtype=p.dtype)], dim=1)
+            pieces.append(idx)
+            off += p.numel()
+        index = torch.cat(pieces)
+        keep = index >= 0
+        for key in ("buf1", "buf2"):
+            grown = torch.zeros(index.shape[0], dtype=torch.float64)
+            grown[keep] = sd["optimizer"][key][index[keep]]
+            sd["optimizer"][key] = grown
+        sd["x_stats"] = {**sd["x_stats"], "n_features": in_features,
+                         "mean": torch.zeros(in_features, dtype=torch.float64), "m2": torch.zeros(in_features, dtype=torch.float64)}
+        m = self._model
+        self._model = StatefulNet(in_features, m.out_features, m.hidden, m.state_config).double()
+        self._model.reset_state(n_streams=1)
+        self._layout = layout(self._model)
+        self.x_stats = RunningStats(in_features, forget=self.x_stats.forget, eps=self.x_stats.eps)
+        if self.backend == "torch":
+            self._opt = make_optimizer(self.optimizer_name, self._model.parameters(), **self.optimizer_settings)
+        self.load_state_dict(sd)
+
     # ------------------------------------------------------------------ monitor, reset, persistence
     def _check_monitor(self) -> None:
         if self.monitor is None:

@@ -250,3 +250,23 @@ def test_learner_configuration_errors():
 def test_auto_backend_falls_back_to_torch_for_models_the_compiled_loop_does_not_cover():
     assert Learner(StatefulNet(3, hidden=(4,))).backend == "numba"
     assert Learner(StatefulNet(3, hidden=(4,), state=StateConfig(bound="ball"))).backend == "torch"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opt", ["obgd", "adam"])
+def test_growing_the_input_keeps_everything_learned(backend, opt):
+    """New inputs enter with zero weights: with the new columns at 0 the grown learner continues
+    exactly like the original one (weights, state, optimiser state all carried over)."""
+    X, Y = _stream(11, 80)
+    a = _learner(backend, optimizer=opt, normalize_x=False)
+    b = _learner(backend, optimizer=opt, normalize_x=False)
+    a.learn_batch(X[:40], Y[:40])
+    b.learn_batch(X[:40], Y[:40])
+    b.grow_inputs(5)
+    assert b.model.in_features == 5
+    wide = np.concatenate([X[40:], np.zeros((40, 2))], axis=1)
+    np.testing.assert_allclose(b.learn_batch(wide, Y[40:]), a.learn_batch(X[40:], Y[40:]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match="must be an integer >= the current 5"):
+        b.grow_inputs(4)
+    with pytest.raises(ConfigError, match="needs normalize_x=False"):
+        _learner(backend).grow_inputs(6)
