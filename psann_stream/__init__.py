@@ -9,9 +9,13 @@ Public API (everything else is private):
 * :class:`Learner` (one stream) and :class:`KeyedLearner` (many keyed streams)
 * the streaming optimisers :class:`ObGD`, :class:`IntentionalSGD`, :class:`StreamingAdam`
 * :class:`RunningStats` (online normaliser), :class:`Monitor`, :class:`Alert`, :class:`StabilityWarning`
+* Arrow input: :class:`ColumnMap`, :class:`Position`, :func:`open_source` (:mod:`psann_stream.io`)
+* checkpoint files: :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`load_latest`,
+  :class:`CheckpointWarning` (:mod:`psann_stream.checkpoint`)
 * the error types, all subclasses of :class:`PsannStreamError`
 """
 
+from .checkpoint import CheckpointWarning, load_checkpoint, load_latest, save_checkpoint
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,6 +24,7 @@ from .errors import (
     PsannStreamError,
     StateShapeError,
 )
+from .io import ColumnMap, Position, open_source
 from .keyed import KeyedLearner
 from .layers import SineActivation, StateBounds, StatefulSineLayer
 from .learner import Learner
@@ -35,6 +40,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Alert",
     "CheckpointError",
+    "CheckpointWarning",
+    "ColumnMap",
     "ConfigError",
     "IntentionalSGD",
     "KeyedLearner",
@@ -43,6 +50,7 @@ __all__ = [
     "NonFiniteInputError",
     "NonFiniteStateError",
     "ObGD",
+    "Position",
     "PsannStreamError",
     "Rollout",
     "RunningStats",
@@ -55,7 +63,11 @@ __all__ = [
     "StatefulNet",
     "StatefulSineLayer",
     "StreamingAdam",
+    "load_checkpoint",
+    "load_latest",
+    "open_source",
     "predict_sequence",
     "predict_sequence_online",
     "rollout",
+    "save_checkpoint",
 ]

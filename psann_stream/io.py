@@ -1,0 +1,276 @@
+"""Arrow in: sources with resumable positions, and the mapping from record batches to learner inputs.
+
+**Columns.** :class:`ColumnMap` says which columns hold the features (one ``fixed_size_list<float>``
+column, converted without copying, or several numeric columns, converted with one copy through
+``RecordBatch.to_tensor``), the optional target, key and event-time columns. :meth:`ColumnMap.bind`
+checks a schema once, naming the column, the expected and the actual type of every mismatch;
+:meth:`BoundColumns.read` turns each batch into :class:`Events` (numpy views, no Python object per
+row).
+
+**Sources.** Every source yields ``(Position, RecordBatch)`` from a given :class:`Position` (batch
+index, row offset within that batch), so a run that stops after any row can resume at the next one:
+in-memory tables and iterables of batches, Arrow IPC files (memory-mapped) and streams (a path, or
+``"-"`` for stdin), Parquet files and datasets.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import ConfigError
+
+__all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "open_source", "TableSource", "BatchesSource",
+           "IpcFileSource", "IpcStreamSource", "ParquetSource"]
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a source is: the ``batch``-th record batch, ``row`` rows into it."""
+
+    batch: int = 0
+    row: int = 0
+
+
+@dataclass
+class Events:
+    """One batch of events. ``x``: ``[N, F]`` float32/float64 (read-only when zero-copy), ``y``:
+    ``[N]`` float64 or None, ``keys``: ``[N]`` or None, ``times``: ``[N]`` or None."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    keys: np.ndarray | None
+    times: np.ndarray | None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _is_float(t: pa.DataType) -> bool:
+    return pa.types.is_floating(t)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns are features, target, key and event time.
+
+    Args:
+        features: one ``fixed_size_list<float32|float64>`` column name, or a sequence of numeric
+            column names (in that order).
+        target: the target column (numeric), or None for prediction-only streams.
+        key: the key column (any type), or None.
+        time: the event-time column (timestamp or integer), or None.
+    """
+
+    features: str | Sequence[str]
+    target: str | None = None
+    key: str | None = None
+    time: str | None = None
+
+    def bind(self, schema: pa.Schema) -> BoundColumns:
+        """Check ``schema`` against this map; every problem is named (column, expected, actual)."""
+        problems = []
+
+        def field(name: str, role: str) -> pa.Field | None:
+            idx = schema.get_field_index(name)
+            if idx < 0:
+                problems.append(f"{role} column {name!r} is missing (columns: {', '.join(schema.names)})")
+                return None
+            return schema.field(idx)
+
+        width = 0
+        list_column = isinstance(self.features, str)
+        names = [self.features] if list_column else list(self.features)
+        if not names:
+            problems.append("no feature columns given")
+        if list_column:
+            f = field(names[0], "feature")
+            if f is not None:
+                t = f.type
+                if not (pa.types.is_fixed_size_list(t) and _is_float(t.value_type)):
+                    problems.append(
+                        f"feature column {f.name!r}: expected fixed_size_list<float32 or float64>[F], got {t}; "
+                        "or name several numeric columns"
+                    )
+                else:
+                    width = t.list_size
+        else:
+            for n in names:
+                f = field(n, "feature")
+                if f is not None and not _is_numeric(f.type):
+                    problems.append(f"feature column {n!r}: expected a numeric type, got {f.type}")
+            width = len(names)
+        if self.target is not None:
+            f = field(self.target, "target")
+            if f is not None and not _is_numeric(f.type):
+                problems.append(f"target column {self.target!r}: expected a numeric type, got {f.type}")
+        if self.key is not None:
+            field(self.key, "key")
+        if self.time is not None:
+            f = field(self.time, "time")
+            if f is not None and not (pa.types.is_timestamp(f.type) or pa.types.is_integer(f.type)):
+                problems.append(f"time column {self.time!r}: expected a timestamp or integer type, got {f.type}")
+        if problems:
+            raise ConfigError("the stream's schema does not match the column map:\n  " + "\n  ".join(problems))
+        return BoundColumns(self, schema, width, list_column)
+
+
+@dataclass(frozen=True)
+class BoundColumns:
+    """A :class:`ColumnMap` checked against one schema; :meth:`read` converts batches of it."""
+
+    columns: ColumnMap
+    schema: pa.Schema
+    n_features: int
+    list_column: bool
+
+    def read(self, batch: pa.RecordBatch) -> Events:
+        """The events of ``batch``; raises ConfigError if its schema differs from the bound one."""
+        if not batch.schema.equals(self.schema):
+            raise ConfigError(
+                f"the schema changed mid-stream: expected {self.schema}, got {batch.schema}; "
+                "a stream keeps one schema (start a new run for the new one)."
+            )
+        c = self.columns
+        if self.list_column:
+            col = batch.column(c.features)  # type: ignore[arg-type]
+            if col.null_count:
+                row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise ConfigError(f"feature column {c.features!r}: the list at row {row} is null.")
+            # .values ignores a slice offset; .flatten() honours it (and copies only then)
+            values = col.flatten() if col.offset else col.values
+            if values.null_count:
+                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                raise ConfigError(
+                    f"feature column {c.features!r}: row {first // self.n_features}, element "
+                    f"{first % self.n_features} is null."
+                )
+            x = values.to_numpy(zero_copy_only=False).reshape(-1, self.n_features)
+        else:
+            x = batch.select(list(c.features)).to_tensor(null_to_nan=True).to_numpy()
+        y = keys = times = None
+        if c.target is not None:
+            y = batch.column(c.target).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        if c.key is not None:
+            keys = batch.column(c.key).to_numpy(zero_copy_only=False)
+        if c.time is not None:
+            times = batch.column(c.time).to_numpy(zero_copy_only=False)
+        return Events(x=x, y=y, keys=keys, times=times)
+
+
+# ---------------------------------------------------------------------- sources
+def _from(batches: Iterable[pa.RecordBatch], start: Position) -> Iterator[tuple[Position, pa.RecordBatch]]:
+    for i, b in enumerate(batches):
+        if i < start.batch:
+            continue
+        offset = start.row if i == start.batch else 0
+        if offset >= b.num_rows:
+            continue
+        yield Position(i, offset), (b.slice(offset) if offset else b)
+
+
+class TableSource:
+    """An in-memory ``pa.Table``, in batches of at most ``batch_size`` rows (fixed, so positions are stable)."""
+
+    def __init__(self, table: pa.Table, batch_size: int = 4096) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"TableSource.batch_size = {batch_size!r} must be >= 1.")
+        self.table, self.batch_size, self.schema = table, batch_size, table.schema
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        return _from(self.table.to_batches(max_chunksize=self.batch_size), start)
+
+
+class BatchesSource:
+    """A re-iterable sequence of record batches (e.g. a list)."""
+
+    def __init__(self, batches: Sequence[pa.RecordBatch]) -> None:
+        self._batches = list(batches)
+        if not self._batches:
+            raise ConfigError("BatchesSource needs at least one record batch (its schema defines the stream).")
+        self.schema = self._batches[0].schema
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        return _from(self._batches, start)
+
+
+class IpcFileSource:
+    """An Arrow IPC file, memory-mapped: batches are read in place, positions are exact."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"{self.path}: not a readable Arrow IPC file ({exc}).") from None
+        self.schema = self._reader.schema
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        r = self._reader
+        return _from((r.get_batch(i) for i in range(r.num_record_batches)), start)
+
+
+class IpcStreamSource:
+    """An Arrow IPC stream from a file, or from standard input with ``"-"``. A stream cannot seek:
+    resuming reads (and skips) the batches before the start position; stdin can be read once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._stdin = pa.ipc.open_stream(sys.stdin.buffer) if self.path == "-" else None
+            self.schema = self._stdin.schema if self._stdin is not None else self._reader().schema
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"{self.path}: not a readable Arrow IPC stream ({exc}).") from None
+
+    def _reader(self) -> pa.ipc.RecordBatchStreamReader:
+        return pa.ipc.open_stream(pa.OSFile(self.path, "r"))
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        return _from(self._stdin if self._stdin is not None else self._reader(), start)
+
+
+class ParquetSource:
+    """A Parquet file or a directory dataset (``pyarrow.dataset``), in its stored batch order."""
+
+    def __init__(self, path: str | Path, batch_size: int = 65_536) -> None:
+        import pyarrow.dataset as ds
+
+        self.path = Path(path)
+        try:
+            self._dataset = ds.dataset(str(self.path), format="parquet")
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"{self.path}: not a readable Parquet file or dataset ({exc}).") from None
+        self.batch_size = batch_size
+        self.schema = self._dataset.schema
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        return _from(self._dataset.to_batches(batch_size=self.batch_size), start)
+
+
+def open_source(spec: str | Path | pa.Table | Sequence[pa.RecordBatch]) -> TableSource | BatchesSource | IpcFileSource | IpcStreamSource | ParquetSource:
+    """A source for a table, a list of batches, ``"-"`` (IPC stream on stdin), or a path: ``.parquet``
+    files and directories are Parquet, other files are tried as an IPC file, then as an IPC stream."""
+    if isinstance(spec, pa.Table):
+        return TableSource(spec)
+    if isinstance(spec, (list, tuple)):
+        return BatchesSource(spec)
+    if str(spec) == "-":
+        return IpcStreamSource("-")
+    p = Path(spec)
+    if not p.exists():
+        raise ConfigError(f"input {p} does not exist.")
+    if p.is_dir() or p.suffix == ".parquet":
+        return ParquetSource(p)
+    try:
+        return IpcFileSource(p)
+    except ConfigError:
+        return IpcStreamSource(p)

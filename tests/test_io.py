@@ -1,0 +1,116 @@
+"""Arrow sources and column mapping: zero-copy features, schema errors, resumable positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psann_stream import ConfigError
+from psann_stream.io import ColumnMap, Position, open_source
+
+
+def _table(n: int = 10, f: int = 3, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, f)).astype(np.float32)
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), f)
+    return pa.table({
+        "x": feats,
+        "a": pa.array(x[:, 0].astype(np.float64)),
+        "b": pa.array(np.arange(n, dtype=np.int64)),
+        "y": pa.array(rng.standard_normal(n)),
+        "k": pa.array([f"k{i % 3}" for i in range(n)]),
+        "t": pa.array(np.arange(n, dtype=np.int64)),
+    })
+
+
+def test_list_column_features_are_zero_copy_views():
+    t = _table()
+    batch = t.to_batches()[0]
+    ev = ColumnMap("x", target="y", key="k", time="t").bind(t.schema).read(batch)
+    assert ev.x.shape == (10, 3) and ev.x.dtype == np.float32
+    assert not ev.x.flags.writeable  # a view of the Arrow buffer, not a copy
+    np.testing.assert_array_equal(ev.x[:, 0], t.column("a").to_numpy().astype(np.float32))
+    assert ev.keys.tolist()[:3] == ["k0", "k1", "k2"] and ev.times.tolist() == list(range(10))
+
+
+def test_sliced_batches_honour_the_offset():
+    t = _table()
+    sliced = t.to_batches()[0].slice(4, 3)
+    ev = ColumnMap("x").bind(t.schema).read(sliced)
+    np.testing.assert_array_equal(ev.x[:, 0], t.column("a").to_numpy()[4:7].astype(np.float32))
+
+
+def test_named_numeric_columns_become_one_matrix():
+    t = _table()
+    ev = ColumnMap(["a", "b"], target="y").bind(t.schema).read(t.to_batches()[0])
+    assert ev.x.shape == (10, 2)
+    np.testing.assert_array_equal(ev.x[:, 1], np.arange(10))
+
+
+def test_schema_problems_are_all_named_with_expected_and_actual_types():
+    t = _table()
+    with pytest.raises(ConfigError) as info:
+        ColumnMap("k", target="k", key="nope", time="a").bind(t.schema)
+    msg = str(info.value)
+    assert "feature column 'k': expected fixed_size_list<float32 or float64>[F], got string" in msg
+    assert "target column 'k': expected a numeric type, got string" in msg
+    assert "key column 'nope' is missing" in msg
+    assert "time column 'a': expected a timestamp or integer type, got double" in msg
+
+
+def test_schema_change_and_null_features_are_refused():
+    t = _table()
+    bound = ColumnMap("x", target="y").bind(t.schema)
+    with pytest.raises(ConfigError, match="schema changed mid-stream"):
+        bound.read(t.drop_columns(["t"]).to_batches()[0])
+    x = pa.FixedSizeListArray.from_arrays(pa.array([1.0, None, 3.0, 4.0], pa.float32()), 2)
+    nulls = pa.record_batch({"x": x})
+    with pytest.raises(ConfigError, match=r"row 0, element 1 is null"):
+        ColumnMap("x").bind(nulls.schema).read(nulls)
+
+
+@pytest.mark.parametrize("kind", ["table", "batches", "ipc_file", "ipc_stream", "parquet"])
+@given(start_batch=st.integers(0, 4), start_row=st.integers(0, 5))
+def test_every_source_resumes_exactly_at_its_position(tmp_path_factory, kind, start_batch, start_row):
+    t = _table(n=20)
+    batches = t.to_batches(max_chunksize=4)
+    d = tmp_path_factory.mktemp(kind)
+    if kind == "table":
+        src = open_source(pa.Table.from_batches(batches))
+        src.batch_size = 4
+    elif kind == "batches":
+        src = open_source(batches)
+    elif kind == "ipc_file":
+        with pa.ipc.new_file(str(d / "s.arrow"), t.schema) as w:
+            for b in batches:
+                w.write_batch(b)
+        src = open_source(d / "s.arrow")
+    elif kind == "ipc_stream":
+        with pa.ipc.new_stream(str(d / "s.arrows"), t.schema) as w:
+            for b in batches:
+                w.write_batch(b)
+        src = open_source(d / "s.arrows")
+    else:
+        pq.write_table(t, d / "s.parquet", row_group_size=4)
+        src = open_source(d / "s.parquet")
+        src.batch_size = 4
+    whole = [r for _, b in src.batches() for r in b.column("b").to_pylist()]
+    assert whole == list(range(20))
+    start = Position(start_batch, start_row)
+    rest = [(p, b) for p, b in src.batches(start)]
+    skipped = min(20, start_batch * 4 + min(start_row, 4))
+    assert [r for _, b in rest for r in b.column("b").to_pylist()] == list(range(skipped, 20))
+    assert all(p >= start for p, _ in rest)
+
+
+def test_open_source_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_source(tmp_path / "missing.arrow")
+    bad = tmp_path / "bad.arrow"
+    bad.write_bytes(b"not arrow at all")
+    with pytest.raises(ConfigError, match="not a readable Arrow IPC stream"):
+        open_source(bad)
