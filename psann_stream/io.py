@@ -146,8 +146,8 @@ class BoundColumns:
             if col.null_count:
                 row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
                 raise ConfigError(f"feature column {c.features!r}: the list at row {row} is null.")
-            # .values ignores a slice offset; .flatten() honours it (and copies only then)
-            values = col.flatten() if col.offset else col.values
+            # .values ignores a slice's offset and length; .flatten() honours both (a zero-copy slice)
+            values = col.flatten()
             if values.null_count:
                 first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
                 raise ConfigError(

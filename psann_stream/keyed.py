@@ -44,6 +44,10 @@ FORMAT = "psann_stream.keyed/1"
 _WEIGHT_ROWS = ("theta", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon")
 
 
+def _sort_key(key: Hashable) -> tuple[str, str]:
+    return (type(key).__name__, repr(key))
+
+
 class KeyedLearner:
     """Prequential online learning of many keyed streams at once (see module doc).
 
@@ -340,18 +344,22 @@ class KeyedLearner:
         """Every key's rows (hot and cold), the shared arrays and counters; keys are stored as a
         list in row order (keys must be str, int, float or bool to travel through torch.save)."""
         n = len(self._row_key)
+        # Canonical order (by key), so the same learned state gives the same checkpoint whatever
+        # order the keys first arrived in.
+        order = np.array(sorted(range(n), key=lambda r: _sort_key(self._row_key[r])), dtype=np.int64)
+        cold_keys = sorted(self._cold, key=_sort_key)
         return {
             "format": FORMAT,
             "per_key_weights": self.per_key_weights,
             "optimizer": self.optimizer_name,
-            "keys": list(self._row_key),
-            "rows": {k: torch.from_numpy(v[:n].copy()) for k, v in self._rows.items()},
-            "seen": torch.from_numpy(self._seen[:n].copy()),
-            "n_learned_rows": torch.from_numpy(self._n_learned_row[:n].copy()),
+            "keys": [self._row_key[r] for r in order],
+            "rows": {k: torch.from_numpy(v[:n][order].copy()) for k, v in self._rows.items()},
+            "seen": torch.from_numpy(self._seen[:n][order].copy()),
+            "n_learned_rows": torch.from_numpy(self._n_learned_row[:n][order].copy()),
             "shared": {k: torch.from_numpy(v.copy()) for k, v in self._shared.items()},
-            "cold_keys": list(self._cold),
-            "cold": [{k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in row.items()}
-                     for row in self._cold.values()],
+            "cold_keys": cold_keys,
+            "cold": [{k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self._cold[c].items()}
+                     for c in cold_keys],
             "counters": {"clock": self.clock, "n_learned": self.n_learned, "n_skipped": self.n_skipped,
                          "since_check": self._since_check},
         }

@@ -1,0 +1,324 @@
+"""Engine: the event loop from an Arrow source through a learner to output files, with checkpoints
+that make a killed run resume without losing or repeating a row.
+
+Per record batch: map the columns (:mod:`psann_stream.io`), find bad rows (non-finite or absurdly
+large features or targets, missing keys), either stop (``on_bad_input="raise"``, naming batch, row,
+column and value) or route them with their reason to the dead-letter output
+(``"dead-letter"``), learn the good rows prequentially (or only predict them when the stream has no
+target), and append ``(batch, row, key, prediction, target)`` rows to the output.
+
+Exactly once: outputs are written as part files that are committed (atomically) only at a
+checkpoint, and the checkpoint records how many parts were committed together with the learner's
+state and the source position. On ``resume``, parts beyond that count (written after the last
+checkpoint, before a crash) are deleted and the source restarts at the recorded position, so the
+concatenated parts equal an uninterrupted run's output row for row.
+
+Invariant (checked by tests): rows in = rows predicted + rows dead-lettered.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from .checkpoint import load_latest, save_checkpoint
+from .errors import ConfigError, NonFiniteInputError
+from .io import BoundColumns, ColumnMap, Events, Position
+from .keyed import KeyedLearner
+from .learner import Learner
+
+__all__ = ["CheckpointPolicy", "Engine", "RunStats", "read_parts"]
+
+BadInputPolicy = Literal["raise", "dead-letter"]
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Checkpoint every ``every_events`` rows into ``directory``, keeping the newest ``keep_last``."""
+
+    directory: str | Path
+    every_events: int = 100_000
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every_events, bool) or not isinstance(self.every_events, int) or self.every_events < 1:
+            raise ConfigError(f"CheckpointPolicy.every_events = {self.every_events!r} must be an integer >= 1.")
+
+
+@dataclass
+class RunStats:
+    """Counters of a run (cumulative across resumes)."""
+
+    rows_in: int = 0
+    predicted: int = 0
+    dead_lettered: int = 0
+    checkpoints: int = 0
+    position: Position = field(default_factory=Position)
+
+
+class _Parts:
+    """A directory of Arrow IPC part files; rows are buffered and become a part file at commit."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pending: list[pa.RecordBatch] = []
+        self.count = len(self._existing())
+
+    def _existing(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.arrow"))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+
+    def commit(self) -> int:
+        """Write the pending rows as the next part (atomically); returns the committed part count."""
+        if self.pending:
+            final = self.dir / f"part-{self.count:08d}.arrow"
+            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.dir)
+            os.close(fd)
+            try:
+                with pa.ipc.new_file(tmp, self.pending[0].schema) as w:
+                    for b in self.pending:
+                        w.write_batch(b)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.count += 1
+            self.pending = []
+        return self.count
+
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` parts; delete later parts and temporary files (a crash's leftovers)."""
+        for p in self._existing()[count:]:
+            p.unlink()
+        for p in self.dir.glob(".part-*.tmp"):
+            p.unlink()
+        self.count = count
+        self.pending = []
+
+
+def read_parts(directory: str | Path) -> pa.Table | None:
+    """All committed part files of an output directory, in order, as one table (None if empty)."""
+    parts = sorted(Path(directory).glob("part-*.arrow"))
+    tables = [pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all() for p in parts]
+    return pa.concat_tables(tables) if tables else None
+
+
+class Engine:
+    """Runs ``source`` through ``learner`` (see module doc).
+
+    Args:
+        source: a source from :mod:`psann_stream.io` (``batches(start)``, ``schema``).
+        learner: a :class:`~psann_stream.learner.Learner` or :class:`~psann_stream.keyed.KeyedLearner`.
+        columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a KeyedLearner).
+        output: directory for prediction part files, or None.
+        dead_letter: directory for dead-lettered rows (needed with ``on_bad_input="dead-letter"``).
+        checkpoint: a :class:`CheckpointPolicy`, or None.
+        on_bad_input: ``"raise"`` or ``"dead-letter"``.
+        max_abs_input: values with a larger magnitude are bad input (absurd magnitudes).
+        hooks: callables by name: ``on_batch(position, events)``, ``on_prediction(position, predictions)``,
+            ``on_checkpoint(step, path)``.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        learner: Learner | KeyedLearner,
+        columns: ColumnMap,
+        *,
+        output: str | Path | None = None,
+        dead_letter: str | Path | None = None,
+        checkpoint: CheckpointPolicy | None = None,
+        on_bad_input: BadInputPolicy = "raise",
+        max_abs_input: float = 1e12,
+        hooks: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        if on_bad_input not in ("raise", "dead-letter"):
+            raise ConfigError(f"Engine.on_bad_input = {on_bad_input!r} is not one of 'raise', 'dead-letter'.")
+        if on_bad_input == "dead-letter" and dead_letter is None:
+            raise ConfigError("Engine: on_bad_input='dead-letter' needs a dead_letter directory.")
+        keyed = isinstance(learner, KeyedLearner)
+        if keyed and columns.key is None:
+            raise ConfigError("Engine: a KeyedLearner needs a key column (ColumnMap(key=...)).")
+        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint"}
+        if unknown:
+            raise ConfigError(f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint.")
+        self.source, self.learner, self.columns = source, learner, columns
+        self.bound: BoundColumns = columns.bind(source.schema)
+        width = learner._model.in_features
+        if self.bound.n_features != width:
+            raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
+        self.keyed = keyed
+        self.output = _Parts(output) if output is not None else None
+        self.dead = _Parts(dead_letter) if dead_letter is not None else None
+        self.policy = checkpoint
+        self.on_bad_input = on_bad_input
+        self.max_abs_input = float(max_abs_input)
+        self.hooks = dict(hooks or {})
+        self.stats = RunStats()
+        self._stop = False
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to stop after the current batch (it checkpoints first)."""
+        self._stop = True
+
+    # ------------------------------------------------------------------ bad input
+    def _bad_rows(self, ev: Events) -> tuple[np.ndarray, list[str]]:
+        n = len(ev)
+        reasons = [""] * n
+        x = np.asarray(ev.x, dtype=np.float64)
+        nonfinite = ~np.isfinite(x)
+        huge = np.isfinite(x) & (np.abs(x) > self.max_abs_input)
+        bad = nonfinite.any(axis=1) | huge.any(axis=1)
+        for r in np.flatnonzero(bad):
+            c = int(np.argmax(nonfinite[r] | huge[r]))
+            kind = "non-finite" if nonfinite[r, c] else f"|value| > {self.max_abs_input:g}"
+            reasons[r] = f"feature {c} is {float(x[r, c])!r} ({kind})"
+        if ev.y is not None:
+            ybad = ~np.isfinite(ev.y) | (np.abs(np.nan_to_num(ev.y)) > self.max_abs_input)
+            for r in np.flatnonzero(ybad & ~bad):
+                reasons[r] = f"target is {float(ev.y[r])!r}"
+            bad |= ybad
+        if ev.keys is not None:
+            missing = np.array([k is None or (isinstance(k, float) and np.isnan(k)) for k in ev.keys], dtype=bool) if ev.keys.dtype == object else np.zeros(n, dtype=bool)
+            for r in np.flatnonzero(missing & ~bad):
+                reasons[r] = "key is null"
+            bad |= missing
+        return bad, reasons
+
+    # ------------------------------------------------------------------ the loop
+    def _resume(self) -> Position:
+        if self.policy is None:
+            raise ConfigError("Engine.run(resume=True) needs a checkpoint policy.")
+        found = load_latest(self.policy.directory)
+        if found is None:
+            for sink in (self.output, self.dead):
+                if sink is not None:
+                    sink.truncate(0)
+            return Position()
+        _, payload = found
+        self.learner.load_state_dict(payload["learner"])
+        for sink, n in ((self.output, payload["parts"]), (self.dead, payload["dead_parts"])):
+            if sink is not None:
+                sink.truncate(int(n))
+        c = payload["counters"]
+        self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]))
+        return Position(int(payload["position"][0]), int(payload["position"][1]))
+
+    def _checkpoint(self, position: Position) -> None:
+        parts = self.output.commit() if self.output is not None else 0
+        dead = self.dead.commit() if self.dead is not None else 0
+        if self.policy is None:
+            return
+        self.stats.checkpoints += 1
+        s = self.stats
+        path = save_checkpoint(
+            self.policy.directory,
+            {
+                "learner": self.learner.state_dict(),
+                "position": [position.batch, position.row],
+                "parts": parts,
+                "dead_parts": dead,
+                "counters": {"rows_in": s.rows_in, "predicted": s.predicted, "dead_lettered": s.dead_lettered,
+                             "checkpoints": s.checkpoints},
+            },
+            step=s.rows_in,
+            keep_last=self.policy.keep_last,
+        )
+        if "on_checkpoint" in self.hooks:
+            self.hooks["on_checkpoint"](s.rows_in, path)
+
+    def run(self, max_events: int | None = None, *, resume: bool = False) -> RunStats:
+        """Process the source (from the last checkpoint with ``resume=True``) until it ends, ``max_events``
+        rows were read in this call, or :meth:`stop` is called; checkpoints at the end."""
+        start = self._resume() if resume else Position()
+        if not resume:
+            for sink in (self.output, self.dead):
+                if sink is not None:
+                    sink.truncate(0)
+        self._stop = False
+        done = 0
+        since = 0
+        position = start
+        for pos, batch in self.source.batches(start):
+            full = batch.num_rows
+            if max_events is not None and done + full > max_events:
+                batch = batch.slice(0, max_events - done)
+            ev = self.bound.read(batch)
+            n = len(ev)
+            if "on_batch" in self.hooks:
+                self.hooks["on_batch"](pos, ev)
+            bad, reasons = self._bad_rows(ev)
+            if bad.any() and self.on_bad_input == "raise":
+                r = int(np.argmax(bad))
+                raise NonFiniteInputError(
+                    f"bad input at batch {pos.batch}, row {pos.row + r}: {reasons[r]}. Nothing from this batch was "
+                    "learned. Clean the input, or run with on_bad_input='dead-letter'."
+                )
+            good = ~bad
+            rows = pos.row + np.arange(n, dtype=np.int64)
+            preds = self._learn(ev, good)
+            self.stats.rows_in += n
+            self.stats.predicted += int(good.sum())
+            self.stats.dead_lettered += int(bad.sum())
+            if "on_prediction" in self.hooks:
+                self.hooks["on_prediction"](pos, preds)
+            if self.output is not None and good.any():
+                self.output.write(self._output_batch(pos.batch, rows[good], ev, good, preds))
+            if self.dead is not None and bad.any():
+                idx = np.flatnonzero(bad)
+                self.dead.write(pa.record_batch({
+                    "batch": pa.array(np.full(len(idx), pos.batch, dtype=np.int64)),
+                    "row": pa.array(rows[idx]),
+                    "reason": pa.array([reasons[i] for i in idx], pa.string()),
+                }))
+            done += n
+            since += n
+            # the next unread row: the next batch, or further into this one when we stopped inside it
+            position = Position(pos.batch + 1, 0) if n == full else Position(pos.batch, pos.row + n)
+            self.stats.position = position
+            if self.policy is not None and since >= self.policy.every_events:
+                self._checkpoint(position)
+                since = 0
+            if self._stop or (max_events is not None and done >= max_events):
+                break
+        self._checkpoint(position)
+        return self.stats
+
+    def _learn(self, ev: Events, good: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(np.asarray(ev.x, dtype=np.float64)[good])
+        if self.keyed:
+            keys = ev.keys[good]
+            if ev.y is None:
+                return self.learner.predict_batch(keys, X)
+            return self.learner.learn_batch(keys, X, ev.y[good])
+        if ev.y is None:
+            return self.learner.predict_batch(X)
+        return self.learner.learn_batch(X, ev.y[good])
+
+    def _output_batch(self, batch_index: int, rows: np.ndarray, ev: Events, good: np.ndarray, preds: np.ndarray) -> pa.RecordBatch:
+        cols: dict[str, Any] = {
+            "batch": pa.array(np.full(len(rows), batch_index, dtype=np.int64)),
+            "row": pa.array(rows),
+        }
+        if ev.keys is not None:
+            cols["key"] = pa.array(ev.keys[good])
+        if ev.times is not None:
+            cols["time"] = pa.array(ev.times[good])
+        cols["prediction"] = pa.array(preds, pa.float64())
+        if ev.y is not None:
+            y = ev.y[good]
+            cols["target"] = pa.array(y, pa.float64())
+            cols["error"] = pa.array(preds - y, pa.float64())
+        return pa.record_batch(cols)
