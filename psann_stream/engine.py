@@ -156,7 +156,7 @@ class Engine:
             raise ConfigError(f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint.")
         self.source, self.learner, self.columns = source, learner, columns
         self.bound: BoundColumns = columns.bind(source.schema)
-        width = learner._model.in_features
+        width = learner.in_features
         if self.bound.n_features != width:
             raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
         self.keyed = keyed
@@ -174,27 +174,26 @@ class Engine:
         self._stop = True
 
     # ------------------------------------------------------------------ bad input
-    def _bad_rows(self, ev: Events) -> tuple[np.ndarray, list[str]]:
-        n = len(ev)
-        reasons = [""] * n
-        x = np.asarray(ev.x, dtype=np.float64)
+    def _bad_rows(self, ev: Events) -> tuple[np.ndarray, dict[int, str]]:
+        """Mask of bad rows and the reason of each (array operations; a loop only over bad rows)."""
+        reasons: dict[int, str] = {}
+        x = ev.x
         nonfinite = ~np.isfinite(x)
-        huge = np.isfinite(x) & (np.abs(x) > self.max_abs_input)
+        huge = np.abs(x) > self.max_abs_input  # inf counts as non-finite below, not as huge
         bad = nonfinite.any(axis=1) | huge.any(axis=1)
         for r in np.flatnonzero(bad):
             c = int(np.argmax(nonfinite[r] | huge[r]))
             kind = "non-finite" if nonfinite[r, c] else f"|value| > {self.max_abs_input:g}"
             reasons[r] = f"feature {c} is {float(x[r, c])!r} ({kind})"
         if ev.y is not None:
-            ybad = ~np.isfinite(ev.y) | (np.abs(np.nan_to_num(ev.y)) > self.max_abs_input)
+            ybad = ~np.isfinite(ev.y) | (np.abs(ev.y) > self.max_abs_input)
             for r in np.flatnonzero(ybad & ~bad):
                 reasons[r] = f"target is {float(ev.y[r])!r}"
             bad |= ybad
-        if ev.keys is not None:
-            missing = np.array([k is None or (isinstance(k, float) and np.isnan(k)) for k in ev.keys], dtype=bool) if ev.keys.dtype == object else np.zeros(n, dtype=bool)
-            for r in np.flatnonzero(missing & ~bad):
+        if ev.missing_key is not None:
+            for r in np.flatnonzero(ev.missing_key & ~bad):
                 reasons[r] = "key is null"
-            bad |= missing
+            bad |= ev.missing_key
         return bad, reasons
 
     # ------------------------------------------------------------------ the loop
@@ -262,7 +261,7 @@ class Engine:
             bad, reasons = self._bad_rows(ev)
             if bad.any() and self.on_bad_input == "raise":
                 r = int(np.argmax(bad))
-                raise NonFiniteInputError(
+                raise NonFiniteInputError(  # the reason names the column and the value
                     f"bad input at batch {pos.batch}, row {pos.row + r}: {reasons[r]}. Nothing from this batch was "
                     "learned. Clean the input, or run with on_bad_input='dead-letter'."
                 )

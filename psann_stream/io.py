@@ -42,10 +42,12 @@ class Events:
     """One batch of events. ``x``: ``[N, F]`` float32/float64 (read-only when zero-copy), ``y``:
     ``[N]`` float64 or None, ``keys``: ``[N]`` or None, ``times``: ``[N]`` or None."""
 
+
     x: np.ndarray
     y: np.ndarray | None
     keys: np.ndarray | None
     times: np.ndarray | None
+    missing_key: np.ndarray | None = None  # [N] bool where the key is null; None when no key is null
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -157,14 +159,17 @@ class BoundColumns:
             x = values.to_numpy(zero_copy_only=False).reshape(-1, self.n_features)
         else:
             x = batch.select(list(c.features)).to_tensor(null_to_nan=True).to_numpy()
-        y = keys = times = None
+        y = keys = times = missing = None
         if c.target is not None:
             y = batch.column(c.target).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         if c.key is not None:
-            keys = batch.column(c.key).to_numpy(zero_copy_only=False)
+            kc = batch.column(c.key)
+            keys = kc.to_numpy(zero_copy_only=False)
+            if kc.null_count:
+                missing = kc.is_null().to_numpy(zero_copy_only=False)
         if c.time is not None:
             times = batch.column(c.time).to_numpy(zero_copy_only=False)
-        return Events(x=x, y=y, keys=keys, times=times)
+        return Events(x=x, y=y, keys=keys, times=times, missing_key=missing)
 
 
 # ---------------------------------------------------------------------- sources

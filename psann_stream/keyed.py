@@ -313,6 +313,11 @@ class KeyedLearner:
         return found
 
     @property
+    def in_features(self) -> int:
+        """Width of the model's input."""
+        return int(self._model.in_features)
+
+    @property
     def alerts(self) -> list[Alert]:
         return self.monitor.alerts if self.monitor else []
 

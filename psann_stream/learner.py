@@ -180,6 +180,11 @@ class Learner:
         return self._model
 
     @property
+    def in_features(self) -> int:
+        """Width of the model's input."""
+        return int(self._model.in_features)
+
+    @property
     def alerts(self) -> list[Alert]:
         return self.monitor.alerts if self.monitor else []
 
