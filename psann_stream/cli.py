@@ -1,5 +1,7 @@
 """The ``psann-stream`` command line.
 
+``psann-stream run`` learns an Arrow or Parquet stream through the :class:`~psann_stream.engine.Engine`
+(checkpoints, ``--resume``, dead-letter output); ``psann-stream inspect`` prints a checkpoint.
 ``psann-stream demo`` learns a regime-switching sine stream online with the default
 :class:`~psann_stream.learner.Learner` (compiled loop, ObGD, online normalisers, monitor),
 prequentially (each value is predicted before it is learned), and prints the error as it goes: the
@@ -12,11 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from .errors import PsannStreamError
+from .errors import ConfigError, PsannStreamError
+from .keyed import KeyedLearner
 from .learner import Learner
 from .model import StatefulNet
 from .state import StateConfig
@@ -80,6 +85,131 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: str | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        raise ConfigError("--config needs Python 3.11+ (tomllib)") from None
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot be read ({exc}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc}).") from None
+    unknown = set(cfg) - {"model", "state", "learner"}
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner].")
+    return cfg
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .engine import CheckpointPolicy, Engine
+    from .io import ColumnMap, open_source
+
+    cfg = _load_config(args.config)
+    features = args.features.split(",")
+    columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key)
+    source = open_source(args.input)
+    width = columns.bind(source.schema).n_features
+    model_cfg = cfg.get("model", {})
+    net = StatefulNet(width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
+                      state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
+                      seed=int(model_cfg.get("seed", 0)))
+    lcfg = dict(cfg.get("learner", {}))
+    per_key = bool(lcfg.pop("per_key_weights", False))
+    if args.key is not None:
+        learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
+    else:
+        learner = Learner(net, **lcfg)
+    progress = _Progress(sys.stdout.isatty(), every=args.progress_every)
+    engine = Engine(
+        source, learner, columns,
+        output=args.output, dead_letter=args.dead_letter,
+        checkpoint=CheckpointPolicy(args.checkpoint_dir, every_events=args.checkpoint_every) if args.checkpoint_dir else None,
+        on_bad_input=args.on_bad_input,
+        hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
+    )
+    stats = engine.run(resume=args.resume)
+    progress.done(stats, learner.alerts)
+    return 0
+
+
+class _Progress:
+    """Rows, rows/s, rolling (faded) absolute error and alert count: one updating line on a terminal,
+    plain log lines every ``every`` seconds otherwise."""
+
+    def __init__(self, tty: bool, every: float) -> None:
+        self.tty, self.every = tty, every
+        self.start = self.last = time.perf_counter()
+        self.rows = 0
+        self.err = (0.0, 0.0)
+        self._y: np.ndarray | None = None
+
+    def batch(self, position, events) -> None:
+        self._y = events.y
+
+    def predictions(self, position, preds: np.ndarray) -> None:
+        self.rows += len(preds)
+        if self._y is not None and len(self._y) == len(preds):
+            self.err = _faded(np.abs(preds - self._y), 0.999, *self.err)
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._print(end="\r" if self.tty else "\n")
+
+    def _print(self, end: str) -> None:
+        rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
+        err = self.err[0] / self.err[1] if self.err[1] else float("nan")
+        print(f"rows {self.rows:,}  {rate:,.0f} rows/s  faded MAE {err:.4g}", end=end, flush=True)
+
+    def done(self, stats, alerts) -> None:
+        self._print(end="\n")
+        print(f"done: {stats.rows_in:,} rows in (this and earlier runs), {stats.predicted:,} predicted, "
+              f"{stats.dead_lettered:,} dead-lettered, {stats.checkpoints} checkpoint(s), {len(alerts)} alert(s)")
+        for a in alerts:
+            print(f"  {a}")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, load_latest
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        found = load_latest(path)
+        if found is None:
+            raise ConfigError(f"{path}: no checkpoint in this directory.")
+        payload = found[1]
+    else:
+        payload = load_checkpoint(path)
+    print(f"checkpoint {path}")
+    for key in ("position", "parts", "dead_parts", "counters"):
+        if key in payload:
+            print(f"  {key}: {payload[key]}")
+    lrn = payload.get("learner", {})
+    if lrn:
+        print(f"  learner: {lrn.get('format')}, optimizer {lrn.get('optimizer')!r}"
+              + (f", {len(lrn['keys'])} hot key(s), {len(lrn.get('cold_keys', []))} cold" if "keys" in lrn else ""))
+        if "state_config" in lrn:
+            print(f"  state: {lrn['state_config']}")
+        tensors = [v for v in _walk(lrn) if isinstance(v, torch.Tensor)]
+        print(f"  {len(tensors)} tensor(s), {sum(t.numel() for t in tensors):,} numbers")
+    return 0
+
+
+def _walk(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _walk(v)
+    else:
+        yield obj
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psann-stream", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -89,6 +219,23 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--every", type=int, default=2000, help="print a line every N steps (default 2000)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the stream and the models (default 0)")
     demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="learn an Arrow/Parquet stream prequentially, with checkpoints")
+    run.add_argument("--input", required=True, help="Arrow IPC file or stream, Parquet file or directory, or - for stdin")
+    run.add_argument("--features", required=True, help="one fixed_size_list column, or numeric columns COL,COL,...")
+    run.add_argument("--target", help="target column (omit for prediction-only streams)")
+    run.add_argument("--key", help="key column: one state (and optionally weights) per key")
+    run.add_argument("--output", help="directory for prediction part files")
+    run.add_argument("--checkpoint-dir", help="directory for checkpoints")
+    run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")
+    run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections")
+    run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")
+    run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
+    run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")
+    run.set_defaults(func=_run)
+    insp = sub.add_parser("inspect", help="print what a checkpoint (file or directory) holds")
+    insp.add_argument("checkpoint")
+    insp.set_defaults(func=_inspect)
     return parser
 
 
@@ -100,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--steps and --every must be >= 1")
     try:
         return int(args.func(args))
-    except (PsannStreamError, ValueError) as exc:
+    except (PsannStreamError, ValueError, OSError) as exc:
         if args.debug:
             raise
         print(f"psann-stream: error: {exc}", file=sys.stderr)

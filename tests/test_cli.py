@@ -29,3 +29,50 @@ def test_demo_rejects_bad_arguments_with_a_usage_error(capsys):
         main(["demo", "--steps", "0"])
     assert info.value.code == 2
     assert "--steps and --every must be >= 1" in capsys.readouterr().err
+
+
+def _arrow_file(path, n=3000):
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    t = pa.table({
+        "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4),
+        "y": pa.array(np.sin(x.sum(axis=1)).astype(np.float64)),
+        "key": pa.array([f"k{i % 7}" for i in range(n)]),
+    })
+    with pa.ipc.new_file(str(path), t.schema) as w:
+        for b in t.to_batches(max_chunksize=500):
+            w.write_batch(b)
+
+
+def test_run_resume_and_inspect(tmp_path, capsys):
+    from psann_stream.engine import read_parts
+
+    _arrow_file(tmp_path / "s.arrow")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nhidden = [8]\n[state]\nrho = 0.8\n[learner]\nper_key_weights = true\noptimizer = "intentional"\n')
+    base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--key", "key",
+            "--config", str(cfg), "--checkpoint-every", "1000"]
+    assert main(base + ["--output", str(tmp_path / "a"), "--checkpoint-dir", str(tmp_path / "ca")]) == 0
+    out = capsys.readouterr().out
+    assert "done: 3,000 rows in" in out and "3,000 predicted, 0 dead-lettered" in out
+    assert main(base + ["--output", str(tmp_path / "b"), "--checkpoint-dir", str(tmp_path / "cb"), "--resume"]) == 0
+    assert main(base + ["--output", str(tmp_path / "b"), "--checkpoint-dir", str(tmp_path / "cb"), "--resume"]) == 0
+    assert read_parts(tmp_path / "a").equals(read_parts(tmp_path / "b"))  # resuming a finished run adds nothing
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "ca")]) == 0
+    shown = capsys.readouterr().out
+    assert "position: [6, 0]" in shown and "optimizer 'intentional'" in shown and "7 hot key(s)" in shown
+
+
+def test_run_errors_are_one_line(tmp_path, capsys):
+    _arrow_file(tmp_path / "s.arrow")
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "nope", "--target", "y"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("psann-stream: error: the stream's schema does not match") and "Traceback" not in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--config", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
