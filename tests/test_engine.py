@@ -118,3 +118,35 @@ def test_engine_configuration_errors(tmp_path):
         Engine(TableSource(t), Learner(StatefulNet(3, hidden=(4,))), ColumnMap("x"), hooks={"on_bogus": print})
     with pytest.raises(ConfigError, match="needs a checkpoint policy"):
         Engine(TableSource(t), Learner(StatefulNet(3, hidden=(4,))), ColumnMap("x")).run(resume=True)
+
+
+@settings(max_examples=25)
+@given(st.integers(0, 10_000), st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["nan", "inf", "huge", "y", "key"])), max_size=12))
+def test_rows_in_equal_rows_predicted_plus_rows_dead_lettered(tmp_path_factory, seed, damage):
+    d = tmp_path_factory.mktemp("dl")
+    t = _table(60, seed=seed)
+    x = t.column("x").combine_chunks().values.to_numpy().copy().reshape(-1, 3)
+    y = t.column("y").to_numpy().copy()
+    keys = t.column("key").to_pylist()
+    for row, kind in damage:
+        if kind == "nan":
+            x[row, seed % 3] = np.nan
+        elif kind == "inf":
+            x[row, 0] = -np.inf
+        elif kind == "huge":
+            x[row, 1] = 1e30
+        elif kind == "y":
+            y[row] = np.inf
+        else:
+            keys[row] = None
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3), "y": pa.array(y),
+                      "key": pa.array(keys, pa.string())})
+    stats = Engine(TableSource(table, batch_size=16), _keyed(), ColumnMap("x", target="y", key="key"),
+                   output=d / "out", dead_letter=d / "dead", on_bad_input="dead-letter").run()
+    out, dead = read_parts(d / "out"), read_parts(d / "dead")
+    n_out = 0 if out is None else out.num_rows
+    n_dead = 0 if dead is None else dead.num_rows
+    assert stats.rows_in == 60 == stats.predicted + stats.dead_lettered == n_out + n_dead
+    assert n_dead == len({row for row, _ in damage})
+    if out is not None:
+        assert np.isfinite(out.column("prediction").to_numpy()).all()
