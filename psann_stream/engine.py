@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -40,15 +41,19 @@ BadInputPolicy = Literal["raise", "dead-letter"]
 
 @dataclass(frozen=True)
 class CheckpointPolicy:
-    """Checkpoint every ``every_events`` rows into ``directory``, keeping the newest ``keep_last``."""
+    """Checkpoint into ``directory`` after every ``every_events`` rows, and also after ``every_seconds``
+    of wall time if set (at the next batch boundary); keep the newest ``keep_last`` files."""
 
     directory: str | Path
     every_events: int = 100_000
+    every_seconds: float | None = None
     keep_last: int = 3
 
     def __post_init__(self) -> None:
         if isinstance(self.every_events, bool) or not isinstance(self.every_events, int) or self.every_events < 1:
             raise ConfigError(f"CheckpointPolicy.every_events = {self.every_events!r} must be an integer >= 1.")
+        if self.every_seconds is not None and not self.every_seconds > 0:
+            raise ConfigError(f"CheckpointPolicy.every_seconds = {self.every_seconds!r} must be None or > 0.")
 
 
 @dataclass
@@ -128,7 +133,7 @@ class Engine:
         on_bad_input: ``"raise"`` or ``"dead-letter"``.
         max_abs_input: values with a larger magnitude are bad input (absurd magnitudes).
         hooks: callables by name: ``on_batch(position, events)``, ``on_prediction(position, predictions)``,
-            ``on_checkpoint(step, path)``.
+            ``on_checkpoint(step, path)``, ``on_alert(alert)`` (each new monitor alert of the learner).
     """
 
     def __init__(
@@ -151,9 +156,11 @@ class Engine:
         keyed = isinstance(learner, KeyedLearner)
         if keyed and columns.key is None:
             raise ConfigError("Engine: a KeyedLearner needs a key column (ColumnMap(key=...)).")
-        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint"}
+        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint", "on_alert"}
         if unknown:
-            raise ConfigError(f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint.")
+            raise ConfigError(
+                f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint, on_alert."
+            )
         self.source, self.learner, self.columns = source, learner, columns
         self.bound: BoundColumns = columns.bind(source.schema)
         width = learner.in_features
@@ -249,6 +256,9 @@ class Engine:
         self._stop = False
         done = 0
         since = 0
+        last = time.monotonic()
+        alerts_seen = len(self.learner.alerts)
+        checkpoints_before = self.stats.checkpoints
         position = start
         for pos, batch in self.source.batches(start):
             full = batch.num_rows
@@ -287,12 +297,20 @@ class Engine:
             # the next unread row: the next batch, or further into this one when we stopped inside it
             position = Position(pos.batch + 1, 0) if n == full else Position(pos.batch, pos.row + n)
             self.stats.position = position
-            if self.policy is not None and since >= self.policy.every_events:
+            if self.policy is not None and (
+                since >= self.policy.every_events
+                or (self.policy.every_seconds is not None and time.monotonic() - last >= self.policy.every_seconds)
+            ):
                 self._checkpoint(position)
-                since = 0
+                since, last = 0, time.monotonic()
+            if "on_alert" in self.hooks and len(self.learner.alerts) > alerts_seen:
+                for alert in self.learner.alerts[alerts_seen:]:
+                    self.hooks["on_alert"](alert)
+                alerts_seen = len(self.learner.alerts)
             if self._stop or (max_events is not None and done >= max_events):
                 break
-        self._checkpoint(position)
+        if since or self.stats.checkpoints == checkpoints_before:  # skip a duplicate of the last periodic one
+            self._checkpoint(position)
         return self.stats
 
     def _learn(self, ev: Events, good: np.ndarray) -> np.ndarray:

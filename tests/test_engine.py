@@ -150,3 +150,22 @@ def test_rows_in_equal_rows_predicted_plus_rows_dead_lettered(tmp_path_factory, 
     assert n_dead == len({row for row, _ in damage})
     if out is not None:
         assert np.isfinite(out.column("prediction").to_numpy()).all()
+
+
+def test_hooks_see_batches_predictions_checkpoints_and_alerts(tmp_path):
+    from psann_stream import StateConfig
+
+    seen = {"batch": 0, "pred": 0, "ckpt": [], "alert": []}
+    lrn = Learner(StatefulNet(3, hidden=(6,), state=StateConfig(beta=8.0, max_abs=0.5), seed=0), check_every=100)
+    hooks = {
+        "on_batch": lambda pos, ev: seen.__setitem__("batch", seen["batch"] + len(ev)),
+        "on_prediction": lambda pos, p: seen.__setitem__("pred", seen["pred"] + len(p)),
+        "on_checkpoint": lambda step, path: seen["ckpt"].append(step),
+        "on_alert": lambda a: seen["alert"].append(a.kind),
+    }
+    with pytest.warns(Warning):
+        Engine(TableSource(_table(600), batch_size=100), lrn, ColumnMap("x", target="y"), hooks=hooks,
+               checkpoint=CheckpointPolicy(tmp_path, every_events=250)).run()
+    assert seen["batch"] == seen["pred"] == 600
+    assert seen["ckpt"] == [300, 600]  # every 250 events, at batch boundaries; no duplicate final one
+    assert "saturation" in seen["alert"]
