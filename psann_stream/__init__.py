@@ -17,6 +17,7 @@ Public API (everything else is private):
 
 from .checkpoint import CheckpointWarning, load_checkpoint, load_latest, save_checkpoint
 from .errors import (
+    BadInputError,
     CheckpointError,
     ConfigError,
     NonFiniteInputError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alert",
+    "BadInputError",
     "CheckpointError",
     "CheckpointWarning",
     "ColumnMap",

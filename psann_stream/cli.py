@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = _Progress(sys.stdout.isatty(), every=args.progress_every)
     engine = Engine(
         source, learner, columns,
-        output=args.output, dead_letter=args.dead_letter,
+        output=args.output, output_format=args.output_format, dead_letter=args.dead_letter,
         checkpoint=CheckpointPolicy(args.checkpoint_dir, every_events=args.checkpoint_every) if args.checkpoint_dir else None,
         on_bad_input=args.on_bad_input,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
@@ -229,6 +229,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections")
+    run.add_argument("--output-format", choices=("arrow", "parquet"), default="arrow", help="part file format (default arrow)")
     run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")
     run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")

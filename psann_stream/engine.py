@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from .checkpoint import load_latest, save_checkpoint
-from .errors import ConfigError, NonFiniteInputError
+from .errors import BadInputError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
 from .keyed import KeyedLearner
 from .learner import Learner
@@ -68,44 +68,50 @@ class RunStats:
 
 
 class _Parts:
-    """A directory of Arrow IPC part files; rows are buffered and become a part file at commit."""
+    """A directory of part files (Arrow IPC or Parquet); rows are buffered and become a part at commit."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, fmt: str = "arrow") -> None:
+        if fmt not in ("arrow", "parquet"):
+            raise ConfigError(f"output format {fmt!r} is not one of 'arrow', 'parquet'.")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.fmt = fmt
         self.pending: list[pa.RecordBatch] = []
-        self.count = len(self._existing())
-
-    def _existing(self) -> list[Path]:
-        return sorted(self.dir.glob("part-*.arrow"))
+        self.count = len(_part_files(self.dir))
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
             self.pending.append(batch)
 
-    def commit(self) -> int:
-        """Write the pending rows as the next part (atomically); returns the committed part count."""
-        if self.pending:
-            final = self.dir / f"part-{self.count:08d}.arrow"
-            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.dir)
-            os.close(fd)
-            try:
-                with pa.ipc.new_file(tmp, self.pending[0].schema) as w:
-                    for b in self.pending:
-                        w.write_batch(b)
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            self.count += 1
-            self.pending = []
-        return self.count
+    def commit(self) -> pa.Table | None:
+        """Write the pending rows as the next part (atomically); returns them (None if there were none)."""
+        if not self.pending:
+            return None
+        table = pa.Table.from_batches(self.pending)
+        final = self.dir / f"part-{self.count:08d}.{self.fmt}"
+        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.dir)
+        os.close(fd)
+        try:
+            if self.fmt == "arrow":
+                with pa.ipc.new_file(tmp, table.schema) as w:
+                    w.write_table(table)
+            else:
+                import pyarrow.parquet as pq
+
+                pq.write_table(table, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.count += 1
+        self.pending = []
+        return table
 
     def truncate(self, count: int) -> None:
         """Keep the first ``count`` parts; delete later parts and temporary files (a crash's leftovers)."""
-        for p in self._existing()[count:]:
+        for p in _part_files(self.dir)[count:]:
             p.unlink()
         for p in self.dir.glob(".part-*.tmp"):
             p.unlink()
@@ -113,10 +119,20 @@ class _Parts:
         self.pending = []
 
 
+def _part_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("part-*") if p.suffix in (".arrow", ".parquet"))
+
+
 def read_parts(directory: str | Path) -> pa.Table | None:
     """All committed part files of an output directory, in order, as one table (None if empty)."""
-    parts = sorted(Path(directory).glob("part-*.arrow"))
-    tables = [pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all() for p in parts]
+    tables = []
+    for p in _part_files(Path(directory)):
+        if p.suffix == ".arrow":
+            tables.append(pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all())
+        else:
+            import pyarrow.parquet as pq
+
+            tables.append(pq.read_table(p))
     return pa.concat_tables(tables) if tables else None
 
 
@@ -128,12 +144,16 @@ class Engine:
         learner: a :class:`~psann_stream.learner.Learner` or :class:`~psann_stream.keyed.KeyedLearner`.
         columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a KeyedLearner).
         output: directory for prediction part files, or None.
+        output_format: ``"arrow"`` (IPC files) or ``"parquet"``.
         dead_letter: directory for dead-lettered rows (needed with ``on_bad_input="dead-letter"``).
         checkpoint: a :class:`CheckpointPolicy`, or None.
         on_bad_input: ``"raise"`` or ``"dead-letter"``.
         max_abs_input: values with a larger magnitude are bad input (absurd magnitudes).
         hooks: callables by name: ``on_batch(position, events)``, ``on_prediction(position, predictions)``,
-            ``on_checkpoint(step, path)``, ``on_alert(alert)`` (each new monitor alert of the learner).
+            ``on_checkpoint(step, path)``, ``on_alert(alert)`` (each new monitor alert of the learner),
+            ``on_commit(table)`` (the output rows of a part, when committed: the callback sink; after a
+            crash, rows committed after the last checkpoint are delivered again, with the same
+            ``batch``/``row`` positions, so a consumer dedupes by position).
     """
 
     def __init__(
@@ -143,6 +163,7 @@ class Engine:
         columns: ColumnMap,
         *,
         output: str | Path | None = None,
+        output_format: str = "arrow",
         dead_letter: str | Path | None = None,
         checkpoint: CheckpointPolicy | None = None,
         on_bad_input: BadInputPolicy = "raise",
@@ -156,10 +177,11 @@ class Engine:
         keyed = isinstance(learner, KeyedLearner)
         if keyed and columns.key is None:
             raise ConfigError("Engine: a KeyedLearner needs a key column (ColumnMap(key=...)).")
-        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint", "on_alert"}
+        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint", "on_alert", "on_commit"}
         if unknown:
             raise ConfigError(
-                f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint, on_alert."
+                f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint, on_alert, "
+                "on_commit."
             )
         self.source, self.learner, self.columns = source, learner, columns
         self.bound: BoundColumns = columns.bind(source.schema)
@@ -167,7 +189,7 @@ class Engine:
         if self.bound.n_features != width:
             raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
         self.keyed = keyed
-        self.output = _Parts(output) if output is not None else None
+        self.output = _Parts(output, output_format) if output is not None else None
         self.dead = _Parts(dead_letter) if dead_letter is not None else None
         self.policy = checkpoint
         self.on_bad_input = on_bad_input
@@ -181,8 +203,9 @@ class Engine:
         self._stop = True
 
     # ------------------------------------------------------------------ bad input
-    def _bad_rows(self, ev: Events) -> tuple[np.ndarray, dict[int, str]]:
-        """Mask of bad rows and the reason of each (array operations; a loop only over bad rows)."""
+    def _bad_rows(self, ev: Events) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+        """Mask of bad rows, the reason of each (array operations; a loop only over bad rows), and the
+        mask of rows that are bad because of a NaN or inf."""
         reasons: dict[int, str] = {}
         x = ev.x
         nonfinite = ~np.isfinite(x)
@@ -192,16 +215,19 @@ class Engine:
             c = int(np.argmax(nonfinite[r] | huge[r]))
             kind = "non-finite" if nonfinite[r, c] else f"|value| > {self.max_abs_input:g}"
             reasons[r] = f"feature {c} is {float(x[r, c])!r} ({kind})"
+        nonfinite_rows = nonfinite.any(axis=1)
         if ev.y is not None:
-            ybad = ~np.isfinite(ev.y) | (np.abs(ev.y) > self.max_abs_input)
+            ynonfinite = ~np.isfinite(ev.y)
+            ybad = ynonfinite | (np.abs(ev.y) > self.max_abs_input)
             for r in np.flatnonzero(ybad & ~bad):
                 reasons[r] = f"target is {float(ev.y[r])!r}"
+            nonfinite_rows |= ynonfinite & ~bad
             bad |= ybad
         if ev.missing_key is not None:
             for r in np.flatnonzero(ev.missing_key & ~bad):
                 reasons[r] = "key is null"
             bad |= ev.missing_key
-        return bad, reasons
+        return bad, reasons, nonfinite_rows
 
     # ------------------------------------------------------------------ the loop
     def _resume(self) -> Position:
@@ -223,8 +249,15 @@ class Engine:
         return Position(int(payload["position"][0]), int(payload["position"][1]))
 
     def _checkpoint(self, position: Position) -> None:
-        parts = self.output.commit() if self.output is not None else 0
-        dead = self.dead.commit() if self.dead is not None else 0
+        parts = dead = 0
+        if self.output is not None:
+            committed = self.output.commit()
+            parts = self.output.count
+            if committed is not None and "on_commit" in self.hooks:
+                self.hooks["on_commit"](committed)
+        if self.dead is not None:
+            self.dead.commit()
+            dead = self.dead.count
         if self.policy is None:
             return
         self.stats.checkpoints += 1
@@ -268,10 +301,11 @@ class Engine:
             n = len(ev)
             if "on_batch" in self.hooks:
                 self.hooks["on_batch"](pos, ev)
-            bad, reasons = self._bad_rows(ev)
+            bad, reasons, nonfinite = self._bad_rows(ev)
             if bad.any() and self.on_bad_input == "raise":
                 r = int(np.argmax(bad))
-                raise NonFiniteInputError(  # the reason names the column and the value
+                error = NonFiniteInputError if nonfinite[r] else BadInputError
+                raise error(  # the reason names the column and the value
                     f"bad input at batch {pos.batch}, row {pos.row + r}: {reasons[r]}. Nothing from this batch was "
                     "learned. Clean the input, or run with on_bad_input='dead-letter'."
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "PsannStreamError",
     "ConfigError",
+    "BadInputError",
     "NonFiniteInputError",
     "NonFiniteStateError",
     "StateShapeError",
@@ -26,7 +27,11 @@ class ConfigError(PsannStreamError, ValueError):
     """A configuration value is invalid; the message names the field, the value and the allowed range."""
 
 
-class NonFiniteInputError(PsannStreamError, ValueError):
+class BadInputError(PsannStreamError, ValueError):
+    """An input row cannot be learned (non-finite or absurd value, null key); the message says where and why."""
+
+
+class NonFiniteInputError(BadInputError):
     """An input or target holds NaN or inf; the message names step, stream and column."""
 
 

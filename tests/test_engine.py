@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psann_stream import ColumnMap, ConfigError, KeyedLearner, Learner, NonFiniteInputError, StatefulNet
+from psann_stream import BadInputError, ColumnMap, ConfigError, KeyedLearner, Learner, NonFiniteInputError, StatefulNet
 from psann_stream.engine import CheckpointPolicy, Engine, read_parts
 from psann_stream.io import BatchesSource, TableSource
 from psann_stream.scenarios.crash_test import same
@@ -169,3 +169,70 @@ def test_hooks_see_batches_predictions_checkpoints_and_alerts(tmp_path):
     assert seen["batch"] == seen["pred"] == 600
     assert seen["ckpt"] == [300, 600]  # every 250 events, at batch boundaries; no duplicate final one
     assert "saturation" in seen["alert"]
+
+
+def _one_bad(kind: str) -> pa.RecordBatch:
+    b = _table(20).to_batches()[0]
+    x = b.column("x").values.to_numpy().copy().reshape(-1, 3)
+    y = b.column("y").to_numpy().copy()
+    keys = b.column("key").to_pylist()
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3)
+    if kind == "nan":
+        x[5, 2] = np.nan
+    elif kind == "inf":
+        x[5, 2] = np.inf
+    elif kind == "huge":
+        x[5, 2] = 1e15
+    elif kind == "target":
+        y[5] = np.nan
+    elif kind == "key":
+        keys[5] = None
+    if kind == "null-element":
+        flat = pa.array([None if i == 5 * 3 + 2 else v for i, v in enumerate(x.reshape(-1).tolist())], pa.float32())
+        feats = pa.FixedSizeListArray.from_arrays(flat, 3)
+    elif kind != "key":
+        feats = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3)
+    return pa.record_batch({"x": feats, "y": pa.array(y), "key": pa.array(keys, pa.string())})
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("nan", NonFiniteInputError, r"batch 0, row 5: feature 2 is nan \(non-finite\)"),
+        ("inf", NonFiniteInputError, r"batch 0, row 5: feature 2 is inf \(non-finite\)"),
+        ("huge", BadInputError, r"batch 0, row 5: feature 2 is [0-9.e+]+ \(\|value\| > 1e\+12\)"),
+        ("target", NonFiniteInputError, r"batch 0, row 5: target is nan"),
+        ("key", BadInputError, r"batch 0, row 5: key is null"),
+        ("null-element", ConfigError, r"feature column 'x': row 5, element 2 is null"),
+    ],
+)
+def test_raise_policy_names_each_kind_of_bad_row(kind, error, message):
+    e = Engine(BatchesSource([_one_bad(kind)]), _keyed(), ColumnMap("x", target="y", key="key"))
+    with pytest.raises(error, match=message):
+        e.run()
+
+
+def test_schema_problems_stop_the_run_before_any_row():
+    t = _table(40)
+    wrong = t.set_column(1, "y", pa.array([str(v) for v in t.column("y").to_pylist()]))
+    with pytest.raises(ConfigError, match="target column 'y': expected a numeric type, got string"):
+        Engine(TableSource(wrong), _keyed(), ColumnMap("x", target="y", key="key"))
+    with pytest.raises(ConfigError, match="target column 'target' is missing"):
+        Engine(TableSource(t), _keyed(), ColumnMap("x", target="target", key="key"))
+    changed = [t.to_batches(max_chunksize=20)[0], t.append_column("extra", pa.array(np.zeros(40))).to_batches(max_chunksize=20)[1]]
+    lrn = _keyed()
+    with pytest.raises(ConfigError, match="schema changed mid-stream"):
+        Engine(BatchesSource(changed), lrn, ColumnMap("x", target="y", key="key")).run()
+
+
+def test_parquet_output_and_callback_sink_deliver_each_committed_row(tmp_path):
+    delivered = []
+    e = Engine(TableSource(_table(200), batch_size=30), _keyed(), ColumnMap("x", target="y", key="key"),
+               output=tmp_path / "out", output_format="parquet", hooks={"on_commit": delivered.append},
+               checkpoint=CheckpointPolicy(tmp_path / "ck", every_events=50))
+    e.run()
+    out = read_parts(tmp_path / "out")
+    assert sorted((tmp_path / "out").glob("*.parquet")) and out.num_rows == 200
+    assert pa.concat_tables(delivered).equals(out)
+    with pytest.raises(ConfigError, match="output format 'csv'"):
+        Engine(TableSource(_table()), _keyed(), ColumnMap("x", target="y", key="key"), output=tmp_path / "o2", output_format="csv")
