@@ -169,20 +169,25 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, A, S
 @njit(cache=True)
 def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH2):
     """Gradient of y_hat with respect to theta into G (one step, the previous state detached),
-    from the work arrays of :func:`_forward`. GH / GH2 are scratch arrays of the largest width."""
+    from the work arrays of :func:`_forward`; returns ``||G||_1``. GH / GH2 are scratch arrays of
+    the largest width."""
     rho, beta, geps = cfg[0], cfg[1], cfg[4]
     c = (1.0 - rho) * beta
     n_layers = lay.shape[0]
     hw, hb, hl = head[0], head[1], head[2]
     last = lay[n_layers - 1, 8]
+    gl1 = 1.0  # ||G||_1, accumulated as G is written (ObGD needs it before its update pass)
     for j in range(hl):
         G[hw + j] = H[last + j]
         GH[j] = theta[hw + j]
+        gl1 += abs(H[last + j])
     G[hb] = 1.0
     for l in range(n_layers - 1, -1, -1):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
+        in_l1 = 0.0
         for j in range(n_in):
             GH2[j] = 0.0
+            in_l1 += abs(xin[j]) if l == 0 else abs(H[lay[l - 1, 8] + j])
         for i in range(h):
             k = os_ + i
             z, a, sn, s = Z[k], A[k], SN[k], state[k]
@@ -210,6 +215,7 @@ def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH
                 gy_gam = a * s
             if og >= 0:
                 G[og + i] = gy * gy_gam * dgam
+                gl1 += abs(G[og + i])
             ga = gy * gy_a
             sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
             da_dz = amp * env * (f * cos_fz - d * sz * sin_fz)
@@ -218,6 +224,7 @@ def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH
             G[od + i] = ga * (-abs(z) * a) * C[5, k]
             dz = ga * da_dz
             G[ob + i] = dz
+            gl1 += abs(G[oa + i]) + abs(G[of + i]) + abs(G[od + i]) + abs(dz) * (1.0 + in_l1)
             row = ow + i * n_in
             if l == 0:
                 for j in range(n_in):
@@ -230,11 +237,13 @@ def _backward(theta, lay, head, cfg, mode, state, xin, Z, A, SN, H, C, G, GH, GH
                     GH2[j] += theta[row + j] * dz
         for j in range(n_in):
             GH[j] = GH2[j]
+    return gl1
 
 
 @njit(cache=True)
-def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
-    """Apply one value-form step; returns (l1 of the move, <move, G>, ||G||^2, ||theta||_1 after)."""
+def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
+    """Apply one value-form step (``gl1 = ||G||_1``); returns (l1 of the move, <move, G>, ||G||^2,
+    ||theta||_1 after)."""
     P = theta.shape[0]
     l1 = 0.0
     along = 0.0
@@ -242,14 +251,19 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
     tl1 = 0.0
     if kind == 0:
         lr, kappa, td = hyp[0], hyp[1], hyp[2]
-        zl1 = 0.0
-        for p in range(P):
-            buf1[p] = td * buf1[p] + G[p]
-            zl1 += abs(buf1[p])
+        if td == 0.0:  # no trace: z = G, whose l1 norm the backward pass already summed (one pass, not two)
+            zl1 = gl1
+        else:
+            zl1 = 0.0
+            for p in range(P):
+                buf1[p] = td * buf1[p] + G[p]
+                zl1 += abs(buf1[p])
         dbar = max(abs(delta), 1.0)
         big = lr * kappa * dbar * zl1
         ahat = lr / max(big, 1.0)
         for p in range(P):
+            if td == 0.0:
+                buf1[p] = G[p]
             mv = buf1[p] * (ahat * delta)
             theta[p] += mv
             l1 += abs(mv)
@@ -347,8 +361,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     tl1 = 0.0
     if learn:
         delta = (y - my) / sy - yh
-        _backward(theta, lay, head, cfg, mode, state, XN, Z, A, SN, H, C, G, GH, GH2)
-        l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+        gl1 = _backward(theta, lay, head, cfg, mode, state, XN, Z, A, SN, H, C, G, GH, GH2)
+        l1, along, gsq, tl1 = _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
         eff = along / delta if delta != 0.0 else 0.0
