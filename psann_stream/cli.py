@@ -173,6 +173,17 @@ class _Progress:
             print(f"  {a}")
 
 
+def _scenario(args: argparse.Namespace) -> int:
+    from psann_stream.scenarios.run import main as scenario_main
+
+    if args.action == "list":
+        return scenario_main([])
+    if not args.name:
+        raise ConfigError("scenario run needs a NAME; see `psann-stream scenario list`.")
+    extra = ["--steps", str(args.steps), "--seed", str(args.seed)] + (["--json", args.json] if args.json else [])
+    return scenario_main([args.name, *extra])
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, load_latest
 
@@ -234,6 +245,13 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")
     run.set_defaults(func=_run)
+    scen = sub.add_parser("scenario", help="list the drift scenarios, or run one against the baselines")
+    scen.add_argument("action", choices=("list", "run"))
+    scen.add_argument("name", nargs="?", help="scenario name (for run)")
+    scen.add_argument("--steps", type=int, default=6000)
+    scen.add_argument("--seed", type=int, default=0)
+    scen.add_argument("--json", help="also write the metrics to this JSON file")
+    scen.set_defaults(func=_scenario)
     insp = sub.add_parser("inspect", help="print what a checkpoint (file or directory) holds")
     insp.add_argument("checkpoint")
     insp.set_defaults(func=_inspect)
