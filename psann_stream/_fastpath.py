@@ -59,12 +59,19 @@ def _std(mean, m2, ws, forget, eps, j):
 
 
 @njit(cache=True, inline="always")
-def _stats_update(mean, m2, ws, forget, row):
+def _stats_update(mean, m2, ws, forget, eps, clip, row):
+    """Fold one row in (``RunningStats.update``); with ``clip > 0`` each value is first limited to
+    ``mean +- clip * std`` (once two values were seen), so an outlier cannot poison the scale."""
+    limit = ws[1] >= 2.0 and clip > 0.0
     w = forget * ws[0] + 1.0
     for j in range(mean.shape[0]):
-        d = row[j] - mean[j]
+        v = row[j]
+        if limit:  # feature j's statistics are still those before this row here
+            band = clip * _std(mean, m2, ws, forget, eps, j)
+            v = min(max(v, mean[j] - band), mean[j] + band)
+        d = v - mean[j]
         mean[j] += d / w
-        m2[j] = forget * m2[j] + d * (row[j] - mean[j])
+        m2[j] = forget * m2[j] + d * (v - mean[j])
     ws[0] = w
     ws[1] += 1.0
 
@@ -341,7 +348,7 @@ def _monitor(mon, lay, SN, A, m, gsq, tl1, l1, eff, n_layers):
 @njit(cache=True)
 def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
            kind, hyp, buf1, buf2, scal,
-           xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
+           xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
            mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN):
     """Predict one event, learn from it if ``learn``, advance the state and the normalisers.
     Returns (prediction in target units, status) with status 0 ok, 1 non-finite prediction,
@@ -369,14 +376,10 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     for k in range(state.shape[0]):
         state[k] = SN[k]
     if xon:
-        _stats_update(xm, xm2, xws, xf, x)
+        _stats_update(xm, xm2, xws, xf, xe, nclip, x)
     if yon and learn:
-        w = yf * yws[0] + 1.0
-        d = y - ym[0]
-        ym[0] += d / w
-        ym2[0] = yf * ym2[0] + d * (y - ym[0])
-        yws[0] = w
-        yws[1] += 1.0
+        XN[0] = y  # XN is free again: reuse it as the one-value row of the target statistics
+        _stats_update(ym, ym2, yws, yf, ye, nclip, XN[:1])
     if mon_on and learn:
         _monitor(mon, lay, SN, A, cfg[2], gsq, tl1, l1, eff, lay.shape[0])
     return pred, 0
@@ -385,7 +388,7 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
 @njit(cache=True, parallel=True)
 def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, learn, skip, order, starts, keys,
               kind, hyp, buf1, buf2, scal,
-              xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, mon, mon_on, out, status):
+              xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out, status):
     """Per-key weights: row ``r`` of every per-key array belongs to key row ``r``. Events are grouped
     by key (``order`` sorted stably by key, segment ``s`` = ``order[starts[s]:starts[s+1]]`` of key row
     ``keys[s]``); keys run in parallel, each key's events in their original order."""
@@ -403,7 +406,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
                 continue
             pred, st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
                               kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
-                              ym[r], ym2[r], yws[r], yf, ye, yon, mon[r], mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
+                              ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
             out[n] = pred
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
@@ -413,7 +416,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
 @njit(cache=True)
 def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
-               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, mon, mon_on, out):
+               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out):
     """Walk events ``X[n], Y[n]`` in order with one set of weights; event ``n`` uses the state row
     ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
     Events with ``skip[n]`` are left out (prediction NaN, nothing changes). Returns
@@ -427,7 +430,7 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, 
             out[n] = np.nan
             continue
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[rows[n]], X[n], Y[n], learn,
-                              kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon,
+                              kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
                               mon, mon_on, Z, A, SN, PRE, H, C, G, GH, GH2, XN)
         out[n] = pred
         if status != 0:

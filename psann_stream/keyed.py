@@ -56,7 +56,7 @@ class KeyedLearner:
             covers: bound 'clip' or 'tanh').
         per_key_weights: each key learns its own copy of the weights (and optimiser state and
             normalisers); otherwise all keys share one set and only the state is per key.
-        optimizer, optimizer_kwargs, normalize_x, normalize_y, forget, on_nonfinite: as for
+        optimizer, optimizer_kwargs, normalize_x, normalize_y, forget, normalize_clip, on_nonfinite: as for
             :class:`~psann_stream.learner.Learner`.
         max_keys: most keys held hot (``None``: unbounded); the least recently seen go cold.
         ttl: keys idle for more than this many events go cold (``None``: never).
@@ -80,6 +80,7 @@ class KeyedLearner:
         normalize_x: bool = True,
         normalize_y: bool = True,
         forget: float = 1.0,
+        normalize_clip: float | None = 10.0,
         max_keys: int | None = None,
         ttl: int | None = None,
         monitor: bool | Monitor = True,
@@ -104,6 +105,9 @@ class KeyedLearner:
         self.normalize_x, self.normalize_y = bool(normalize_x), bool(normalize_y)
         self.forget = float(forget)
         self.eps = 1e-8
+        if normalize_clip is not None and not normalize_clip > 0:
+            raise ConfigError(f"KeyedLearner.normalize_clip = {normalize_clip!r} is out of range: need None or > 0.")
+        self.normalize_clip = normalize_clip
         self.max_keys, self.ttl = max_keys, ttl
         self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
         self.check_every = check_every
@@ -256,7 +260,8 @@ class KeyedLearner:
             fp.run_keyed(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"), X, Yv, learn, skip,
                          order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                          g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
-                         g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, g("mon"), mon_on, out, status)
+                         g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, self.normalize_clip or 0.0,
+                         g("mon"), mon_on, out, status)
             if status.any():
                 code = int(status[np.nonzero(status)[0][0]])
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
@@ -265,7 +270,7 @@ class KeyedLearner:
                                             rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                                             g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                                             g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
-                                            g("mon"), mon_on, out)
+                                            self.normalize_clip or 0.0, g("mon"), mon_on, out)
             if code:
                 self._raise_state_error(done, code, keys)
         self.clock += N

@@ -88,6 +88,8 @@ class Learner:
         normalize_x, normalize_y: normalise inputs / targets online (recommended: unscaled
             targets are the main reason deep models lose to linear ones on streams).
         forget: forgetting factor of both normalisers, ``(0, 1]``; 1 = cumulative.
+        normalize_clip: limit each value folded into the normalisers to ``mean +- clip * std``
+            (``None``: no limit), so outliers cannot poison the scale (``RunningStats(clip=...)``).
         monitor: ``True`` (a default :class:`~psann_stream.monitor.Monitor`), a Monitor, or ``False``.
         check_every: consult the monitor every this many learned events.
         on_nonfinite: ``"raise"`` or ``"skip"`` (module doc).
@@ -110,6 +112,7 @@ class Learner:
         normalize_x: bool = True,
         normalize_y: bool = True,
         forget: float = 1.0,
+        normalize_clip: float | None = 10.0,
         monitor: bool | Monitor = True,
         check_every: int = 1000,
         on_nonfinite: Literal["raise", "skip"] = "raise",
@@ -138,8 +141,8 @@ class Learner:
         self.optimizer_settings = optimizer_settings(optimizer, optimizer_kwargs)
         self.normalize_x = bool(normalize_x)
         self.normalize_y = bool(normalize_y)
-        self.x_stats = RunningStats(model.in_features, forget=forget)
-        self.y_stats = RunningStats(1, forget=forget)
+        self.x_stats = RunningStats(model.in_features, forget=forget, clip=normalize_clip)
+        self.y_stats = RunningStats(1, forget=forget, clip=normalize_clip)
         self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
         self.check_every = check_every
         self.on_nonfinite = on_nonfinite
@@ -273,7 +276,7 @@ class Learner:
             OPT_KINDS[self.optimizer_name], optimizer_hyper(self.optimizer_name, self.optimizer_settings),
             o["buf1"], o["buf2"], o["scal"],
             xs._mean, xs._m2, self._xws, xs.forget, xs.eps, self.normalize_x,
-            ys._mean, ys._m2, self._yws, ys.forget, ys.eps, self.normalize_y,
+            ys._mean, ys._m2, self._yws, ys.forget, ys.eps, self.normalize_y, ys.clip or 0.0,
             self._mon, self.monitor is not None,
         )
 
@@ -467,7 +470,7 @@ class Learner:
         self._model = StatefulNet(in_features, m.out_features, m.hidden, m.state_config).double()
         self._model.reset_state(n_streams=1)
         self._layout = layout(self._model)
-        self.x_stats = RunningStats(in_features, forget=self.x_stats.forget, eps=self.x_stats.eps)
+        self.x_stats = RunningStats(in_features, forget=self.x_stats.forget, eps=self.x_stats.eps, clip=self.x_stats.clip)
         if self.backend == "torch":
             self._opt = make_optimizer(self.optimizer_name, self._model.parameters(), **self.optimizer_settings)
         self.load_state_dict(sd)

@@ -39,6 +39,10 @@ class RunningStats:
         forget: ``lam`` in ``(0, 1]``; 1 is cumulative (Welford), e.g. 0.999 forgets with a time
             constant of 1000 values.
         eps: relative variance floor (see the module doc), ``>= 0``.
+        clip: if set, each value is limited to ``mean +- clip * std`` before it is folded in (once
+            two values were seen): a 1e6 outlier then moves the statistics like a ``clip``-sigma
+            value instead of poisoning the scale for the rest of the stream. A genuine jump in scale
+            is still followed, geometrically rather than at once.
 
     >>> rs = RunningStats(forget=1.0)
     >>> rs.update(np.array([[1.0], [2.0], [3.0], [4.0]]))
@@ -48,14 +52,19 @@ class RunningStats:
     [0.0, 1.162]
     """
 
-    def __init__(self, n_features: int | None = None, *, forget: float = 1.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self, n_features: int | None = None, *, forget: float = 1.0, eps: float = 1e-8, clip: float | None = None
+    ) -> None:
         if not (isinstance(forget, (int, float)) and 0.0 < forget <= 1.0):
             raise ConfigError(f"RunningStats.forget = {forget!r} is out of range: need 0 < forget <= 1.")
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0.0):
             raise ConfigError(f"RunningStats.eps = {eps!r} is out of range: need a finite eps >= 0.")
+        if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+            raise ConfigError(f"RunningStats.clip = {clip!r} is out of range: need None or a finite clip > 0.")
         self.n_features = n_features
         self.forget = float(forget)
         self.eps = float(eps)
+        self.clip = None if clip is None else float(clip)
         self.count = 0
         self.weight = 0.0
         self._mean = np.zeros(n_features or 0)
@@ -88,14 +97,18 @@ class RunningStats:
                 f"RunningStats.update: row {row}, column {col} is {float(x[row, col])!r}; the statistics were not changed."
             )
         lam = self.forget
-        mean, m2, w = self._mean.copy(), self._m2.copy(), self.weight
+        mean, m2, w, count = self._mean.copy(), self._m2.copy(), self.weight, self.count
         for row in x:
+            if self.clip is not None and count >= 2:
+                var = np.maximum(m2 / (w - 1.0 if lam == 1.0 else w), 0.0)
+                band = self.clip * np.sqrt(var + self.eps * (1.0 + mean**2))
+                row = np.clip(row, mean - band, mean + band)
             w = lam * w + 1.0
             d = row - mean
             mean += d / w
             m2 = lam * m2 + d * (row - mean)
-        self._mean, self._m2, self.weight = mean, m2, w
-        self.count += x.shape[0]
+            count += 1
+        self._mean, self._m2, self.weight, self.count = mean, m2, w, count
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -129,7 +142,7 @@ class RunningStats:
             raise ConfigError(f"cannot merge RunningStats with forget={self.forget} and forget={later.forget}.")
         if self.count and later.count and self.n_features != later.n_features:
             raise ConfigError(f"cannot merge RunningStats of {self.n_features} and {later.n_features} features.")
-        out = RunningStats(self.n_features or later.n_features, forget=self.forget, eps=self.eps)
+        out = RunningStats(self.n_features or later.n_features, forget=self.forget, eps=self.eps, clip=self.clip)
         if not later.count:
             out.load_state_dict(self.state_dict())
             return out
@@ -151,6 +164,7 @@ class RunningStats:
             "n_features": self.n_features,
             "forget": self.forget,
             "eps": self.eps,
+            "clip": self.clip,
             "count": self.count,
             "weight": self.weight,
             "mean": self._mean.copy(),
@@ -162,6 +176,7 @@ class RunningStats:
             self.n_features = None if state["n_features"] is None else int(state["n_features"])
             self.forget = float(state["forget"])
             self.eps = float(state["eps"])
+            self.clip = None if state.get("clip") is None else float(state["clip"])
             self.count = int(state["count"])
             self.weight = float(state["weight"])
             self._mean = np.array(state["mean"], dtype=np.float64)

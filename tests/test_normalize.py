@@ -95,3 +95,17 @@ def test_bad_values_and_shapes_raise_and_change_nothing():
         RunningStats(forget=0.0)
     with pytest.raises(ConfigError, match="malformed state"):
         rs.load_state_dict({"count": 1})
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(2.0, 20.0), st.sampled_from([1.0, 0.99]))
+def test_clipped_stats_are_not_poisoned_by_outliers(seed, clip, lam):
+    """With clip, a 1e6 outlier moves the mean by at most clip*std/n; without, it dominates."""
+    x = np.random.default_rng(seed).standard_normal((200, 1))
+    bad = np.vstack([x, [[1e6]], x])
+    clipped, plain = RunningStats(clip=clip, forget=lam), RunningStats(forget=lam)
+    clipped.update(bad)
+    plain.update(bad)
+    ref = RunningStats(forget=lam)
+    ref.update(np.vstack([x, x]))
+    assert abs(clipped.mean[0] - ref.mean[0]) < 0.5 and clipped.std[0] < 3.0
+    assert plain.std[0] > 1000.0
