@@ -34,21 +34,6 @@ MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 even
 
 
 @njit(cache=True, inline="always")
-def _softplus(x):
-    if x > 20.0:
-        return x
-    return math.log1p(math.exp(x))
-
-
-@njit(cache=True, inline="always")
-def _softplus_grad(x):
-    if x > 20.0:
-        return 1.0
-    z = math.exp(x)
-    return z / (z + 1.0)
-
-
-@njit(cache=True, inline="always")
 def _std(mean, m2, ws, forget, eps, j):
     if ws[1] < 2.0:
         var = 1.0

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from .checkpoint import load_latest, save_checkpoint
-from .errors import BadInputError, ConfigError, NonFiniteInputError
+from .errors import BadInputError, CheckpointError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
 from .keyed import KeyedLearner
 from .learner import Learner
@@ -239,7 +239,20 @@ class Engine:
                 if sink is not None:
                     sink.truncate(0)
             return Position()
-        _, payload = found
+        step, payload = found
+        missing = {"learner", "position", "parts", "dead_parts", "counters"} - set(payload)
+        if missing:
+            raise CheckpointError(
+                f"the newest checkpoint in {self.policy.directory} (step {step}) is not an engine checkpoint "
+                f"(no {', '.join(sorted(missing))}); point --checkpoint-dir at the engine's own directory."
+            )
+        for sink, n, name in ((self.output, payload["parts"], "output"), (self.dead, payload["dead_parts"], "dead-letter")):
+            if sink is not None and sink.count < int(n):
+                raise CheckpointError(
+                    f"the checkpoint (step {step}) covers {int(n)} committed {name} part(s) but {sink.dir} holds "
+                    f"{sink.count}: rows already learned would be missing from the output. Restore the {name} "
+                    "directory, or start a new run without resume into an empty one."
+                )
         self.learner.load_state_dict(payload["learner"])
         for sink, n in ((self.output, payload["parts"]), (self.dead, payload["dead_parts"])):
             if sink is not None:
@@ -311,14 +324,15 @@ class Engine:
                 )
             good = ~bad
             rows = pos.row + np.arange(n, dtype=np.int64)
-            preds = self._learn(ev, good)
+            kept = ev if not bad.any() else _select(ev, good)  # selected once, for learning and output
+            preds = self._learn(kept)
             self.stats.rows_in += n
             self.stats.predicted += int(good.sum())
             self.stats.dead_lettered += int(bad.sum())
             if "on_prediction" in self.hooks:
                 self.hooks["on_prediction"](pos, preds)
-            if self.output is not None and good.any():
-                self.output.write(self._output_batch(pos.batch, rows[good], ev, good, preds))
+            if self.output is not None and len(kept):
+                self.output.write(self._output_batch(pos.batch, rows[good], kept, preds))
             if self.dead is not None and bad.any():
                 idx = np.flatnonzero(bad)
                 self.dead.write(pa.record_batch({
@@ -347,29 +361,33 @@ class Engine:
             self._checkpoint(position)
         return self.stats
 
-    def _learn(self, ev: Events, good: np.ndarray) -> np.ndarray:
-        X = np.ascontiguousarray(np.asarray(ev.x, dtype=np.float64)[good])
+    def _learn(self, ev: Events) -> np.ndarray:
+        X = np.ascontiguousarray(ev.x, dtype=np.float64)  # the one copy: float32 Arrow view -> float64
         if self.keyed:
-            keys = ev.keys[good]
             if ev.y is None:
-                return self.learner.predict_batch(keys, X)
-            return self.learner.learn_batch(keys, X, ev.y[good])
+                return self.learner.predict_batch(ev.keys, X)
+            return self.learner.learn_batch(ev.keys, X, ev.y)
         if ev.y is None:
             return self.learner.predict_batch(X)
-        return self.learner.learn_batch(X, ev.y[good])
+        return self.learner.learn_batch(X, ev.y)
 
-    def _output_batch(self, batch_index: int, rows: np.ndarray, ev: Events, good: np.ndarray, preds: np.ndarray) -> pa.RecordBatch:
+    def _output_batch(self, batch_index: int, rows: np.ndarray, ev: Events, preds: np.ndarray) -> pa.RecordBatch:
         cols: dict[str, Any] = {
             "batch": pa.array(np.full(len(rows), batch_index, dtype=np.int64)),
             "row": pa.array(rows),
         }
         if ev.keys is not None:
-            cols["key"] = pa.array(ev.keys[good])
+            cols["key"] = pa.array(ev.keys)
         if ev.times is not None:
-            cols["time"] = pa.array(ev.times[good])
+            cols["time"] = pa.array(ev.times)
         cols["prediction"] = pa.array(preds, pa.float64())
         if ev.y is not None:
-            y = ev.y[good]
-            cols["target"] = pa.array(y, pa.float64())
-            cols["error"] = pa.array(preds - y, pa.float64())
+            cols["target"] = pa.array(ev.y, pa.float64())
+            cols["error"] = pa.array(preds - ev.y, pa.float64())
         return pa.record_batch(cols)
+
+
+def _select(ev: Events, keep: np.ndarray) -> Events:
+    """The events of ``ev`` where ``keep`` is True."""
+    pick = lambda a: None if a is None else a[keep]  # noqa: E731
+    return Events(x=ev.x[keep], y=pick(ev.y), keys=pick(ev.keys), times=pick(ev.times))

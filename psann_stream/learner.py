@@ -230,7 +230,11 @@ class Learner:
 
     def learn_one(self, x: Any, y: float) -> float:
         """Predict ``x`` with the model as it is, then learn ``y``; returns the prediction."""
-        return float(self.learn_batch(_as_rows("x", x, self._model.in_features, one_event=True), np.array([float(y)]))[0])
+        try:
+            target = float(y)
+        except (TypeError, ValueError):
+            raise ConfigError(f"learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
+        return float(self.learn_batch(_as_rows("x", x, self._model.in_features, one_event=True), np.array([target]))[0])
 
     def learn_batch(self, X: Any, Y: Any, *, mode: Literal["exact", "batched"] = "exact") -> np.ndarray:
         """Learn consecutive events ``X [N, F]``, ``Y [N]``; returns the prequential predictions.

@@ -23,6 +23,7 @@ class TrivialLearner:
     """Predicts 0 and learns nothing: what remains is the engine's own cost."""
 
     in_features = 10
+    alerts: list = []  # the engine forwards new monitor alerts; this learner has none
 
     def learn_batch(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         return np.zeros(len(X))

@@ -236,3 +236,25 @@ def test_parquet_output_and_callback_sink_deliver_each_committed_row(tmp_path):
     assert pa.concat_tables(delivered).equals(out)
     with pytest.raises(ConfigError, match="output format 'csv'"):
         Engine(TableSource(_table()), _keyed(), ColumnMap("x", target="y", key="key"), output=tmp_path / "o2", output_format="csv")
+
+
+def test_resume_refuses_a_foreign_checkpoint_or_a_lost_output_directory(tmp_path):
+    import shutil
+
+    from psann_stream import CheckpointError
+    from psann_stream.checkpoint import save_checkpoint
+
+    cols = ColumnMap("x", target="y", key="key")
+
+    def engine(out):
+        return Engine(TableSource(_table(200), batch_size=50), _keyed(), cols, output=out,
+                      checkpoint=CheckpointPolicy(tmp_path / "ck", every_events=50))
+
+    engine(tmp_path / "out").run(max_events=120)
+    shutil.rmtree(tmp_path / "out")
+    with pytest.raises(CheckpointError, match=r"covers \d+ committed output part\(s\) but .* holds 0"):
+        engine(tmp_path / "out").run(resume=True)
+    save_checkpoint(tmp_path / "foreign", {"something": 1}, step=1)
+    e = Engine(TableSource(_table()), _keyed(), cols, checkpoint=CheckpointPolicy(tmp_path / "foreign"))
+    with pytest.raises(CheckpointError, match="is not an engine checkpoint"):
+        e.run(resume=True)

@@ -243,6 +243,8 @@ def test_learner_configuration_errors():
         lrn.learn_batch(np.zeros((3, 3)), np.zeros(2))
     with pytest.raises(ConfigError, match="need rows of 3 value"):
         lrn.learn_batch(np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(ConfigError, match="the target y = .a. is not a number"):
+        lrn.learn_one(np.zeros(3), "a")
     with pytest.raises(ConfigError, match="mode = 'fast'"):
         lrn.learn_batch(np.zeros((3, 3)), np.zeros(3), mode="fast")  # type: ignore[arg-type]
 

@@ -1,0 +1,21 @@
+"""The benchmark scripts keep working (tiny sizes; their numbers are not checked: speed is measured
+by running them, never asserted in tests)."""
+
+from __future__ import annotations
+
+import re
+
+from psann_stream.scenarios import bench_engine, bench_learner
+
+
+def test_engine_benchmark_runs_and_prints_both_rates(capsys):
+    bench_engine.main(["--rows", "20000", "--batch", "4096", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"raw pyarrow read .* rows/s", out) and re.search(r"Engine, trivial learner.* rows/s", out)
+
+
+def test_learner_benchmark_runs_and_prints_every_rate(capsys):
+    bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for name in ("Learner (compiled, ObGD)", "eager torch Adam", "river LinearRegression", "KeyedLearner (10 keys"):
+        assert name in out
