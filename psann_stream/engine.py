@@ -19,6 +19,7 @@ Invariant (checked by tests): rows in = rows predicted + rows dead-lettered.
 from __future__ import annotations
 
 import os
+from collections import deque
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class RunStats:
     predicted: int = 0
     dead_lettered: int = 0
     checkpoints: int = 0
-    position: Position = field(default_factory=Position)
+    position: Any = field(default_factory=Position)  # the source's position type
 
 
 class _Parts:
@@ -141,8 +142,12 @@ class Engine:
 
     Args:
         source: a source from :mod:`psann_stream.io` (``batches(start)``, ``schema``).
-        learner: a :class:`~psann_stream.learner.Learner` or :class:`~psann_stream.keyed.KeyedLearner`.
-        columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a KeyedLearner).
+        learner: a :class:`~psann_stream.learner.Learner`, a :class:`~psann_stream.keyed.KeyedLearner`, or
+            a learner with the same interface (``keyed``, ``in_features``, ``alerts``, ``learn_batch``,
+            ``predict_batch``, ``state_dict``, ``load_state_dict``); one that also has
+            ``submit_batch(keys, x, y) -> handle`` (``handle.result()``: the predictions), such as
+            :class:`psann_stream.adapters.ray.ShardedLearner`, runs asynchronously.
+        columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a keyed learner).
         output: directory for prediction part files, or None.
         output_format: ``"arrow"`` (IPC files) or ``"parquet"``.
         dead_letter: directory for dead-lettered rows (needed with ``on_bad_input="dead-letter"``).
@@ -153,13 +158,16 @@ class Engine:
             ``on_checkpoint(step, path)``, ``on_alert(alert)`` (each new monitor alert of the learner),
             ``on_commit(table)`` (the output rows of a part, when committed: the callback sink; after a
             crash, rows committed after the last checkpoint are delivered again, with the same
-            ``batch``/``row`` positions, so a consumer dedupes by position).
+            source-position columns (``batch``/``row`` for files), so a consumer dedupes by them).
+        max_in_flight: most batches submitted to an asynchronous learner and not yet finished
+            (backpressure: the source is not read further until the oldest finishes). Checkpoints
+            wait for all of them, so a checkpoint covers exactly the batches before it.
     """
 
     def __init__(
         self,
         source: Any,
-        learner: Learner | KeyedLearner,
+        learner: Learner | KeyedLearner | Any,
         columns: ColumnMap,
         *,
         output: str | Path | None = None,
@@ -169,14 +177,17 @@ class Engine:
         on_bad_input: BadInputPolicy = "raise",
         max_abs_input: float = 1e12,
         hooks: Mapping[str, Callable[..., Any]] | None = None,
+        max_in_flight: int = 4,
     ) -> None:
         if on_bad_input not in ("raise", "dead-letter"):
             raise ConfigError(f"Engine.on_bad_input = {on_bad_input!r} is not one of 'raise', 'dead-letter'.")
         if on_bad_input == "dead-letter" and dead_letter is None:
             raise ConfigError("Engine: on_bad_input='dead-letter' needs a dead_letter directory.")
-        keyed = isinstance(learner, KeyedLearner)
+        keyed = bool(getattr(learner, "keyed", False))
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ConfigError(f"Engine.max_in_flight = {max_in_flight!r} must be an integer >= 1.")
         if keyed and columns.key is None:
-            raise ConfigError("Engine: a KeyedLearner needs a key column (ColumnMap(key=...)).")
+            raise ConfigError("Engine: a keyed learner needs a key column (ColumnMap(key=...)).")
         unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint", "on_alert", "on_commit"}
         if unknown:
             raise ConfigError(
@@ -196,6 +207,9 @@ class Engine:
         self.max_abs_input = float(max_abs_input)
         self.hooks = dict(hooks or {})
         self.stats = RunStats()
+        self.max_in_flight = max_in_flight
+        self._in_flight: deque[tuple[Any, np.ndarray, Events, Any]] = deque()
+        self._alerts_seen = 0
         self._stop = False
 
     def stop(self) -> None:
@@ -230,7 +244,7 @@ class Engine:
         return bad, reasons, nonfinite_rows
 
     # ------------------------------------------------------------------ the loop
-    def _resume(self) -> Position:
+    def _resume(self) -> Any:
         if self.policy is None:
             raise ConfigError("Engine.run(resume=True) needs a checkpoint policy.")
         found = load_latest(self.policy.directory)
@@ -238,7 +252,8 @@ class Engine:
             for sink in (self.output, self.dead):
                 if sink is not None:
                     sink.truncate(0)
-            return Position()
+            self.stats = RunStats()
+            return self.source.initial_position()
         step, payload = found
         missing = {"learner", "position", "parts", "dead_parts", "counters"} - set(payload)
         if missing:
@@ -253,15 +268,17 @@ class Engine:
                     f"{sink.count}: rows already learned would be missing from the output. Restore the {name} "
                     "directory, or start a new run without resume into an empty one."
                 )
+        start = self.source.position_from_state(payload["position"])
         self.learner.load_state_dict(payload["learner"])
         for sink, n in ((self.output, payload["parts"]), (self.dead, payload["dead_parts"])):
             if sink is not None:
                 sink.truncate(int(n))
         c = payload["counters"]
-        self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]))
-        return Position(int(payload["position"][0]), int(payload["position"][1]))
+        self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]), start)
+        return start
 
-    def _checkpoint(self, position: Position) -> None:
+    def _checkpoint(self, position: Any) -> None:
+        self._drain(0)
         parts = dead = 0
         if self.output is not None:
             committed = self.output.commit()
@@ -279,7 +296,7 @@ class Engine:
             self.policy.directory,
             {
                 "learner": self.learner.state_dict(),
-                "position": [position.batch, position.row],
+                "position": position.to_state(),
                 "parts": parts,
                 "dead_parts": dead,
                 "counters": {"rows_in": s.rows_in, "predicted": s.predicted, "dead_lettered": s.dead_lettered,
@@ -288,22 +305,24 @@ class Engine:
             step=s.rows_in,
             keep_last=self.policy.keep_last,
         )
+        self.source.commit(position)
         if "on_checkpoint" in self.hooks:
             self.hooks["on_checkpoint"](s.rows_in, path)
 
     def run(self, max_events: int | None = None, *, resume: bool = False) -> RunStats:
         """Process the source (from the last checkpoint with ``resume=True``) until it ends, ``max_events``
         rows were read in this call, or :meth:`stop` is called; checkpoints at the end."""
-        start = self._resume() if resume else Position()
+        start = self._resume() if resume else self.source.initial_position()
         if not resume:
             for sink in (self.output, self.dead):
                 if sink is not None:
                     sink.truncate(0)
         self._stop = False
+        self._in_flight.clear()
         done = 0
         since = 0
         last = time.monotonic()
-        alerts_seen = len(self.learner.alerts)
+        self._alerts_seen = len(self.learner.alerts)
         checkpoints_before = self.stats.checkpoints
         position = start
         for pos, batch in self.source.batches(start):
@@ -318,32 +337,27 @@ class Engine:
             if bad.any() and self.on_bad_input == "raise":
                 r = int(np.argmax(bad))
                 error = NonFiniteInputError if nonfinite[r] else BadInputError
+                self._drain(0)  # earlier batches' outputs stay in order; this batch is not learned
                 raise error(  # the reason names the column and the value
-                    f"bad input at batch {pos.batch}, row {pos.row + r}: {reasons[r]}. Nothing from this batch was "
+                    f"bad input at {pos.where(r)}: {reasons[r]}. Nothing from this batch was "
                     "learned. Clean the input, or run with on_bad_input='dead-letter'."
                 )
             good = ~bad
-            rows = pos.row + np.arange(n, dtype=np.int64)
             kept = ev if not bad.any() else _select(ev, good)  # selected once, for learning and output
-            preds = self._learn(kept)
+            self._in_flight.append((pos, np.flatnonzero(good), kept, self._submit(kept)))
             self.stats.rows_in += n
             self.stats.predicted += int(good.sum())
             self.stats.dead_lettered += int(bad.sum())
-            if "on_prediction" in self.hooks:
-                self.hooks["on_prediction"](pos, preds)
-            if self.output is not None and len(kept):
-                self.output.write(self._output_batch(pos.batch, rows[good], kept, preds))
             if self.dead is not None and bad.any():
                 idx = np.flatnonzero(bad)
                 self.dead.write(pa.record_batch({
-                    "batch": pa.array(np.full(len(idx), pos.batch, dtype=np.int64)),
-                    "row": pa.array(rows[idx]),
+                    **pos.output_columns(idx),
                     "reason": pa.array([reasons[i] for i in idx], pa.string()),
                 }))
+            self._drain(self.max_in_flight)
             done += n
             since += n
-            # the next unread row: the next batch, or further into this one when we stopped inside it
-            position = Position(pos.batch + 1, 0) if n == full else Position(pos.batch, pos.row + n)
+            position = pos.after(n, full)  # the next unread row
             self.stats.position = position
             if self.policy is not None and (
                 since >= self.policy.every_events
@@ -351,31 +365,44 @@ class Engine:
             ):
                 self._checkpoint(position)
                 since, last = 0, time.monotonic()
-            if "on_alert" in self.hooks and len(self.learner.alerts) > alerts_seen:
-                for alert in self.learner.alerts[alerts_seen:]:
-                    self.hooks["on_alert"](alert)
-                alerts_seen = len(self.learner.alerts)
             if self._stop or (max_events is not None and done >= max_events):
                 break
         if since or self.stats.checkpoints == checkpoints_before:  # skip a duplicate of the last periodic one
             self._checkpoint(position)
+        self._drain(0)
         return self.stats
 
-    def _learn(self, ev: Events) -> np.ndarray:
+    def _submit(self, ev: Events) -> Any:
+        """Hand a batch of good events to the learner; returns a handle whose ``result()`` is the
+        predictions. A learner with ``submit_batch`` (a sharded one) computes them asynchronously."""
+        lrn = self.learner
+        if hasattr(lrn, "submit_batch"):
+            return lrn.submit_batch(ev.keys, ev.x, ev.y)
         X = np.ascontiguousarray(ev.x, dtype=np.float64)  # the one copy: float32 Arrow view -> float64
         if self.keyed:
-            if ev.y is None:
-                return self.learner.predict_batch(ev.keys, X)
-            return self.learner.learn_batch(ev.keys, X, ev.y)
-        if ev.y is None:
-            return self.learner.predict_batch(X)
-        return self.learner.learn_batch(X, ev.y)
+            preds = lrn.predict_batch(ev.keys, X) if ev.y is None else lrn.learn_batch(ev.keys, X, ev.y)
+        else:
+            preds = lrn.predict_batch(X) if ev.y is None else lrn.learn_batch(X, ev.y)
+        return _Ready(preds)
 
-    def _output_batch(self, batch_index: int, rows: np.ndarray, ev: Events, preds: np.ndarray) -> pa.RecordBatch:
-        cols: dict[str, Any] = {
-            "batch": pa.array(np.full(len(rows), batch_index, dtype=np.int64)),
-            "row": pa.array(rows),
-        }
+    def _drain(self, keep: int) -> None:
+        """Finish in-flight batches, oldest first, until at most ``keep`` are left: predictions hook,
+        output rows, new alerts."""
+        while len(self._in_flight) > keep:
+            pos, rows, kept, handle = self._in_flight.popleft()
+            preds = handle.result()
+            if "on_prediction" in self.hooks:
+                self.hooks["on_prediction"](pos, preds)
+            if self.output is not None and len(kept):
+                self.output.write(self._output_batch(pos, rows, kept, preds))
+            alerts = self.learner.alerts
+            if "on_alert" in self.hooks:
+                for alert in alerts[self._alerts_seen:]:
+                    self.hooks["on_alert"](alert)
+            self._alerts_seen = len(alerts)
+
+    def _output_batch(self, pos: Any, rows: np.ndarray, ev: Events, preds: np.ndarray) -> pa.RecordBatch:
+        cols: dict[str, Any] = pos.output_columns(rows)
         if ev.keys is not None:
             cols["key"] = pa.array(ev.keys)
         if ev.times is not None:
@@ -385,6 +412,18 @@ class Engine:
             cols["target"] = pa.array(ev.y, pa.float64())
             cols["error"] = pa.array(preds - ev.y, pa.float64())
         return pa.record_batch(cols)
+
+
+class _Ready:
+    """Predictions computed in place (the handle of a local learner)."""
+
+    __slots__ = ("preds",)
+
+    def __init__(self, preds: np.ndarray) -> None:
+        self.preds = preds
+
+    def result(self) -> np.ndarray:
+        return self.preds
 
 
 def _select(ev: Events, keep: np.ndarray) -> Events:

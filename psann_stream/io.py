@@ -7,10 +7,13 @@ checks a schema once, naming the column, the expected and the actual type of eve
 :meth:`BoundColumns.read` turns each batch into :class:`Events` (numpy views, no Python object per
 row).
 
-**Sources.** Every source yields ``(Position, RecordBatch)`` from a given :class:`Position` (batch
-index, row offset within that batch), so a run that stops after any row can resume at the next one:
-in-memory tables and iterables of batches, Arrow IPC files (memory-mapped) and streams (a path, or
-``"-"`` for stdin), Parquet files and datasets.
+**Sources.** Every source yields ``(position, RecordBatch)`` from a given start position, so a run
+that stops after any row can resume at the next one: in-memory tables and iterables of batches,
+Arrow IPC files (memory-mapped) and streams (a path, or ``"-"`` for stdin), Parquet files and
+datasets here; Kafka partitions in :mod:`psann_stream.adapters.kafka`. The source protocol
+(:class:`Source`) is what the engine relies on: ``schema``, ``initial_position()``,
+``batches(start)``, ``position_from_state(state)`` and ``commit(position)``; a position has
+``after(consumed, batch_rows)``, ``to_state()``, ``where(row)`` and ``output_columns(n)``.
 """
 
 from __future__ import annotations
@@ -25,16 +28,68 @@ import pyarrow as pa
 
 from .errors import ConfigError
 
-__all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "open_source", "TableSource", "BatchesSource",
-           "IpcFileSource", "IpcStreamSource", "ParquetSource"]
+__all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "Source", "open_source", "TableSource",
+           "BatchesSource", "IpcFileSource", "IpcStreamSource", "ParquetSource"]
 
 
 @dataclass(frozen=True, order=True)
 class Position:
-    """Where a source is: the ``batch``-th record batch, ``row`` rows into it."""
+    """Where a file or in-memory source is: the ``batch``-th record batch, ``row`` rows into it.
+
+    A yielded position is where that batch (or its remaining part) starts; :meth:`after` is where
+    the source resumes once ``consumed`` of its rows were processed.
+    """
 
     batch: int = 0
     row: int = 0
+
+    def after(self, consumed: int, batch_rows: int) -> Position:
+        """The next unread row after ``consumed`` of the ``batch_rows`` rows yielded at this position."""
+        return Position(self.batch + 1, 0) if consumed == batch_rows else Position(self.batch, self.row + consumed)
+
+    def to_state(self) -> list[int]:
+        """Checkpoint form (plain ints; :meth:`Source.position_from_state` reads it back)."""
+        return [self.batch, self.row]
+
+    def where(self, row: int) -> str:
+        """Human-readable place of row ``row`` of the batch yielded at this position."""
+        return f"batch {self.batch}, row {self.row + row}"
+
+    def output_columns(self, rows: np.ndarray) -> dict[str, pa.Array]:
+        """Source-position columns of output rows (``rows``: offsets into the yielded batch); with
+        ``row`` they identify an input row, so consumers dedupe by them."""
+        return {
+            "batch": pa.array(np.full(len(rows), self.batch, dtype=np.int64)),
+            "row": pa.array(self.row + np.asarray(rows, dtype=np.int64)),
+        }
+
+
+class Source:
+    """Base of the sources: positions are :class:`Position` s and there is nothing to commit.
+
+    Subclasses set ``schema`` and implement ``batches(start)``.
+    """
+
+    schema: pa.Schema
+
+    def initial_position(self) -> Position:
+        """Where a fresh run starts."""
+        return Position()
+
+    def batches(self, start: Position) -> Iterator[tuple[Position, pa.RecordBatch]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def position_from_state(self, state: object) -> Position:
+        """A position from its checkpoint form (:meth:`Position.to_state`)."""
+        try:
+            batch, row = (int(v) for v in state)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ConfigError(f"checkpoint position {state!r} is not [batch, row]: was it written for another source?") from None
+        return Position(batch, row)
+
+    def commit(self, position: Position) -> None:
+        """Called after a checkpoint that covers everything before ``position`` was saved (a broker
+        source acknowledges its offsets here); files have nothing to do."""
 
 
 @dataclass
@@ -183,7 +238,7 @@ def _from(batches: Iterable[pa.RecordBatch], start: Position) -> Iterator[tuple[
         yield Position(i, offset), (b.slice(offset) if offset else b)
 
 
-class TableSource:
+class TableSource(Source):
     """An in-memory ``pa.Table``, in batches of at most ``batch_size`` rows (fixed, so positions are stable)."""
 
     def __init__(self, table: pa.Table, batch_size: int = 4096) -> None:
@@ -195,7 +250,7 @@ class TableSource:
         return _from(self.table.to_batches(max_chunksize=self.batch_size), start)
 
 
-class BatchesSource:
+class BatchesSource(Source):
     """A re-iterable sequence of record batches (e.g. a list)."""
 
     def __init__(self, batches: Sequence[pa.RecordBatch]) -> None:
@@ -208,7 +263,7 @@ class BatchesSource:
         return _from(self._batches, start)
 
 
-class IpcFileSource:
+class IpcFileSource(Source):
     """An Arrow IPC file, memory-mapped: batches are read in place, positions are exact."""
 
     def __init__(self, path: str | Path) -> None:
@@ -224,7 +279,7 @@ class IpcFileSource:
         return _from((r.get_batch(i) for i in range(r.num_record_batches)), start)
 
 
-class IpcStreamSource:
+class IpcStreamSource(Source):
     """An Arrow IPC stream from a file, or from standard input with ``"-"``. A stream cannot seek:
     resuming reads (and skips) the batches before the start position; stdin can be read once."""
 
@@ -243,7 +298,7 @@ class IpcStreamSource:
         return _from(self._stdin if self._stdin is not None else self._reader(), start)
 
 
-class ParquetSource:
+class ParquetSource(Source):
     """A Parquet file or a directory dataset (``pyarrow.dataset``), in its stored batch order."""
 
     def __init__(self, path: str | Path, batch_size: int = 65_536) -> None:

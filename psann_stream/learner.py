@@ -103,6 +103,8 @@ class Learner:
     True
     """
 
+    keyed = False  # the engine passes keys to learn_batch/predict_batch when True
+
     def __init__(
         self,
         model: StatefulNet,
