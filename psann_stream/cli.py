@@ -105,14 +105,30 @@ def _load_config(path: str | None) -> dict:
     return cfg
 
 
+def _source(args: argparse.Namespace):
+    from .io import open_source
+
+    if (args.input is None) == (args.kafka is None):
+        raise ConfigError("give either --input PATH|- or --kafka HOST:PORT --topic T.")
+    if args.kafka is None:
+        return open_source(args.input)
+    if not args.topic:
+        raise ConfigError("--kafka needs --topic.")
+    from psann_stream.adapters.kafka import KafkaSource
+
+    parts = [int(p) for p in args.partitions.split(",")] if args.partitions else None
+    return KafkaSource(args.kafka, args.topic, partitions=parts, group_id=args.group_id,
+                       until=None if args.follow else "end")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .engine import CheckpointPolicy, Engine
-    from .io import ColumnMap, open_source
+    from .io import ColumnMap
 
     cfg = _load_config(args.config)
     features = args.features.split(",")
     columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key)
-    source = open_source(args.input)
+    source = _source(args)
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
     net = StatefulNet(width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
@@ -120,7 +136,21 @@ def _run(args: argparse.Namespace) -> int:
                       seed=int(model_cfg.get("seed", 0)))
     lcfg = dict(cfg.get("learner", {}))
     per_key = bool(lcfg.pop("per_key_weights", False))
-    if args.key is not None:
+    ray = None
+    if args.ray:
+        if args.key is None:
+            raise ConfigError("--ray shards keys: give --key.")
+        from psann_stream.adapters.ray import ShardedLearner, _ray
+
+        ray = _ray()
+        if args.ray_address:
+            ray.init(address=args.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        explicit = {"per_key_weights": per_key} if "per_key_weights" in cfg.get("learner", {}) else {}
+        learner = ShardedLearner(net, args.shards, num_cpus=min(1.0, cpus / args.shards), **explicit, **lcfg)
+    elif args.key is not None:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
         learner = Learner(net, **lcfg)
@@ -132,8 +162,20 @@ def _run(args: argparse.Namespace) -> int:
         on_bad_input=args.on_bad_input,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
     )
-    stats = engine.run(resume=args.resume)
-    progress.done(stats, learner.alerts)
+    try:
+        if ray is not None and engine.policy is not None:
+            from psann_stream.adapters.ray import run_with_recovery
+
+            stats = run_with_recovery(engine, resume=args.resume)
+        else:
+            stats = engine.run(resume=args.resume)
+        progress.done(stats, learner.alerts)
+    finally:
+        if hasattr(source, "close"):
+            source.close()
+        if ray is not None:
+            learner.close()
+            ray.shutdown()
     return 0
 
 
@@ -231,7 +273,16 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the stream and the models (default 0)")
     demo.set_defaults(func=_demo)
     run = sub.add_parser("run", help="learn an Arrow/Parquet stream prequentially, with checkpoints")
-    run.add_argument("--input", required=True, help="Arrow IPC file or stream, Parquet file or directory, or - for stdin")
+    run.add_argument("--input", help="Arrow IPC file or stream, Parquet file or directory, or - for stdin")
+    run.add_argument("--kafka", metavar="HOST:PORT", help="read a Kafka topic instead (messages hold Arrow IPC streams)")
+    run.add_argument("--topic", help="the Kafka topic (with --kafka)")
+    run.add_argument("--partitions", help="Kafka partitions to read, P,P,... (default all)")
+    run.add_argument("--group-id", default="psann-stream", help="consumer group that offsets are committed to after each checkpoint")
+    run.add_argument("--follow", action="store_true", help="keep reading Kafka for new messages (default: stop at the end)")
+    run.add_argument("--ray", action="store_true", help="learn keys in Ray actors (needs --key; pip install 'psann-stream[ray]')")
+    run.add_argument("--shards", type=int, default=2, help="number of Ray shard actors (default 2)")
+    run.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    run.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray started by --ray (default: all)")
     run.add_argument("--features", required=True, help="one fixed_size_list column, or numeric columns COL,COL,...")
     run.add_argument("--target", help="target column (omit for prediction-only streams)")
     run.add_argument("--key", help="key column: one state (and optionally weights) per key")

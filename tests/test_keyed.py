@@ -126,3 +126,51 @@ def test_keyed_configuration_and_checkpoint_errors():
         KeyedLearner(_net(), per_key_weights=True).load_state_dict(sd)
     with pytest.raises(CheckpointError, match="cannot be loaded"):
         KeyedLearner(StatefulNet(3, hidden=(4,))).load_state_dict(sd)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a["keys"] == b["keys"] and a["cold_keys"] == b["cold_keys"]
+    for name in a["rows"]:
+        assert torch.equal(a["rows"][name], b["rows"][name]), name
+    assert torch.equal(a["n_learned_rows"], b["n_learned_rows"])
+    for ra, rb in zip(a["cold"], b["cold"]):
+        assert ra.keys() == rb.keys()
+        for name in ra:
+            assert (torch.equal(ra[name], rb[name]) if isinstance(ra[name], torch.Tensor) else ra[name] == rb[name]), name
+
+
+@given(st.integers(0, 1000), st.integers(1, 4), st.integers(1, 12))
+def test_split_by_key_then_merge_restores_the_state_and_parts_continue_exactly(seed, n_parts, n_keys):
+    from psann_stream.keyed import merge_key_states, select_keys
+
+    k, X, Y = _events(seed, 300, n_keys)
+    whole = KeyedLearner(_net(), per_key_weights=True, max_keys=4)
+    whole.learn_batch(k[:150], X[:150], Y[:150])
+    sd = whole.state_dict()
+    part_of = {key: int(key) % n_parts for key in whole.keys}
+    parts = [select_keys(sd, lambda key, p=p: part_of[key] == p, totals=(p == 0)) for p in range(n_parts)]
+    merged = merge_key_states(parts)
+    _assert_same_state(merged, sd)
+    assert merged["counters"]["n_learned"] == sd["counters"]["n_learned"] == 150
+    # a learner per part continues its keys bit for bit as the whole learner does
+    want = whole.learn_batch(k[150:], X[150:], Y[150:])
+    for p, part in enumerate(parts):
+        lrn = KeyedLearner(_net(), per_key_weights=True, max_keys=4)
+        lrn.load_state_dict(part)
+        m = np.array([part_of.get(key, int(key) % n_parts) == p for key in k[150:]])
+        if m.any():
+            assert np.array_equal(lrn.learn_batch(k[150:][m], X[150:][m], Y[150:][m]), want[m])
+
+
+def test_merging_refuses_shared_weights_and_overlapping_parts():
+    from psann_stream.keyed import merge_key_states, select_keys
+
+    k, X, Y = _events(0, 50, 3)
+    shared = KeyedLearner(_net(), per_key_weights=False)
+    shared.learn_batch(k, X, Y)
+    with pytest.raises(ConfigError, match="per_key_weights=True"):
+        select_keys(shared.state_dict(), lambda key: True)
+    own = KeyedLearner(_net(), per_key_weights=True)
+    own.learn_batch(k, X, Y)
+    with pytest.raises(CheckpointError, match="more than one part"):
+        merge_key_states([own.state_dict(), own.state_dict()])
