@@ -19,3 +19,11 @@ def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     out = capsys.readouterr().out
     for name in ("Learner (compiled, ObGD)", "eager torch Adam", "river LinearRegression", "KeyedLearner (10 keys"):
         assert name in out
+
+
+def test_ray_benchmark_runs_and_prints_both_engines(capsys):
+    from psann_stream.scenarios import bench_ray
+
+    bench_ray.main(["--rows", "20000", "--keys", "50", "--batch", "4096"])
+    out = capsys.readouterr().out
+    assert re.search(r"single process, KeyedLearner .* rows/s", out) and re.search(r"Ray, 2 shards .* rows/s", out)
