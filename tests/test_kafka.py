@@ -188,3 +188,27 @@ def test_kafka_errors_name_the_topic_partition_and_offset(broker, tmp_path):
     other = KafkaSource(broker, topic, partitions=[0])
     with pytest.raises(ConfigError, match="Resume with the same topic and partitions"):
         other.position_from_state({"topic": topic, "offsets": [[0, 1, 0], [1, 1, 0]]})
+
+
+def test_kafka_partitions_feed_ray_shards(broker, tmp_path):
+    """The distributed path end to end: Kafka source -> engine -> 2 Ray shards."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from psann_stream.adapters.ray import ShardedLearner
+
+    table = _table(8000, seed=3)
+    topic = _topic(broker, "to-ray", table)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    src = KafkaSource(broker, topic)
+    try:
+        lrn = ShardedLearner(_net(), 2, num_cpus=0.5)
+        Engine(src, lrn, COLUMNS, output=tmp_path / "out", checkpoint=CheckpointPolicy(tmp_path / "ckpt", 2500)).run()
+        lrn.close()
+    finally:
+        src.close()
+        ray.shutdown()
+    out = read_parts(tmp_path / "out")
+    _assert_each_row_once(out, 8000)
+    _assert_equal_per_key(_per_key(out, ["partition", "offset", "row"]), _reference(tmp_path, table))
+    assert _committed(broker, topic) == _ends(broker, topic)
