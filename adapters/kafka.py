@@ -11,7 +11,7 @@ by the engine), so the group's committed offsets show real progress (lag) and ne
 the saved state.
 
 Order: Kafka keeps order within a partition, not across partitions. :func:`produce_table` puts every
-key in one partition (:func:`~psann_stream.adapters.ray.shard_of` of the key, so the same key always
+key in one partition (:func:`~psann_stream.keyed.shard_of` of the key, so the same key always
 lands in the same partition), so each key's events are learned in their order; with per-key weights
 the predictions do not depend on how partitions interleave.
 
@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from psann_stream.errors import BadInputError, ConfigError, PsannStreamError
 from psann_stream.io import Source
+from psann_stream.keyed import shard_of
 
 __all__ = ["KafkaPosition", "KafkaSource", "create_topic", "produce_table"]
 
@@ -282,8 +283,6 @@ def produce_table(bootstrap: str, topic: str, table: pa.Table, *, key: str | Non
     ``take``); without, batches go round robin. Idempotent producer, ``acks=all``; flushed before
     returning."""
     ck = _kafka()
-    from psann_stream.adapters.ray import shard_of
-
     producer = ck.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                             "linger.ms": 5, **dict(config or {})})
     if partitions is None:

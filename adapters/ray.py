@@ -33,14 +33,13 @@ are not independent and the result would depend on the shard count.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
 from psann_stream.engine import Engine, RunStats
 from psann_stream.errors import ConfigError, PsannStreamError
-from psann_stream.keyed import KeyedLearner, merge_key_states, select_keys
+from psann_stream.keyed import KeyedLearner, merge_key_states, select_keys, shard_of
 from psann_stream.model import StatefulNet
 from psann_stream.monitor import Alert
 
@@ -59,27 +58,6 @@ def _ray() -> Any:
             "the Ray adapter needs Ray: pip install 'psann-stream[ray]' (or pip install 'ray>=2.60,<2.61')."
         ) from None
     return ray
-
-
-def _key_bytes(key: Hashable) -> bytes:
-    if isinstance(key, str):
-        return b"s:" + key.encode("utf-8")
-    if isinstance(key, (bool, np.bool_)):
-        return b"b:1" if key else b"b:0"
-    if isinstance(key, (int, np.integer)):
-        return b"i:" + str(int(key)).encode()
-    if isinstance(key, (float, np.floating)):
-        return b"f:" + float(key).hex().encode()
-    if isinstance(key, bytes):
-        return b"y:" + key
-    raise ConfigError(f"key {key!r} of type {type(key).__name__} cannot be sharded; use str, int, float, bool or bytes keys.")
-
-
-def shard_of(key: Hashable, shards: int) -> int:
-    """The shard (``0 <= s < shards``) of ``key``: BLAKE2b of a typed encoding of the key, modulo
-    ``shards``; stable across processes, runs and machines (Python's ``hash`` of a str is not)."""
-    digest = hashlib.blake2b(_key_bytes(key), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % shards
 
 
 class _Shard:
@@ -144,11 +122,12 @@ class ShardedLearner:
         **keyed_kwargs: passed to every shard's :class:`~psann_stream.keyed.KeyedLearner`
             (``per_key_weights`` is forced to True; ``threads`` defaults to 1 per shard).
 
-    >>> import ray, numpy as np                                   # doctest: +SKIP
-    >>> ray.init(num_cpus=2, include_dashboard=False)             # doctest: +SKIP
-    >>> lrn = ShardedLearner(StatefulNet(2, hidden=(8,)), shards=2, num_cpus=0.5)  # doctest: +SKIP
-    >>> lrn.learn_batch(np.array(["a", "b"]), np.ones((2, 2)), np.zeros(2)).shape  # doctest: +SKIP
-    (2,)
+    Example (tests/test_ray.py runs the same on a real local Ray)::
+
+        ray.init(num_cpus=2, include_dashboard=False)
+        lrn = ShardedLearner(StatefulNet(2, hidden=(8,)), shards=2, num_cpus=0.5)
+        preds = lrn.learn_batch(np.array(["a", "b"]), np.ones((2, 2)), np.zeros(2))  # shape (2,)
+        Engine(source, lrn, ColumnMap("x", target="y", key="k"), checkpoint=...).run()
     """
 
     keyed = True

@@ -15,6 +15,7 @@ checkpoints, and come back unchanged when the key reappears.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Hashable, Literal, Mapping, Sequence
 
 import numba
@@ -36,7 +37,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFinite
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 
-__all__ = ["KeyedLearner", "merge_key_states", "select_keys"]
+__all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
 
 FORMAT = "psann_stream.keyed/1"
 
@@ -491,3 +492,24 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "counters": {"clock": clock, "n_learned": total("n_learned"), "n_skipped": total("n_skipped"),
                      "since_check": max(int(p["counters"]["since_check"]) for p in parts)},
     }
+
+
+def _key_bytes(key: Hashable) -> bytes:
+    if isinstance(key, str):
+        return b"s:" + key.encode("utf-8")
+    if isinstance(key, (bool, np.bool_)):
+        return b"b:1" if key else b"b:0"
+    if isinstance(key, (int, np.integer)):
+        return b"i:" + str(int(key)).encode()
+    if isinstance(key, (float, np.floating)):
+        return b"f:" + float(key).hex().encode()
+    if isinstance(key, bytes):
+        return b"y:" + key
+    raise ConfigError(f"key {key!r} of type {type(key).__name__} cannot be sharded; use str, int, float, bool or bytes keys.")
+
+
+def shard_of(key: Hashable, shards: int) -> int:
+    """The shard (``0 <= s < shards``) of ``key``: BLAKE2b of a typed encoding of the key, modulo
+    ``shards``; stable across processes, runs and machines (Python's ``hash`` of a str is not)."""
+    digest = hashlib.blake2b(_key_bytes(key), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
