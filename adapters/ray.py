@@ -70,12 +70,12 @@ class _Shard:
         self.learner = KeyedLearner(model, **kwargs)
         self._alerts_seen = 0
 
-    def run(self, keys: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, list[Alert]]:
+    def run(self, keys: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, list[Alert], np.ndarray | None]:
         X = np.ascontiguousarray(x, dtype=np.float64)
         preds = self.learner.predict_batch(keys, X) if y is None else self.learner.learn_batch(keys, X, y)
         alerts = self.learner.alerts
         new, self._alerts_seen = alerts[self._alerts_seen:], len(alerts)
-        return preds, list(new)
+        return preds, list(new), self.learner.last_drifted
 
     def state_dict(self) -> dict[str, Any]:
         return self.learner.state_dict()
@@ -83,11 +83,11 @@ class _Shard:
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         self.learner.load_state_dict(sd)
 
-    def reset(self, keys: Sequence[Hashable] | None) -> None:
+    def reset(self, keys: Sequence[Hashable] | None, state: bool, optimizer: bool) -> None:
         known = set(self.learner.keys)
         mine = None if keys is None else [k for k in keys if k in known]
         if mine is None or mine:
-            self.learner.reset(mine)
+            self.learner.reset(mine, state=state, optimizer=optimizer)
 
     def known_keys(self) -> list[Hashable]:
         return self.learner.keys
@@ -97,17 +97,22 @@ class _Pending:
     """Handle of one submitted batch: ``result()`` waits for the shards and reassembles the
     predictions in the batch's row order."""
 
-    __slots__ = ("owner", "n", "parts")
+    __slots__ = ("owner", "n", "parts", "drifted")
 
     def __init__(self, owner: ShardedLearner, n: int, parts: list[tuple[int, np.ndarray, Any]]) -> None:
         self.owner, self.n, self.parts = owner, n, parts
+        self.drifted: np.ndarray | None = None  # after result(): [N] bool, with a drift policy
 
     def result(self) -> np.ndarray:
         out = np.empty(self.n)
         values = self.owner._get([ref for _, _, ref in self.parts])
-        for (_, idx, _), (preds, alerts) in zip(self.parts, values):
+        if self.owner.drift is not None:
+            self.drifted = np.zeros(self.n, dtype=np.bool_)
+        for (_, idx, _), (preds, alerts, drifted) in zip(self.parts, values):
             out[idx] = preds
             self.owner._alerts.extend(alerts)
+            if drifted is not None and self.drifted is not None:
+                self.drifted[idx] = drifted
         return out
 
 
@@ -157,6 +162,7 @@ class ShardedLearner:
         keyed_kwargs.setdefault("threads", 1)
         KeyedLearner(model, per_key_weights=True, **keyed_kwargs)  # validate the settings here, not in an actor
         self.model, self.shards, self.num_cpus = model, shards, float(num_cpus)
+        self.drift = keyed_kwargs.get("drift")
         self.keyed_kwargs = {"per_key_weights": True, **keyed_kwargs}
         self._alerts: list[Alert] = []
         self._shard_cache: dict[Hashable, int] = {}
@@ -229,9 +235,9 @@ class ShardedLearner:
         """Predictions for events without targets (each key's state advances)."""
         return self.submit_batch(np.asarray(keys), np.asarray(X, dtype=np.float64), None).result()
 
-    def reset(self, keys: Sequence[Hashable] | None = None) -> None:
-        """Reset the state of the given keys, or of every key, on their shards."""
-        self._get([a.reset.remote(None if keys is None else list(keys)) for a in self.actors])
+    def reset(self, keys: Sequence[Hashable] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
+        """Reset the state and/or optimiser of the given keys, or of every key, on their shards."""
+        self._get([a.reset.remote(None if keys is None else list(keys), state, optimizer) for a in self.actors])
 
     @property
     def in_features(self) -> int:

@@ -330,6 +330,52 @@ def _monitor(mon, lay, SN, A, m, gsq, tl1, l1, eff, n_layers):
     mon[g + 3] = max(mon[g + 3], eff)
 
 
+@njit(cache=True, inline="always")
+def _ph_clear(ph):
+    ph[0], ph[1], ph[2], ph[3], ph[4], ph[5] = 0.0, 0.0, 0.0, 0.0, math.inf, -1.0
+
+
+@njit(cache=True, inline="always")
+def page_hinkley(ph, e, pcfg):
+    """One step of river's ``drift.PageHinkley.update(e)`` (the same float operations) on the state
+    ``ph`` = [n, mean, sum_inc, sum_dec, min_inc, max_dec]; ``pcfg`` = [min_instances, delta,
+    threshold, alpha, mode (0 up, 1 down, 2 both)]. Returns True on drift, and then clears ``ph``
+    (river clears it at its next update, which gives the same values)."""
+    ph[0] += 1.0
+    ph[1] += (1.0 / ph[0]) * (e - ph[1])
+    dev = e - ph[1]
+    ph[2] = pcfg[3] * ph[2] + dev - pcfg[1]
+    ph[3] = pcfg[3] * ph[3] + dev + pcfg[1]
+    if ph[2] < ph[4]:
+        ph[4] = ph[2]
+    if ph[3] > ph[5]:
+        ph[5] = ph[3]
+    if ph[0] < pcfg[0]:
+        return False
+    up = ph[2] - ph[4] > pcfg[2]
+    down = ph[5] - ph[3] > pcfg[2]
+    drift = (up and pcfg[4] != 1.0) or (down and pcfg[4] != 0.0)
+    if drift:
+        _ph_clear(ph)
+    return drift
+
+
+@njit(cache=True, inline="always")
+def _on_drift(ph, pcfg, e, state, init, reset_state, reset_opt, kind, buf1, scal):
+    """Feed the normalised absolute error ``e`` to the key's detector; on drift reset its state
+    and/or restart its optimiser (as ``Learner.reset``: ObGD traces, otherwise the scalars)."""
+    if not page_hinkley(ph, e, pcfg):
+        return False
+    if reset_state:
+        state[:] = init
+    if reset_opt:
+        if kind == 0:
+            buf1[:] = 0.0
+        else:
+            scal[:] = 0.0
+    return True
+
+
 @njit(cache=True)
 def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
            kind, hyp, buf1, buf2, scal,
@@ -373,7 +419,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
 @njit(cache=True, parallel=True)
 def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, learn, skip, order, starts, keys,
               kind, hyp, buf1, buf2, scal,
-              xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out, status):
+              xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out, status,
+              ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
     """Per-key weights: row ``r`` of every per-key array belongs to key row ``r``. Events are grouped
     by key (``order`` sorted stably by key, segment ``s`` = ``order[starts[s]:starts[s+1]]`` of key row
     ``keys[s]``); keys run in parallel, each key's events in their original order."""
@@ -396,15 +443,23 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
                 break
+            if ph_on and learn:
+                sy = _std(ym[r], ym2[r], yws[r], yf, ye, 0) if yon else 1.0
+                drifted[n] = _on_drift(ph[r], pcfg, abs(pred - Y[n]) / sy, states[r], init, reset_state, reset_opt,
+                                       kind, buf1[r], scal[r])
 
 
 @njit(cache=True)
 def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
-               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out):
+               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out,
+               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
     """Walk events ``X[n], Y[n]`` in order with one set of weights; event ``n`` uses the state row
     ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
-    Events with ``skip[n]`` are left out (prediction NaN, nothing changes). Returns
+    Events with ``skip[n]`` are left out (prediction NaN, nothing changes). With ``ph_on``, each
+    learned event's absolute error over the target scale feeds the Page-Hinkley detector of its
+    state row (``ph[rows[n]]``); on drift ``drifted[n]`` is set and that row's state (and/or the
+    optimiser) is reset before the next event. Returns
     (events done, status); a non-zero status stops at that event, unchanged."""
     U = states.shape[1]
     width = max(X.shape[1], np.max(lay[:, 1]))
@@ -420,4 +475,8 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, 
         out[n] = pred
         if status != 0:
             return n, status
+        if ph_on and learn:
+            sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
+            drifted[n] = _on_drift(ph[rows[n]], pcfg, abs(pred - Y[n]) / sy, states[rows[n]], init, reset_state,
+                                   reset_opt, kind, buf1, scal)
     return X.shape[0], 0

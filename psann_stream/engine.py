@@ -38,6 +38,7 @@ from .learner import Learner
 __all__ = ["CheckpointPolicy", "Engine", "RunStats", "read_parts"]
 
 BadInputPolicy = Literal["raise", "dead-letter"]
+HOOKS = ("on_batch", "on_prediction", "on_checkpoint", "on_alert", "on_commit", "on_drift", "on_reset")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class RunStats:
     predicted: int = 0
     dead_lettered: int = 0
     checkpoints: int = 0
+    drifts: int = 0  # drift detections (each reset that key at that event)
     position: Any = field(default_factory=Position)  # the source's position type
 
 
@@ -158,7 +160,10 @@ class Engine:
             ``on_checkpoint(step, path)``, ``on_alert(alert)`` (each new monitor alert of the learner),
             ``on_commit(table)`` (the output rows of a part, when committed: the callback sink; after a
             crash, rows committed after the last checkpoint are delivered again, with the same
-            source-position columns (``batch``/``row`` for files), so a consumer dedupes by them).
+            source-position columns (``batch``/``row`` for files), so a consumer dedupes by them),
+            ``on_drift(key, position, row)`` (the learner's :class:`~psann_stream.drift.DriftPolicy` fired
+            at event ``row`` of the batch at ``position``, and reset that key there), ``on_reset(keys,
+            what)`` (once per batch with detections: the keys reset and what, e.g. ``("state",)``).
         max_in_flight: most batches submitted to an asynchronous learner and not yet finished
             (backpressure: the source is not read further until the oldest finishes). Checkpoints
             wait for all of them, so a checkpoint covers exactly the batches before it.
@@ -188,12 +193,9 @@ class Engine:
             raise ConfigError(f"Engine.max_in_flight = {max_in_flight!r} must be an integer >= 1.")
         if keyed and columns.key is None:
             raise ConfigError("Engine: a keyed learner needs a key column (ColumnMap(key=...)).")
-        unknown = set(hooks or {}) - {"on_batch", "on_prediction", "on_checkpoint", "on_alert", "on_commit"}
+        unknown = set(hooks or {}) - set(HOOKS)
         if unknown:
-            raise ConfigError(
-                f"Engine: unknown hook(s) {sorted(unknown)}; known: on_batch, on_prediction, on_checkpoint, on_alert, "
-                "on_commit."
-            )
+            raise ConfigError(f"Engine: unknown hook(s) {sorted(unknown)}; known: {', '.join(HOOKS)}.")
         self.source, self.learner, self.columns = source, learner, columns
         self.bound: BoundColumns = columns.bind(source.schema)
         width = learner.in_features
@@ -274,7 +276,8 @@ class Engine:
             if sink is not None:
                 sink.truncate(int(n))
         c = payload["counters"]
-        self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]), start)
+        self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]),
+                              int(c.get("drifts", 0)), start)
         return start
 
     def _checkpoint(self, position: Any) -> None:
@@ -300,7 +303,7 @@ class Engine:
                 "parts": parts,
                 "dead_parts": dead,
                 "counters": {"rows_in": s.rows_in, "predicted": s.predicted, "dead_lettered": s.dead_lettered,
-                             "checkpoints": s.checkpoints},
+                             "checkpoints": s.checkpoints, "drifts": s.drifts},
             },
             step=s.rows_in,
             keep_last=self.policy.keep_last,
@@ -383,7 +386,7 @@ class Engine:
             preds = lrn.predict_batch(ev.keys, X) if ev.y is None else lrn.learn_batch(ev.keys, X, ev.y)
         else:
             preds = lrn.predict_batch(X) if ev.y is None else lrn.learn_batch(X, ev.y)
-        return _Ready(preds)
+        return _Ready(preds, getattr(lrn, "last_drifted", None))
 
     def _drain(self, keep: int) -> None:
         """Finish in-flight batches, oldest first, until at most ``keep`` are left: predictions hook,
@@ -395,11 +398,25 @@ class Engine:
                 self.hooks["on_prediction"](pos, preds)
             if self.output is not None and len(kept):
                 self.output.write(self._output_batch(pos, rows, kept, preds))
+            drifted = handle.drifted
+            if drifted is not None and drifted.any():
+                self._report_drift(pos, rows, kept, np.flatnonzero(drifted))
             alerts = self.learner.alerts
             if "on_alert" in self.hooks:
                 for alert in alerts[self._alerts_seen:]:
                     self.hooks["on_alert"](alert)
             self._alerts_seen = len(alerts)
+
+    def _report_drift(self, pos: Any, rows: np.ndarray, ev: Events, idx: np.ndarray) -> None:
+        """Hooks for drift detections at events ``idx`` of the batch (the learner already reset them)."""
+        self.stats.drifts += len(idx)
+        keys = [None if ev.keys is None else ev.keys[i].item() if hasattr(ev.keys[i], "item") else ev.keys[i] for i in idx]
+        if "on_drift" in self.hooks:
+            for key, i in zip(keys, idx):
+                self.hooks["on_drift"](key, pos, int(rows[i]))
+        if "on_reset" in self.hooks:
+            drift = getattr(self.learner, "drift", None)
+            self.hooks["on_reset"](list(dict.fromkeys(keys)), drift.resets if drift is not None else ())
 
     def _output_batch(self, pos: Any, rows: np.ndarray, ev: Events, preds: np.ndarray) -> pa.RecordBatch:
         cols: dict[str, Any] = pos.output_columns(rows)
@@ -415,12 +432,13 @@ class Engine:
 
 
 class _Ready:
-    """Predictions computed in place (the handle of a local learner)."""
+    """Predictions computed in place (the handle of a local learner), and which events triggered a
+    drift reset (None without a drift policy)."""
 
-    __slots__ = ("preds",)
+    __slots__ = ("preds", "drifted")
 
-    def __init__(self, preds: np.ndarray) -> None:
-        self.preds = preds
+    def __init__(self, preds: np.ndarray, drifted: np.ndarray | None = None) -> None:
+        self.preds, self.drifted = preds, drifted
 
     def result(self) -> np.ndarray:
         return self.preds

@@ -33,6 +33,7 @@ from ._packing import (
     optimizer_hyper,
     optimizer_settings,
 )
+from .drift import DriftPolicy, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
@@ -63,6 +64,9 @@ class KeyedLearner:
         ttl: keys idle for more than this many events go cold (``None``: never).
         monitor: ``True``, a :class:`~psann_stream.monitor.Monitor`, or ``False``.
         threads: threads for per-key weights (``None``: numba's default, all cores).
+        drift: a :class:`~psann_stream.drift.DriftPolicy`: a Page-Hinkley test per key on its error,
+            resetting that key's state and/or optimiser at the event of detection
+            (:attr:`last_drifted` marks the batch's events that triggered one).
 
     >>> from psann_stream import StatefulNet
     >>> kl = KeyedLearner(StatefulNet(2, hidden=(8,), seed=0), per_key_weights=True)
@@ -90,6 +94,7 @@ class KeyedLearner:
         check_every: int = 10_000,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         threads: int | None = None,
+        drift: DriftPolicy | None = None,
     ) -> None:
         why = fast_path_unsupported(model)
         if why:
@@ -99,6 +104,10 @@ class KeyedLearner:
                 raise ConfigError(f"KeyedLearner.{name} = {v!r} is out of range: need None or an integer >= 1.")
         if on_nonfinite not in ("raise", "skip"):
             raise ConfigError(f"KeyedLearner.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
+        if drift is not None and not isinstance(drift, DriftPolicy):
+            raise ConfigError(f"KeyedLearner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
+        self.drift = drift
+        self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         if not 0.0 < forget <= 1.0:
             raise ConfigError(f"KeyedLearner.forget = {forget!r} is out of range: need 0 < forget <= 1.")
         self._model = model.double()
@@ -126,8 +135,9 @@ class KeyedLearner:
             "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
             "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
             "mon": np.zeros(monitor_size(L.widths)),
+            "ph": fresh_detector(),
         }
-        per_key = set(("state",) + (_WEIGHT_ROWS if self.per_key_weights else ()))
+        per_key = set(("state", "ph") + (_WEIGHT_ROWS if self.per_key_weights else ()))
         self._rows = {k: np.empty((0, *v.shape)) for k, v in self._template.items() if k in per_key}
         self._shared = {k: v.copy() for k, v in self._template.items() if k not in per_key}
         self._key_row: dict[Hashable, int] = {}
@@ -242,6 +252,7 @@ class KeyedLearner:
                 f"y={float(Yv[n])!r}); nothing in the batch was learned. Clean the data or use on_nonfinite='skip'."
             )
         if N == 0:
+            self.last_drifted = np.zeros(0, dtype=np.bool_) if (self.drift is not None and learn) else None
             return np.empty(0)
         rows = self._rows_for(keys)
         out = np.empty(N)
@@ -251,6 +262,11 @@ class KeyedLearner:
         hyp = optimizer_hyper(self.optimizer_name, self.optimizer_settings)
         kind = OPT_KINDS[self.optimizer_name]
         mon_on = self.monitor is not None and learn
+        d = self.drift
+        drifted = np.zeros(N, dtype=np.bool_)
+        drift_args = (g("ph"), d.kernel_config() if d is not None else np.zeros(5), d is not None,
+                      float(self._model.state_config.init), d is not None and d.reset_state,
+                      d is not None and d.reset_optimizer, drifted)
         if self.per_key_weights:
             order = np.argsort(rows, kind="stable")
             sorted_rows = rows[order]
@@ -264,7 +280,7 @@ class KeyedLearner:
                          order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                          g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                          g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, self.normalize_clip or 0.0,
-                         g("mon"), mon_on, out, status)
+                         g("mon"), mon_on, out, status, *drift_args)
             if status.any():
                 code = int(status[np.nonzero(status)[0][0]])
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
@@ -273,9 +289,10 @@ class KeyedLearner:
                                             rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                                             g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                                             g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
-                                            self.normalize_clip or 0.0, g("mon"), mon_on, out)
+                                            self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args)
             if code:
                 self._raise_state_error(done, code, keys)
+        self.last_drifted = drifted if (d is not None and learn) else None
         self.clock += N
         np.maximum.at(self._seen, rows, self.clock)
         if learn:
@@ -329,21 +346,37 @@ class KeyedLearner:
     def alerts(self) -> list[Alert]:
         return self.monitor.alerts if self.monitor else []
 
-    def reset(self, keys: Sequence[Hashable] | None = None) -> None:
-        """Reset the state of the given keys (hot or cold), or of every key, to ``init``."""
+    def reset(self, keys: Sequence[Hashable] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
+        """Reset the state of the given keys (hot or cold), or of every key, to ``init``, and/or restart
+        their optimiser (as :meth:`Learner.reset <psann_stream.learner.Learner.reset>`; with shared
+        weights the optimiser is shared, so ``optimizer=True`` restarts it for every key)."""
         init = self._model.state_config.init
+        obgd = self.optimizer_name == "obgd"
+        n = len(self._row_key)
         if keys is None:
-            self._rows["state"][: len(self._row_key)] = init
-            for row in self._cold.values():
+            hot = list(range(n))
+            cold = list(self._cold.values())
+        else:
+            hot, cold = [], []
+            for k in keys:
+                if k in self._key_row:
+                    hot.append(self._key_row[k])
+                elif k in self._cold:
+                    cold.append(self._cold[k])
+                else:
+                    raise ConfigError(f"reset: unknown key {k!r}; known keys: {len(self.keys)}.")
+        if state:
+            self._rows["state"][hot] = init
+            for row in cold:
                 row["state"][:] = init
-            return
-        for k in keys:
-            if k in self._key_row:
-                self._rows["state"][self._key_row[k]] = init
-            elif k in self._cold:
-                self._cold[k]["state"][:] = init
+        if optimizer:
+            name = "buf1" if obgd else "scal"
+            if self.per_key_weights:
+                self._rows[name][hot] = 0.0
+                for row in cold:
+                    row[name][:] = 0.0
             else:
-                raise ConfigError(f"reset: unknown key {k!r}; known keys: {len(self.keys)}.")
+                self._shared[name][:] = 0.0
 
     def state_of(self, key: Hashable) -> np.ndarray:
         """The current state vector of ``key`` (all layers' units, concatenated)."""

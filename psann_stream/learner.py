@@ -44,6 +44,7 @@ from ._packing import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
+from .drift import DriftPolicy, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
@@ -94,6 +95,9 @@ class Learner:
         check_every: consult the monitor every this many learned events.
         on_nonfinite: ``"raise"`` or ``"skip"`` (module doc).
         backend: ``"auto"``, ``"numba"`` or ``"torch"``.
+        drift: a :class:`~psann_stream.drift.DriftPolicy` (compiled backend): a Page-Hinkley test on
+            the error that resets the state and/or the optimiser at the event of detection
+            (:attr:`last_drifted` marks the events of the last batch that triggered one).
 
     >>> from psann_stream import StatefulNet
     >>> lrn = Learner(StatefulNet(2, hidden=(8,), seed=0))
@@ -119,6 +123,7 @@ class Learner:
         check_every: int = 1000,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         backend: Backend = "auto",
+        drift: DriftPolicy | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "state_config"):
             raise ConfigError(f"Learner needs a StatefulNet, got {type(model).__name__}.")
@@ -137,6 +142,16 @@ class Learner:
         if backend == "numba" and why:
             raise ConfigError(f"backend='numba' cannot run this model: {why}. Use backend='torch'.")
         self.backend = "torch" if (backend == "torch" or why) else "numba"
+        if drift is not None and self.backend != "numba":
+            raise ConfigError(
+                "Learner(drift=...) runs its detector in the compiled loop, which this learner does not use "
+                f"({why or 'backend=torch'}); drop drift or use a model the compiled loop covers."
+            )
+        if drift is not None and not isinstance(drift, DriftPolicy):
+            raise ConfigError(f"Learner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
+        self.drift = drift
+        self._ph = fresh_detector()[None, :]
+        self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         self._model = model.double()
         self._model.reset_state(n_streams=1)
         self.optimizer_name = optimizer
@@ -256,12 +271,16 @@ class Learner:
             raise ConfigError(f"learn_batch: mode = {mode!r} is not one of 'exact', 'batched'.")
         skip = self._check_rows(X, Y)
         if mode == "batched":
+            if self.drift is not None:
+                raise ConfigError("learn_batch(mode='batched') has no per-event errors to test for drift; use mode='exact'.")
             return self._learn_batched(X, Y, skip)
         out = np.empty(X.shape[0])
+        drifted = np.zeros(X.shape[0], dtype=np.bool_)
         start = 0
         while start < X.shape[0]:
             stop = min(X.shape[0], start + self.check_every - self._since_check)
-            self._learn_exact(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], offset=start)
+            self._learn_exact(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], drifted[start:stop],
+                              offset=start)
             learned = int((~skip[start:stop]).sum())
             self.n_learned += learned
             self.n_skipped += int(skip[start:stop].sum())
@@ -270,6 +289,7 @@ class Learner:
                 self._since_check = 0
                 self._check_monitor()
             start = stop
+        self.last_drifted = drifted if self.drift is not None else None
         return out
 
     # ------------------------------------------------------------------ backends
@@ -299,13 +319,20 @@ class Learner:
             "optimizer='obgd', whose steps are bounded."
         )
 
-    def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, *, offset: int) -> None:
+    def _drift_args(self, drifted: np.ndarray) -> tuple[Any, ...]:
+        d = self.drift
+        on = d is not None
+        return (self._ph, d.kernel_config() if on else np.zeros(5), on, float(self._model.state_config.init),
+                on and d.reset_state, on and d.reset_optimizer, drifted)
+
+    def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
+                     offset: int) -> None:
         if self.backend == "numba":
             L = self._layout
             args = self._kernel_args()
             done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
                                          self._state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, Y, True, skip,
-                                         *args, out)
+                                         *args, out, *self._drift_args(drifted))
             self._after_kernel()
             if status:
                 self._raise_state_error(done, status, offset)
@@ -368,7 +395,8 @@ class Learner:
             args = self._kernel_args()
             done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
                                          state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, np.zeros(X.shape[0]),
-                                         False, np.zeros(X.shape[0], dtype=np.bool_), *args, out)
+                                         False, np.zeros(X.shape[0], dtype=np.bool_), *args, out,
+                                         *self._drift_args(np.zeros(X.shape[0], dtype=np.bool_)))
             self._after_kernel()
             if saved is not None:
                 self.x_stats._mean, self.x_stats._m2, self.x_stats.weight, self.x_stats.count = saved
@@ -524,6 +552,7 @@ class Learner:
             "x_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self.x_stats.state_dict().items()},
             "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self.y_stats.state_dict().items()},
             "monitor": torch.from_numpy(self._mon.copy()),
+            "drift": torch.from_numpy(self._ph.copy()),
             "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped, "since_check": self._since_check},
         }
 
@@ -543,6 +572,7 @@ class Learner:
             for name, stats in (("x_stats", self.x_stats), ("y_stats", self.y_stats)):
                 stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd[name].items()})
             mon = _np(sd["monitor"])
+            ph = _np(sd["drift"]) if "drift" in sd else fresh_detector()[None, :]  # older states: no detector
             counters = sd["counters"]
         except CheckpointError:
             raise
@@ -551,7 +581,9 @@ class Learner:
                                   "for a model of the same architecture?") from None
         if opt_state["buf1"].shape[0] != self._layout.n_params or mon.shape != self._mon.shape:
             raise CheckpointError("the saved learner has a different architecture (parameter count differs).")
-        self._mon = mon
+        if ph.shape != self._ph.shape:
+            raise CheckpointError(f"the saved drift detector has shape {tuple(ph.shape)}; expected {self._ph.shape}.")
+        self._mon, self._ph = mon, ph
         self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
         self._since_check = int(counters["since_check"])
         if self.backend == "numba":

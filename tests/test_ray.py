@@ -205,3 +205,23 @@ def test_a_killed_driver_resumes_through_the_cli(tmp_path):
     assert local.returncode == 0, local.stderr[-2000:]
     got, want = read_parts(tmp_path / "out"), read_parts(tmp_path / "local")
     assert got.num_rows == 30_000 and got.equals(want)
+
+
+def test_drift_resets_on_shards_equal_the_single_process_ones(ray_cluster, tmp_path):
+    from psann_stream.drift import DriftPolicy
+
+    table, policy = _table(6000, seed=4), DriftPolicy(threshold=3.0, min_instances=10, reset_optimizer=True)
+    found = {"local": [], "ray": []}
+
+    def engine(lrn, name):
+        return Engine(TableSource(table, 1000), lrn, COLUMNS, output=tmp_path / name,
+                      hooks={"on_drift": lambda key, pos, row: found[name].append((key, pos.batch, row))})
+
+    engine(KeyedLearner(_net(), per_key_weights=True, drift=policy), "local").run()
+    lrn = ShardedLearner(_net(), 2, num_cpus=0.5, drift=policy)
+    try:
+        engine(lrn, "ray").run()
+    finally:
+        lrn.close()
+    assert len(found["local"]) > 3 and found["ray"] == found["local"]
+    assert read_parts(tmp_path / "ray").equals(read_parts(tmp_path / "local"))
