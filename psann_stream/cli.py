@@ -291,7 +291,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections")
-    run.add_argument("--output-format", choices=("arrow", "parquet"), default="arrow", help="part file format (default arrow)")
+    run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
+                     help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")
     run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")
     run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")

@@ -71,11 +71,12 @@ class RunStats:
 
 
 class _Parts:
-    """A directory of part files (Arrow IPC or Parquet); rows are buffered and become a part at commit."""
+    """A directory of part files (Arrow IPC file or stream, or Parquet); rows are buffered and become a
+    part at commit."""
 
     def __init__(self, directory: str | Path, fmt: str = "arrow") -> None:
-        if fmt not in ("arrow", "parquet"):
-            raise ConfigError(f"output format {fmt!r} is not one of 'arrow', 'parquet'.")
+        if fmt not in _SUFFIX:
+            raise ConfigError(f"output format {fmt!r} is not one of {', '.join(map(repr, _SUFFIX))}.")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
@@ -91,12 +92,15 @@ class _Parts:
         if not self.pending:
             return None
         table = pa.Table.from_batches(self.pending)
-        final = self.dir / f"part-{self.count:08d}.{self.fmt}"
+        final = self.dir / f"part-{self.count:08d}{_SUFFIX[self.fmt]}"
         fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.dir)
         os.close(fd)
         try:
             if self.fmt == "arrow":
                 with pa.ipc.new_file(tmp, table.schema) as w:
+                    w.write_table(table)
+            elif self.fmt == "arrow-stream":
+                with pa.ipc.new_stream(tmp, table.schema) as w:
                     w.write_table(table)
             else:
                 import pyarrow.parquet as pq
@@ -122,8 +126,11 @@ class _Parts:
         self.pending = []
 
 
+_SUFFIX = {"arrow": ".arrow", "arrow-stream": ".arrows", "parquet": ".parquet"}
+
+
 def _part_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("part-*") if p.suffix in (".arrow", ".parquet"))
+    return sorted(p for p in directory.glob("part-*") if p.suffix in _SUFFIX.values())
 
 
 def read_parts(directory: str | Path) -> pa.Table | None:
@@ -132,6 +139,8 @@ def read_parts(directory: str | Path) -> pa.Table | None:
     for p in _part_files(Path(directory)):
         if p.suffix == ".arrow":
             tables.append(pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all())
+        elif p.suffix == ".arrows":
+            tables.append(pa.ipc.open_stream(pa.memory_map(str(p), "r")).read_all())
         else:
             import pyarrow.parquet as pq
 
@@ -151,7 +160,8 @@ class Engine:
             :class:`psann_stream.adapters.ray.ShardedLearner`, runs asynchronously.
         columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a keyed learner).
         output: directory for prediction part files, or None.
-        output_format: ``"arrow"`` (IPC files) or ``"parquet"``.
+        output_format: ``"arrow"`` (IPC files), ``"arrow-stream"`` (IPC streams, ``.arrows``: readable
+            as they are piped or concatenated) or ``"parquet"``.
         dead_letter: directory for dead-lettered rows (needed with ``on_bad_input="dead-letter"``).
         checkpoint: a :class:`CheckpointPolicy`, or None.
         on_bad_input: ``"raise"`` or ``"dead-letter"``.

@@ -9,8 +9,8 @@ row).
 
 **Sources.** Every source yields ``(position, RecordBatch)`` from a given start position, so a run
 that stops after any row can resume at the next one: in-memory tables and iterables of batches,
-Arrow IPC files (memory-mapped) and streams (a path, or ``"-"`` for stdin), Parquet files and
-datasets here; Kafka partitions in :mod:`psann_stream.adapters.kafka`. The source protocol
+Arrow IPC files (memory-mapped) and streams (a path, ``"-"`` for stdin, or ``tcp://HOST:PORT``),
+Parquet files and datasets here; Kafka partitions in :mod:`psann_stream.adapters.kafka`. The source protocol
 (:class:`Source`) is what the engine relies on: ``schema``, ``initial_position()``,
 ``batches(start)``, ``position_from_state(state)`` and ``commit(position)``; a position has
 ``after(consumed, batch_rows)``, ``to_state()``, ``where(row)`` and ``output_columns(n)``.
@@ -18,6 +18,7 @@ datasets here; Kafka partitions in :mod:`psann_stream.adapters.kafka`. The sourc
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import pyarrow as pa
 from .errors import ConfigError
 
 __all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "Source", "open_source", "TableSource",
-           "BatchesSource", "IpcFileSource", "IpcStreamSource", "ParquetSource"]
+           "BatchesSource", "IpcFileSource", "IpcStreamSource", "ParquetSource", "SocketSource"]
 
 
 @dataclass(frozen=True, order=True)
@@ -316,15 +317,73 @@ class ParquetSource(Source):
         return _from(self._dataset.to_batches(batch_size=self.batch_size), start)
 
 
-def open_source(spec: str | Path | pa.Table | Sequence[pa.RecordBatch]) -> TableSource | BatchesSource | IpcFileSource | IpcStreamSource | ParquetSource:
-    """A source for a table, a list of batches, ``"-"`` (IPC stream on stdin), or a path: ``.parquet``
-    files and directories are Parquet, other files are tried as an IPC file, then as an IPC stream."""
+class SocketSource(Source):
+    """An Arrow IPC stream read from a TCP connection, ``tcp://HOST:PORT``: the sender writes a stream
+    (schema, then record batches) on every connection it accepts.
+
+    A socket has no offsets: to resume at a checkpoint's position the source reconnects and skips
+    the batches before it, which is exactly-once only if the sender replays the stream from its
+    start on each connection (a recording server, a file served over TCP). A live feed that cannot
+    replay belongs in Kafka (:mod:`psann_stream.adapters.kafka`).
+
+    Args:
+        address: ``tcp://HOST:PORT``.
+        connect_timeout: seconds to wait for the connection and the schema.
+        read_timeout: seconds a read may wait for the next bytes (``None``: forever).
+    """
+
+    def __init__(self, address: str, *, connect_timeout: float = 10.0, read_timeout: float | None = None) -> None:
+        rest = address[len("tcp://"):] if address.startswith("tcp://") else ""
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"socket source {address!r}: expected tcp://HOST:PORT.")
+        self.address, self.host, self.port = address, host.strip("[]"), int(port)
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._open: tuple[socket.socket, pa.ipc.RecordBatchStreamReader] | None = self._connect()
+        self.schema = self._open[1].schema
+
+    def _connect(self) -> tuple[socket.socket, pa.ipc.RecordBatchStreamReader]:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as exc:
+            raise ConfigError(f"socket source {self.address}: cannot connect ({exc}).") from None
+        try:
+            reader = pa.ipc.open_stream(pa.PythonFile(sock.makefile("rb"), mode="r"))
+        except (OSError, pa.ArrowInvalid) as exc:
+            sock.close()
+            raise ConfigError(f"socket source {self.address}: the peer did not send an Arrow IPC stream ({exc}).") from None
+        sock.settimeout(self.read_timeout)
+        return sock, reader
+
+    def batches(self, start: Position = Position()) -> Iterator[tuple[Position, pa.RecordBatch]]:
+        sock, reader = self._open if self._open is not None else self._connect()
+        self._open = None
+        try:
+            yield from _from(reader, start)
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        """Close a connection opened for the schema and not read yet."""
+        if self._open is not None:
+            self._open[0].close()
+            self._open = None
+
+
+def open_source(
+    spec: str | Path | pa.Table | Sequence[pa.RecordBatch],
+) -> TableSource | BatchesSource | IpcFileSource | IpcStreamSource | ParquetSource | SocketSource:
+    """A source for a table, a list of batches, ``"-"`` (IPC stream on stdin), ``tcp://HOST:PORT`` (an
+    IPC stream from a socket), or a path: ``.parquet`` files and directories are Parquet, other files
+    are tried as an IPC file, then as an IPC stream."""
     if isinstance(spec, pa.Table):
         return TableSource(spec)
     if isinstance(spec, (list, tuple)):
         return BatchesSource(spec)
     if str(spec) == "-":
         return IpcStreamSource("-")
+    if str(spec).startswith("tcp://"):
+        return SocketSource(str(spec))
     p = Path(spec)
     if not p.exists():
         raise ConfigError(f"input {p} does not exist.")

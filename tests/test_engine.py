@@ -225,15 +225,22 @@ def test_schema_problems_stop_the_run_before_any_row():
         Engine(BatchesSource(changed), lrn, ColumnMap("x", target="y", key="key")).run()
 
 
-def test_parquet_output_and_callback_sink_deliver_each_committed_row(tmp_path):
+@pytest.mark.parametrize("fmt, suffix", [("parquet", ".parquet"), ("arrow-stream", ".arrows")])
+def test_parquet_and_ipc_stream_outputs_and_the_callback_sink_deliver_each_committed_row(tmp_path, fmt, suffix):
     delivered = []
     e = Engine(TableSource(_table(200), batch_size=30), _keyed(), ColumnMap("x", target="y", key="key"),
-               output=tmp_path / "out", output_format="parquet", hooks={"on_commit": delivered.append},
+               output=tmp_path / "out", output_format=fmt, hooks={"on_commit": delivered.append},
                checkpoint=CheckpointPolicy(tmp_path / "ck", every_events=50))
     e.run()
     out = read_parts(tmp_path / "out")
-    assert sorted((tmp_path / "out").glob("*.parquet")) and out.num_rows == 200
+    parts = sorted((tmp_path / "out").glob("part-*"))
+    assert len(parts) > 1 and {p.suffix for p in parts} == {suffix} and out.num_rows == 200
     assert pa.concat_tables(delivered).equals(out)
+    ref = tmp_path / "ref"
+    Engine(TableSource(_table(200), batch_size=30), _keyed(), ColumnMap("x", target="y", key="key"), output=ref).run()
+    assert out.equals(read_parts(ref))  # the same rows as the default IPC-file output
+    if fmt == "arrow-stream":  # each part is a standalone IPC stream
+        assert sum(pa.ipc.open_stream(p.read_bytes()).read_all().num_rows for p in parts) == 200
     with pytest.raises(ConfigError, match="output format 'csv'"):
         Engine(TableSource(_table()), _keyed(), ColumnMap("x", target="y", key="key"), output=tmp_path / "o2", output_format="csv")
 

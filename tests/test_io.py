@@ -114,3 +114,52 @@ def test_open_source_errors_say_what_is_wrong(tmp_path):
     bad.write_bytes(b"not arrow at all")
     with pytest.raises(ConfigError, match="not a readable Arrow IPC stream"):
         open_source(bad)
+
+
+def _serve(table: pa.Table, connections: int):
+    """A TCP server on 127.0.0.1 that writes ``table`` as an Arrow IPC stream on each connection."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(30)
+
+    def loop():
+        for _ in range(connections):
+            conn, _ = server.accept()
+            with conn, conn.makefile("wb") as f:
+                with pa.ipc.new_stream(f, table.schema) as w:
+                    w.write_table(table, max_chunksize=64)
+        server.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}", thread
+
+
+def test_a_tcp_socket_source_resumes_on_a_replaying_sender(tmp_path):
+    from psann_stream import KeyedLearner, StatefulNet
+    from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+    from psann_stream.io import TableSource
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 2)).astype(np.float32)
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 2), "y": x.sum(axis=1).astype(np.float64),
+                      "k": rng.integers(0, 4, 1000)})
+    cols = ColumnMap("x", target="y", key="k")
+
+    def net():
+        return KeyedLearner(StatefulNet(2, hidden=(5,), seed=0), per_key_weights=True)
+
+    Engine(TableSource(table, 64), net(), cols, output=tmp_path / "ref").run()
+    address, thread = _serve(table, connections=2)
+    ckpt = CheckpointPolicy(tmp_path / "ckpt")
+    for n, resume in ((333, False), (None, True)):  # stop inside a batch, reconnect and resume
+        src = open_source(address)
+        Engine(src, net(), cols, output=tmp_path / "out", checkpoint=ckpt).run(n, resume=resume)
+    thread.join(10)
+    assert read_parts(tmp_path / "out").equals(read_parts(tmp_path / "ref"))
+    with pytest.raises(ConfigError, match="expected tcp://HOST:PORT"):
+        open_source("tcp://nowhere")
+    with pytest.raises(ConfigError, match="cannot connect"):
+        open_source(address)  # the server has gone
