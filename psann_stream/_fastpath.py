@@ -480,3 +480,24 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, 
             drifted[n] = _on_drift(ph[rows[n]], pcfg, abs(pred - Y[n]) / sy, states[rows[n]], init, reset_state,
                                    reset_opt, kind, buf1, scal)
     return X.shape[0], 0
+
+
+@njit(cache=True)
+def time_order(codes, t, skip, last, strict):
+    """Events ``n`` (not ``skip``) in order: the time ``t[n]`` of stream ``codes[n]`` must be after
+    (``strict``) or not before the stream's last accepted time ``last[codes[n]]``, which accepted
+    events advance. Returns ``(verdict, previous)``: verdict 0 accepted, 1 duplicate time, 2 out of
+    order, and the last accepted time each rejected event was compared with."""
+    verdict = np.zeros(t.shape[0], dtype=np.int8)
+    previous = np.zeros(t.shape[0], dtype=np.int64)
+    for n in range(t.shape[0]):
+        if skip[n]:
+            continue
+        c = codes[n]
+        if t[n] < last[c]:
+            verdict[n], previous[n] = 2, last[c]
+        elif t[n] == last[c] and strict:
+            verdict[n], previous[n] = 1, last[c]
+        else:
+            last[c] = t[n]
+    return verdict, previous

@@ -127,7 +127,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     features = args.features.split(",")
-    columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key)
+    columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key,
+                        time=args.time)
     source = _source(args)
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
@@ -159,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         source, learner, columns,
         output=args.output, output_format=args.output_format, dead_letter=args.dead_letter,
         checkpoint=CheckpointPolicy(args.checkpoint_dir, every_events=args.checkpoint_every) if args.checkpoint_dir else None,
-        on_bad_input=args.on_bad_input,
+        on_bad_input=args.on_bad_input, time_order=args.time_order,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
     )
     try:
@@ -286,6 +287,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--features", required=True, help="one fixed_size_list column, or numeric columns COL,COL,...")
     run.add_argument("--target", help="target column (omit for prediction-only streams)")
     run.add_argument("--key", help="key column: one state (and optionally weights) per key")
+    run.add_argument("--time", help="event-time column (timestamp or integer): copied to the output, order checked")
+    run.add_argument("--time-order", choices=("strict", "non-decreasing", "off"), default="strict",
+                     help="per key, event times must increase (strict, default), not decrease, or are not checked")
     run.add_argument("--output", help="directory for prediction part files")
     run.add_argument("--checkpoint-dir", help="directory for checkpoints")
     run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")

@@ -28,7 +28,9 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from . import _fastpath as fp
 from .checkpoint import load_latest, save_checkpoint
 from .errors import BadInputError, CheckpointError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
@@ -38,6 +40,8 @@ from .learner import Learner
 __all__ = ["CheckpointPolicy", "Engine", "RunStats", "read_parts"]
 
 BadInputPolicy = Literal["raise", "dead-letter"]
+TimeOrder = Literal["strict", "non-decreasing", "off"]
+_NO_TIME = np.iinfo(np.int64).min
 HOOKS = ("on_batch", "on_prediction", "on_checkpoint", "on_alert", "on_commit", "on_drift", "on_reset")
 
 
@@ -174,6 +178,10 @@ class Engine:
             ``on_drift(key, position, row)`` (the learner's :class:`~psann_stream.drift.DriftPolicy` fired
             at event ``row`` of the batch at ``position``, and reset that key there), ``on_reset(keys,
             what)`` (once per batch with detections: the keys reset and what, e.g. ``("state",)``).
+        time_order: with a time column, each key's event times must increase (``"strict"``: a repeat
+            is a duplicate), not decrease (``"non-decreasing"``), or are not checked (``"off"``); rows
+            that break it are bad input (raise, or dead-letter with the reason). The keys' last
+            accepted times are part of checkpoints.
         max_in_flight: most batches submitted to an asynchronous learner and not yet finished
             (backpressure: the source is not read further until the oldest finishes). Checkpoints
             wait for all of them, so a checkpoint covers exactly the batches before it.
@@ -193,9 +201,12 @@ class Engine:
         max_abs_input: float = 1e12,
         hooks: Mapping[str, Callable[..., Any]] | None = None,
         max_in_flight: int = 4,
+        time_order: TimeOrder = "strict",
     ) -> None:
         if on_bad_input not in ("raise", "dead-letter"):
             raise ConfigError(f"Engine.on_bad_input = {on_bad_input!r} is not one of 'raise', 'dead-letter'.")
+        if time_order not in ("strict", "non-decreasing", "off"):
+            raise ConfigError(f"Engine.time_order = {time_order!r} is not one of 'strict', 'non-decreasing', 'off'.")
         if on_bad_input == "dead-letter" and dead_letter is None:
             raise ConfigError("Engine: on_bad_input='dead-letter' needs a dead_letter directory.")
         keyed = bool(getattr(learner, "keyed", False))
@@ -222,6 +233,9 @@ class Engine:
         self.max_in_flight = max_in_flight
         self._in_flight: deque[tuple[Any, np.ndarray, Events, Any]] = deque()
         self._alerts_seen = 0
+        self.time_order = time_order
+        self._last_time: dict[Any, int] = {}  # per key (None: the one stream): last accepted event time
+        self._pending_times: dict[Any, int] = {}
         self._stop = False
 
     def stop(self) -> None:
@@ -253,7 +267,39 @@ class Engine:
             for r in np.flatnonzero(ev.missing_key & ~bad):
                 reasons[r] = "key is null"
             bad |= ev.missing_key
+        if ev.times is not None and self.time_order != "off":
+            bad |= self._check_time_order(ev, bad, reasons)
         return bad, reasons, nonfinite_rows
+
+    def _check_time_order(self, ev: Events, bad: np.ndarray, reasons: dict[int, str]) -> np.ndarray:
+        """Rows whose event time is null, repeats (``time_order="strict"``) or goes back from their
+        key's last accepted time. The keys' new last times wait in ``self._pending_times`` until the
+        batch is accepted (a batch that raises changes nothing)."""
+        flagged = np.zeros(len(ev), dtype=bool)
+        if ev.missing_time is not None:
+            for r in np.flatnonzero(ev.missing_time & ~bad):
+                reasons[r] = "time is null"
+            flagged |= ev.missing_time & ~bad
+        skip = bad | flagged
+        if ev.times.dtype.kind == "M":
+            t = ev.times.view(np.int64)
+        else:  # integers; with nulls Arrow gives floats with NaN there (those rows are skipped)
+            t = np.where(skip, 0, ev.times).astype(np.int64)
+        good = np.flatnonzero(~skip)
+        codes = np.zeros(len(ev), dtype=np.int64)
+        if ev.keys is None:
+            uniq: list[Any] = [None]
+        else:
+            u, inverse = np.unique(ev.keys[good], return_inverse=True)
+            uniq, codes[good] = u.tolist(), inverse.reshape(-1)
+        last = np.array([self._last_time.get(k, _NO_TIME) for k in uniq], dtype=np.int64)
+        verdict, previous = fp.time_order(codes, t, skip, last, self.time_order == "strict")
+        for r in np.flatnonzero(verdict):
+            key = "" if ev.keys is None else f" of key {uniq[codes[r]]!r}"
+            what = "repeats" if verdict[r] == 1 else "is before"
+            reasons[r] = f"time {ev.times[r]!r}{key} {what} its last accepted time {int(previous[r])} (column {self.columns.time!r})"
+        self._pending_times = dict(zip(uniq, last.tolist()))
+        return flagged | (verdict > 0)
 
     # ------------------------------------------------------------------ the loop
     def _resume(self) -> Any:
@@ -265,6 +311,7 @@ class Engine:
                 if sink is not None:
                     sink.truncate(0)
             self.stats = RunStats()
+            self._last_time = {}
             return self.source.initial_position()
         step, payload = found
         missing = {"learner", "position", "parts", "dead_parts", "counters"} - set(payload)
@@ -282,6 +329,8 @@ class Engine:
                 )
         start = self.source.position_from_state(payload["position"])
         self.learner.load_state_dict(payload["learner"])
+        lt = payload.get("last_time", {"keys": [], "times": torch.zeros(0, dtype=torch.int64)})
+        self._last_time = dict(zip(lt["keys"], lt["times"].tolist()))
         for sink, n in ((self.output, payload["parts"]), (self.dead, payload["dead_parts"])):
             if sink is not None:
                 sink.truncate(int(n))
@@ -312,6 +361,7 @@ class Engine:
                 "position": position.to_state(),
                 "parts": parts,
                 "dead_parts": dead,
+                "last_time": {"keys": list(self._last_time), "times": torch.tensor(list(self._last_time.values()), dtype=torch.int64)},
                 "counters": {"rows_in": s.rows_in, "predicted": s.predicted, "dead_lettered": s.dead_lettered,
                              "checkpoints": s.checkpoints, "drifts": s.drifts},
             },
@@ -327,9 +377,11 @@ class Engine:
         rows were read in this call, or :meth:`stop` is called; checkpoints at the end."""
         start = self._resume() if resume else self.source.initial_position()
         if not resume:
+            self._last_time = {}
             for sink in (self.output, self.dead):
                 if sink is not None:
                     sink.truncate(0)
+        self._pending_times = {}
         self._stop = False
         self._in_flight.clear()
         done = 0
@@ -355,6 +407,9 @@ class Engine:
                     f"bad input at {pos.where(r)}: {reasons[r]}. Nothing from this batch was "
                     "learned. Clean the input, or run with on_bad_input='dead-letter'."
                 )
+            if self._pending_times:  # the batch is accepted: its keys' last event times advance
+                self._last_time.update(self._pending_times)
+                self._pending_times = {}
             good = ~bad
             kept = ev if not bad.any() else _select(ev, good)  # selected once, for learning and output
             self._in_flight.append((pos, np.flatnonzero(good), kept, self._submit(kept)))

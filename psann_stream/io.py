@@ -104,6 +104,7 @@ class Events:
     keys: np.ndarray | None
     times: np.ndarray | None
     missing_key: np.ndarray | None = None  # [N] bool where the key is null; None when no key is null
+    missing_time: np.ndarray | None = None  # [N] bool where the event time is null; None when none is
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -215,7 +216,7 @@ class BoundColumns:
             x = values.to_numpy(zero_copy_only=False).reshape(-1, self.n_features)
         else:
             x = batch.select(list(c.features)).to_tensor(null_to_nan=True).to_numpy()
-        y = keys = times = missing = None
+        y = keys = times = missing = missing_time = None
         if c.target is not None:
             y = batch.column(c.target).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         if c.key is not None:
@@ -224,8 +225,11 @@ class BoundColumns:
             if kc.null_count:
                 missing = kc.is_null().to_numpy(zero_copy_only=False)
         if c.time is not None:
-            times = batch.column(c.time).to_numpy(zero_copy_only=False)
-        return Events(x=x, y=y, keys=keys, times=times, missing_key=missing)
+            tc = batch.column(c.time)
+            times = tc.to_numpy(zero_copy_only=False)
+            if tc.null_count:
+                missing_time = tc.is_null().to_numpy(zero_copy_only=False)
+        return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time)
 
 
 # ---------------------------------------------------------------------- sources

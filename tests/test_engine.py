@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -265,3 +266,65 @@ def test_resume_refuses_a_foreign_checkpoint_or_a_lost_output_directory(tmp_path
     e = Engine(TableSource(_table()), _keyed(), cols, checkpoint=CheckpointPolicy(tmp_path / "foreign"))
     with pytest.raises(CheckpointError, match="is not an engine checkpoint"):
         e.run(resume=True)
+
+
+def _timed(times, keys) -> pa.Table:
+    n = len(times)
+    x = np.linspace(-1, 1, 3 * n).astype(np.float32)
+    return pa.table({
+        "x": pa.FixedSizeListArray.from_arrays(pa.array(x), 3),
+        "y": pa.array(np.cos(np.arange(n) * 0.1)),
+        "key": pa.array(keys),
+        "t": pa.array(times, pa.timestamp("ms")),
+    })
+
+
+TIMED_COLUMNS = ColumnMap("x", target="y", key="key", time="t")
+
+
+def test_duplicate_and_out_of_order_times_within_a_key_are_bad_input(tmp_path):
+    #          a0  b0  a1  a1(dup) b-1(back) a3  None  b2  a2(back)
+    times = [0, 5, 1, 1, 4, 3, None, 6, 2]
+    keys = ["a", "b", "a", "a", "b", "a", "a", "b", "a"]
+    t = _timed(times, keys)
+    with pytest.raises(BadInputError, match=r"batch 0, row 3: time .* of key 'a' repeats its last accepted time"):
+        Engine(TableSource(t), _keyed(), TIMED_COLUMNS).run()
+    e = Engine(TableSource(t, batch_size=4), _keyed(), TIMED_COLUMNS, output=tmp_path / "out",
+               on_bad_input="dead-letter", dead_letter=tmp_path / "dead")
+    stats = e.run()
+    dead = read_parts(tmp_path / "dead")
+    assert dead["row"].to_pylist() == [3, 0, 2, 0]  # rows 3, 4 (batch 1, row 0), 6 and 8 (batch 2, row 0)
+    assert dead["batch"].to_pylist() == [0, 1, 1, 2]
+    reasons = dead["reason"].to_pylist()
+    assert "repeats" in reasons[0] and "is before" in reasons[1] and reasons[2] == "time is null" and "is before" in reasons[3]
+    assert stats.rows_in == stats.predicted + stats.dead_lettered == 9 and stats.dead_lettered == 4
+    out = read_parts(tmp_path / "out")
+    for key in ("a", "b"):  # what was learned is in strictly increasing time per key
+        kt = [v for k, v in zip(out["key"].to_pylist(), out["time"].to_pylist()) if k == key]
+        assert kt == sorted(set(kt))
+    # repeats are allowed when asked; then only the backward steps and the null are bad
+    loose = Engine(TableSource(t, batch_size=4), _keyed(), TIMED_COLUMNS, time_order="non-decreasing",
+                   on_bad_input="dead-letter", dead_letter=tmp_path / "dead2").run()
+    assert loose.dead_lettered == 3
+    off = Engine(TableSource(t.filter(pc.is_valid(t["t"]))), _keyed(), TIMED_COLUMNS, time_order="off").run()
+    assert off.dead_lettered == 0 and off.predicted == 8
+    with pytest.raises(ConfigError, match="time_order = 'sorted'"):
+        Engine(TableSource(t), _keyed(), TIMED_COLUMNS, time_order="sorted")
+
+
+def test_the_last_times_survive_a_resume(tmp_path):
+    """A row that goes back to before a time seen before the checkpoint is caught after resume too."""
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.integers(0, 3, 400)).tolist()  # repeats (0 steps) included
+    times[350] = times[10]  # far back, across the checkpoint below
+    t = _timed(times, [f"k{i % 3}" for i in range(400)])
+    kw = dict(on_bad_input="dead-letter")
+    Engine(TableSource(t, 64), _keyed(), TIMED_COLUMNS, output=tmp_path / "ref", dead_letter=tmp_path / "refdead", **kw).run()
+    ckpt = CheckpointPolicy(tmp_path / "ck", every_events=10**6)
+    for n, resume in ((200, False), (None, True)):
+        Engine(TableSource(t, 64), _keyed(), TIMED_COLUMNS, output=tmp_path / "out", dead_letter=tmp_path / "dead",
+               checkpoint=ckpt, **kw).run(n, resume=resume)
+    assert read_parts(tmp_path / "dead").equals(read_parts(tmp_path / "refdead"))
+    assert read_parts(tmp_path / "out").equals(read_parts(tmp_path / "ref"))
+    assert 350 in [b * 64 + r for b, r in zip(read_parts(tmp_path / "dead")["batch"].to_pylist(),
+                                               read_parts(tmp_path / "dead")["row"].to_pylist())]
