@@ -223,7 +223,10 @@ def _scenario(args: argparse.Namespace) -> int:
         return scenario_main([])
     if not args.name:
         raise ConfigError("scenario run needs a NAME; see `psann-stream scenario list`.")
-    extra = ["--steps", str(args.steps), "--seed", str(args.seed)] + (["--json", args.json] if args.json else [])
+    extra = ["--steps", str(args.steps), "--seed", str(args.seed)]
+    for flag, value in (("--json", args.json), ("--plot", args.plot), ("--models", args.models)):
+        if value:
+            extra += [flag, value]
     return scenario_main([args.name, *extra])
 
 
@@ -307,6 +310,8 @@ def _build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--steps", type=int, default=6000)
     scen.add_argument("--seed", type=int, default=0)
     scen.add_argument("--json", help="also write the metrics to this JSON file")
+    scen.add_argument("--plot", help="also draw faded error and psann state norms to this PNG (needs matplotlib)")
+    scen.add_argument("--models", help="comma-separated subset of the models (default all; see --help of the runner)")
     scen.set_defaults(func=_scenario)
     insp = sub.add_parser("inspect", help="print what a checkpoint (file or directory) holds")
     insp.add_argument("checkpoint")

@@ -1,12 +1,14 @@
 """Run a named scenario through psann_stream and baselines in one harness; prequential metrics.
 
-``python -m psann_stream.scenarios.run NAME [--steps N] [--seed S] [--json out.json]``, or
-``psann-stream scenario run NAME``. Models (all learn every event after predicting it):
+``python -m psann_stream.scenarios.run NAME [--steps N] [--seed S] [--models A,B] [--json out.json]
+[--plot out.png]``, or ``psann-stream scenario run NAME ...``. Every model predicts each event before
+learning it:
 
 * ``psann_stream``: the default :class:`~psann_stream.learner.Learner` (32x32 StatefulNet, ObGD,
   normalisers), or a :class:`~psann_stream.keyed.KeyedLearner` (shared weights, a state per key) on
   keyed streams;
-* ``river LinearRegression``: ``StandardScaler() | LinearRegression()`` (one per key on keyed streams).
+* the baselines of :mod:`psann_stream.scenarios.baselines` (river LinearRegression, HATR, ARF; eager
+  torch MLP and LSTM with Adam).
 """
 
 from __future__ import annotations
@@ -19,59 +21,74 @@ import time
 import numpy as np
 
 from psann_stream import KeyedLearner, Learner, StatefulNet
+from psann_stream.errors import ConfigError
 
-from .metrics import summary
-from .streams import SCENARIOS, Scenario
+from .baselines import BASELINES
+from .metrics import faded_mae, summary
+from .streams import SCENARIOS
 
-__all__ = ["run_scenario", "main"]
+__all__ = ["MODELS", "format_table", "main", "psann_default", "run_scenario"]
+
+TRACE_EVERY = 20  # events between state-norm samples of psann_stream
 
 
-def _psann(s: Scenario, X: np.ndarray, y: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
+def psann_default(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, trace: dict | None = None,
+                  **learner_kwargs) -> np.ndarray:
+    """psann_stream's default configuration on the stream; with ``trace`` (a dict), records every
+    ``TRACE_EVERY`` events the largest |state| of each layer (over keys), ``max_abs``, and the
+    monitor's alerts. Learning in chunks changes nothing: exact mode is batch-size independent."""
     net = StatefulNet(X.shape[1], hidden=(32, 32), seed=0)
-    if keys is not None:
-        return KeyedLearner(net).learn_batch(keys, X, y)  # shared weights: every key teaches the model
-    return Learner(net).learn_batch(X, y)
-
-
-def _river_lr(s: Scenario, X: np.ndarray, y: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
-    from river import linear_model, preprocessing
-
-    models: dict = {}
-    out = np.empty(len(y))
-    for i, (row, target) in enumerate(zip(X, y)):
-        k = keys[i] if keys is not None else None
-        m = models.get(k)
-        if m is None:
-            m = models[k] = preprocessing.StandardScaler() | linear_model.LinearRegression()
-        x = {j: float(v) for j, v in enumerate(row)}
-        out[i] = m.predict_one(x)
-        m.learn_one(x, float(target))
+    keyed = keys is not None
+    lrn = KeyedLearner(net, **learner_kwargs) if keyed else Learner(net, **learner_kwargs)
+    widths = [layer.out_features for layer in net.layers]
+    out, steps, norms = np.empty(len(y)), [], []
+    for lo in range(0, len(y), TRACE_EVERY):
+        hi = min(lo + TRACE_EVERY, len(y))
+        out[lo:hi] = lrn.learn_batch(keys[lo:hi], X[lo:hi], y[lo:hi]) if keyed else lrn.learn_batch(X[lo:hi], y[lo:hi])
+        if trace is not None:
+            if keyed:
+                s = np.abs(np.stack([lrn.state_of(k) for k in lrn.keys])).max(axis=0)
+            else:
+                s = np.abs(np.concatenate([t.reshape(-1).numpy() for t in lrn.model.held_state()]))
+            steps.append(hi)
+            norms.append([float(part.max()) for part in np.split(s, np.cumsum(widths)[:-1])])
+    if trace is not None:
+        trace.update(steps=steps, layer_max_abs_state=np.array(norms).T.tolist(), max_abs=net.state_config.max_abs,
+                     alerts=[str(a) for a in lrn.alerts])
     return out
 
 
-MODELS = {"psann_stream": _psann, "river LinearRegression": _river_lr}
+MODELS = {"psann_stream": psann_default, **BASELINES}
 
 
-def run_scenario(name: str, n_steps: int = 6000, seed: int = 0) -> dict:
-    """Metrics of every model on scenario ``name`` (see :func:`scenarios.metrics.summary`), plus seconds."""
+def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str] | None = None,
+                 *, traces: dict | None = None) -> dict:
+    """Metrics of the chosen models (default all) on scenario ``name`` (see
+    :func:`scenarios.metrics.summary`), plus seconds, and psann_stream's state-norm trace and alerts.
+    With ``traces`` (a dict), each model's faded MAE after every step is stored there (for plots)."""
     if name not in SCENARIOS:
-        from psann_stream.errors import ConfigError
-
         raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}.")
+    chosen = list(MODELS) if models is None else models
+    unknown = [m for m in chosen if m not in MODELS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}.")
     s = SCENARIOS[name](n_steps, seed)
     X, y, keys = s.arrays()
     scored = np.ones(len(y), dtype=bool)
     scored[list(s.outliers)] = False
-    results = {}
-    for model, fn in MODELS.items():
+    results, state = {}, {}
+    for model in chosen:
+        fn = MODELS[model]
         t = time.perf_counter()
-        pred = fn(s, X, y, keys)
+        pred = fn(X, y, keys, trace=state) if model == "psann_stream" else fn(X, y, keys)
         seconds = time.perf_counter() - t
         # errors of outlier rows are replaced by 0 so change-point windows keep their time axis
         p = np.where(scored, pred, y)
         results[model] = {**summary(p, y, s.change_points), "seconds": seconds}
+        if traces is not None:
+            traces[model] = faded_mae(np.where(np.isfinite(p), np.abs(p - y), 0.0))
     return {"scenario": name, "description": s.description, "steps": len(y), "seed": seed,
-            "change_points": list(s.change_points), "models": results}
+            "change_points": list(s.change_points), "models": results, "psann_state": state}
 
 
 def format_table(result: dict) -> str:
@@ -92,13 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)} (default all)")
+    p.add_argument("--plot", help="also draw faded error and state norms to this PNG (needs matplotlib)")
     a = p.parse_args(argv)
     if a.name is None:
         for name, fn in SCENARIOS.items():
             print(f"{name:<16} {fn(200, 0).description}")
         return 0
-    result = run_scenario(a.name, a.steps, a.seed)
+    traces: dict = {}
+    result = run_scenario(a.name, a.steps, a.seed, a.models.split(",") if a.models else None, traces=traces)
     print(format_table(result))
+    if a.plot:
+        from .plots import plot_scenario
+
+        plot_scenario(result, traces, a.plot)
+        print(f"plot: {a.plot}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -47,13 +47,14 @@ def test_scenarios_are_seeded_and_have_their_change_points(name):
 
 
 def test_runner_scores_every_model_and_cli_writes_json(tmp_path, capsys):
-    result = run_scenario("recurring", 3000, 0)
+    result = run_scenario("recurring", 3000, 0, ["psann_stream", "river LinearRegression"])
     assert set(result["models"]) == {"psann_stream", "river LinearRegression"}
     ours, lr = result["models"]["psann_stream"], result["models"]["river LinearRegression"]
     assert ours["mae"] < lr["mae"]  # the state disambiguates rising from falling; a linear model cannot
     assert len(ours["changes"]) == 3
     out = tmp_path / "r.json"
-    assert main(["scenario", "run", "ar-switch", "--steps", "1000", "--json", str(out)]) == 0
+    assert main(["scenario", "run", "ar-switch", "--steps", "1000", "--models", "psann_stream,river HATR",
+                 "--json", str(out)]) == 0
     assert json.loads(out.read_text())["scenario"] == "ar-switch"
     assert "psann_stream" in capsys.readouterr().out
     assert main(["scenario", "run", "nope"]) == 2
@@ -63,3 +64,23 @@ def test_runner_scores_every_model_and_cli_writes_json(tmp_path, capsys):
 def test_summary_ignores_nothing_but_non_finite_predictions():
     s = summary(np.array([1.0, np.nan, 3.0]), np.array([1.0, 2.0, 2.0]), [])
     assert s["mae"] == pytest.approx(0.5)
+
+
+def test_the_plot_shows_every_models_faded_error_the_change_points_and_state_against_max_abs(tmp_path):
+    from psann_stream.scenarios.plots import plot_scenario
+
+    traces: dict = {}
+    result = run_scenario("sine-switch", 800, 0, ["psann_stream", "river HATR"], traces=traces)
+    fig = plot_scenario(result, traces, tmp_path / "p.png")
+    err_ax, state_ax = fig.axes
+    lines = {line.get_label(): line for line in err_ax.get_lines()}
+    for model in ("psann_stream", "river HATR"):
+        np.testing.assert_array_equal(lines[model].get_ydata(), traces[model])
+        assert traces[model][-1] == pytest.approx(result["models"][model]["faded_mae"])
+    verticals = [line for line in err_ax.get_lines() if line.get_label().startswith("_")]
+    assert sorted(line.get_xdata()[0] for line in verticals) == result["change_points"]
+    st = result["psann_state"]
+    state_lines = {line.get_label(): line for line in state_ax.get_lines()}
+    assert state_lines["max_abs"].get_ydata()[0] == st["max_abs"]
+    assert max(max(n) for n in st["layer_max_abs_state"]) <= st["max_abs"]  # the bound held
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
