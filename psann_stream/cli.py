@@ -230,6 +230,12 @@ def _scenario(args: argparse.Namespace) -> int:
     return scenario_main([args.name, *extra])
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from psann_stream.scenarios.bench import main as bench_main
+
+    return bench_main(["--events", str(args.events), "--slow-events", str(args.slow_events)])
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, load_latest
 
@@ -313,6 +319,10 @@ def _build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--plot", help="also draw faded error and psann state norms to this PNG (needs matplotlib)")
     scen.add_argument("--models", help="comma-separated subset of the models (default all; see --help of the runner)")
     scen.set_defaults(func=_scenario)
+    bench = sub.add_parser("bench", help="throughput, latency and memory of psann_stream and the baselines, in one run")
+    bench.add_argument("--events", type=int, default=20_000, help="events for the fast models (default 20000)")
+    bench.add_argument("--slow-events", type=int, default=1_000, help="events for eager torch and ARF (default 1000)")
+    bench.set_defaults(func=_bench)
     insp = sub.add_parser("inspect", help="print what a checkpoint (file or directory) holds")
     insp.add_argument("checkpoint")
     insp.set_defaults(func=_inspect)

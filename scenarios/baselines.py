@@ -1,7 +1,9 @@
 """Baselines for the scenario harness: established online learners, run prequentially (predict each
 event, then learn it) on the same arrays as psann_stream.
 
-Every model is a function ``(X [N, F], y [N], keys [N] or None) -> predictions [N]``:
+Every baseline is a factory ``(n_features) -> model`` whose ``learn_one(x, y, key)`` predicts ``x``,
+learns ``y`` and returns the prediction; :func:`prequential` runs one over a stream (optionally timing
+every call, for ``psann-stream bench``):
 
 * ``river LinearRegression``: ``StandardScaler() | LinearRegression()``;
 * ``river HATR``: ``tree.HoeffdingAdaptiveTreeRegressor(seed=0)`` (drift-adaptive Hoeffding tree);
@@ -20,55 +22,50 @@ no longer has; it cannot run beside this project, so the two torch baselines sta
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
 
 from psann_stream.normalize import RunningStats
 
-__all__ = ["BASELINES", "eager_lstm", "eager_mlp", "river_arf", "river_hatr", "river_lr"]
-
-Model = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
+__all__ = ["BASELINES", "EagerLSTM", "EagerMLP", "RiverPerKey", "prequential"]
 
 
-def _river(make: Callable[[], object]) -> Model:
-    def run(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
-        models: dict = {}
-        out = np.empty(len(y))
-        for i, (row, target) in enumerate(zip(X, y)):
-            k = keys[i] if keys is not None else None
-            m = models.get(k)
-            if m is None:
-                m = models[k] = make()
-            x = {j: float(v) for j, v in enumerate(row)}
-            out[i] = m.predict_one(x)  # type: ignore[attr-defined]
-            m.learn_one(x, float(target))  # type: ignore[attr-defined]
-        return out
+class RiverPerKey:
+    """A river regressor per key (one for an unkeyed stream), made by ``make()`` on first sight."""
 
-    return run
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make, self.models = make, {}
+
+    def learn_one(self, x: np.ndarray, y: float, key: Hashable = None) -> float:
+        m = self.models.get(key)
+        if m is None:
+            m = self.models[key] = self.make()
+        row = {j: float(v) for j, v in enumerate(x)}
+        pred = m.predict_one(row)
+        m.learn_one(row, float(y))
+        return float(pred)
 
 
-def _lr() -> object:
+def _lr() -> Any:
     from river import linear_model, preprocessing
 
     return preprocessing.StandardScaler() | linear_model.LinearRegression()
 
 
-def _hatr() -> object:
+def _hatr() -> Any:
     from river import tree
 
     return tree.HoeffdingAdaptiveTreeRegressor(seed=0)
 
 
-def _arf() -> object:
+def _arf() -> Any:
     from river import forest
 
     return forest.ARFRegressor(seed=0)
-
-
-river_lr, river_hatr, river_arf = _river(_lr), _river(_hatr), _river(_arf)
 
 
 class _Scaled:
@@ -89,58 +86,76 @@ class _Scaled:
         self.ys.update(np.array([[target]]))
 
 
-def eager_mlp(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, seed: int = 0, lr: float = 1e-3) -> np.ndarray:
-    """F-32-32-1 ReLU MLP, one eager Adam step per event (see module doc)."""
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
-                              torch.nn.ReLU(), torch.nn.Linear(32, 1)).double()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sc = _Scaled(X.shape[1])
-    out = np.empty(len(y))
-    for i in range(len(y)):
-        xt = torch.from_numpy(sc.x(X[i]))[None, :]
-        mean, std = sc.y_scale()
-        yh = net(xt)[0, 0]
-        out[i] = float(yh.detach()) * std + mean
-        loss = (yh - (y[i] - mean) / std) ** 2
-        opt.zero_grad()
+class _Eager:
+    """One eager autograd Adam step per event on the squared error in standardised target units."""
+
+    def __init__(self, n_features: int, params: list[torch.nn.Parameter], lr: float) -> None:
+        self.sc = _Scaled(n_features)
+        self.opt = torch.optim.Adam(params, lr=lr)
+
+    def _step(self, yh: torch.Tensor, y: float) -> float:
+        mean, std = self.sc.y_scale()
+        pred = float(yh.detach()) * std + mean
+        loss = (yh - (y - mean) / std) ** 2
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
-        sc.learn_y(float(y[i]))
+        self.opt.step()
+        self.sc.learn_y(float(y))
+        return pred
+
+
+class EagerMLP(_Eager):
+    """F-32-32-1 ReLU MLP, shared by all keys (see module doc)."""
+
+    def __init__(self, n_features: int, *, seed: int = 0, lr: float = 1e-3) -> None:
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
+                                       torch.nn.ReLU(), torch.nn.Linear(32, 1)).double()
+        super().__init__(n_features, list(self.net.parameters()), lr)
+
+    def learn_one(self, x: np.ndarray, y: float, key: Hashable = None) -> float:
+        return self._step(self.net(torch.from_numpy(self.sc.x(x))[None, :])[0, 0], y)
+
+
+class EagerLSTM(_Eager):
+    """An LSTM (32 units) over each key's last ``window`` inputs, weights shared (see module doc)."""
+
+    def __init__(self, n_features: int, *, seed: int = 0, lr: float = 1e-3, window: int = 8) -> None:
+        torch.manual_seed(seed)
+        self.lstm = torch.nn.LSTM(n_features, 32, batch_first=True).double()
+        self.head = torch.nn.Linear(32, 1).double()
+        self.window, self.windows = window, {}
+        super().__init__(n_features, [*self.lstm.parameters(), *self.head.parameters()], lr)
+
+    def learn_one(self, x: np.ndarray, y: float, key: Hashable = None) -> float:
+        w = self.windows.setdefault(key, deque(maxlen=self.window))
+        w.append(self.sc.x(x))
+        h, _ = self.lstm(torch.from_numpy(np.stack(w))[None, :, :])
+        return self._step(self.head(h[0, -1])[0], y)
+
+
+def prequential(model: Any, X: np.ndarray, y: np.ndarray, keys: np.ndarray | None,
+                latencies: np.ndarray | None = None) -> np.ndarray:
+    """Predict-then-learn every event with ``model.learn_one(x, y, key)``; with ``latencies`` (an
+    ``[N]`` array), the seconds of each call are stored there."""
+    out = np.empty(len(y))
+    clock = time.perf_counter
+    for i in range(len(y)):
+        k = None if keys is None else keys[i]
+        if latencies is None:
+            out[i] = model.learn_one(X[i], float(y[i]), k)
+        else:
+            t = clock()
+            out[i] = model.learn_one(X[i], float(y[i]), k)
+            latencies[i] = clock() - t
     return out
 
 
-def eager_lstm(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, seed: int = 0, lr: float = 1e-3,
-               window: int = 8) -> np.ndarray:
-    """An LSTM over each key's last ``window`` inputs, one eager Adam step per event (see module doc)."""
-    torch.manual_seed(seed)
-    lstm = torch.nn.LSTM(X.shape[1], 32, batch_first=True).double()
-    head = torch.nn.Linear(32, 1).double()
-    opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=lr)
-    sc = _Scaled(X.shape[1])
-    windows: dict = {}
-    out = np.empty(len(y))
-    for i in range(len(y)):
-        k = keys[i] if keys is not None else None
-        w = windows.setdefault(k, deque(maxlen=window))
-        w.append(sc.x(X[i]))
-        seq = torch.from_numpy(np.stack(w))[None, :, :]
-        mean, std = sc.y_scale()
-        h, _ = lstm(seq)
-        yh = head(h[0, -1])[0]
-        out[i] = float(yh.detach()) * std + mean
-        loss = (yh - (y[i] - mean) / std) ** 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sc.learn_y(float(y[i]))
-    return out
-
-
-BASELINES: dict[str, Model] = {
-    "river LinearRegression": river_lr,
-    "river HATR": river_hatr,
-    "river ARF": river_arf,
-    "eager MLP (Adam)": eager_mlp,
-    "eager LSTM (Adam)": eager_lstm,
+# name -> factory(n_features) of a model with learn_one(x, y, key) -> prediction
+BASELINES: dict[str, Callable[[int], Any]] = {
+    "river LinearRegression": lambda f: RiverPerKey(_lr),
+    "river HATR": lambda f: RiverPerKey(_hatr),
+    "river ARF": lambda f: RiverPerKey(_arf),
+    "eager MLP (Adam)": EagerMLP,
+    "eager LSTM (Adam)": EagerLSTM,
 }

@@ -23,7 +23,7 @@ import numpy as np
 from psann_stream import KeyedLearner, Learner, StatefulNet
 from psann_stream.errors import ConfigError
 
-from .baselines import BASELINES
+from .baselines import BASELINES, prequential
 from .metrics import faded_mae, summary
 from .streams import SCENARIOS
 
@@ -58,7 +58,11 @@ def psann_default(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, trac
     return out
 
 
-MODELS = {"psann_stream": psann_default, **BASELINES}
+def _baseline(factory):
+    return lambda X, y, keys: prequential(factory(X.shape[1]), X, y, keys)
+
+
+MODELS = {"psann_stream": psann_default, **{name: _baseline(f) for name, f in BASELINES.items()}}
 
 
 def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str] | None = None,

@@ -27,3 +27,13 @@ def test_ray_benchmark_runs_and_prints_both_engines(capsys):
     bench_ray.main(["--rows", "20000", "--keys", "50", "--batch", "4096"])
     out = capsys.readouterr().out
     assert re.search(r"single process, KeyedLearner .* rows/s", out) and re.search(r"Ray, 2 shards .* rows/s", out)
+
+
+def test_bench_measures_rate_latency_and_memory_per_model():
+    from psann_stream.scenarios.bench import measure
+
+    for name, n in (("psann_stream learn_batch", 2000), ("psann_stream learn_one", 300), ("river LinearRegression", 300)):
+        r = measure(name, n)
+        assert r["events"] == n and r["events_per_s"] > 0 and r["peak_mb"] >= 0
+        assert 0 < r["p50_us"] <= r["p99_us"]
+        assert r["p50_us"] * 1e-6 * 0.5 <= 1 / r["events_per_s"]  # the calls are most of the time
