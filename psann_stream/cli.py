@@ -163,6 +163,10 @@ def _run(args: argparse.Namespace) -> int:
         on_bad_input=args.on_bad_input, time_order=args.time_order,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
     )
+    if args.init_from:
+        if args.resume:
+            raise ConfigError("--init-from starts a new run from a learned state; --resume continues one. Use one.")
+        learner.load_state_dict(_checkpoint_payload(args.init_from)["learner"])
     try:
         if ray is not None and engine.policy is not None:
             from psann_stream.adapters.ray import run_with_recovery
@@ -236,17 +240,22 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(["--events", str(args.events), "--slow-events", str(args.slow_events)])
 
 
-def _inspect(args: argparse.Namespace) -> int:
+def _checkpoint_payload(path: str | Path) -> dict:
+    """The newest good checkpoint of a directory, or the given checkpoint file."""
     from .checkpoint import load_checkpoint, load_latest
 
-    path = Path(args.checkpoint)
+    path = Path(path)
     if path.is_dir():
         found = load_latest(path)
         if found is None:
             raise ConfigError(f"{path}: no checkpoint in this directory.")
-        payload = found[1]
-    else:
-        payload = load_checkpoint(path)
+        return found[1]
+    return load_checkpoint(path)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    payload = _checkpoint_payload(path)
     print(f"checkpoint {path}")
     for key in ("position", "parts", "dead_parts", "counters"):
         if key in payload:
@@ -303,6 +312,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="directory for checkpoints")
     run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    run.add_argument("--init-from", help="start from the learner of this checkpoint (file or directory), e.g. after a warm-up run")
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")

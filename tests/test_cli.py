@@ -76,3 +76,35 @@ def test_run_errors_are_one_line(tmp_path, capsys):
     bad.write_text("[model\n")
     assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--config", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_init_from_continues_a_warm_up_on_another_source(tmp_path, capsys):
+    """Warm up on one file, go on from its learner on another: the same predictions as one learner
+    that learned both streams in order."""
+    import numpy as np
+    import pyarrow as pa
+
+    from psann_stream import KeyedLearner, StatefulNet
+    from psann_stream.engine import read_parts
+
+    _arrow_file(tmp_path / "s.arrow")
+    whole = pa.ipc.open_file(str(tmp_path / "s.arrow")).read_all()
+    for name, part in (("warm.arrow", whole.slice(0, 2000)), ("live.arrow", whole.slice(2000))):
+        with pa.ipc.new_file(str(tmp_path / name), part.schema) as w:
+            w.write_table(part)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nhidden = [8]\n[learner]\nper_key_weights = true\n")
+    base = ["run", "--features", "x", "--target", "y", "--key", "key", "--config", str(cfg)]
+    assert main(base + ["--input", str(tmp_path / "warm.arrow"), "--checkpoint-dir", str(tmp_path / "w")]) == 0
+    assert main(base + ["--input", str(tmp_path / "live.arrow"), "--init-from", str(tmp_path / "w"),
+                        "--output", str(tmp_path / "out")]) == 0
+    ref = KeyedLearner(StatefulNet(4, hidden=(8,), seed=0), per_key_weights=True)
+    x = whole["x"].combine_chunks().flatten().to_numpy().reshape(-1, 4).astype(np.float64)
+    keys, y = whole["key"].to_numpy(zero_copy_only=False), whole["y"].to_numpy()
+    ref.learn_batch(keys[:2000], x[:2000], y[:2000])
+    want = ref.learn_batch(keys[2000:], x[2000:], y[2000:])
+    assert np.array_equal(read_parts(tmp_path / "out")["prediction"].to_numpy(), want)
+    capsys.readouterr()
+    assert main(base + ["--input", str(tmp_path / "live.arrow"), "--init-from", str(tmp_path / "w"), "--resume",
+                        "--checkpoint-dir", str(tmp_path / "w")]) == 2
+    assert "Use one" in capsys.readouterr().err
