@@ -212,3 +212,17 @@ def test_kafka_partitions_feed_ray_shards(broker, tmp_path):
     _assert_each_row_once(out, 8000)
     _assert_equal_per_key(_per_key(out, ["partition", "offset", "row"]), _reference(tmp_path, table))
     assert _committed(broker, topic) == _ends(broker, topic)
+
+
+def test_missing_extras_say_how_to_install_them(monkeypatch):
+    """Without the optional packages the adapters import, and using them names the extra."""
+    from psann_stream.adapters import kafka, ray as ray_adapter
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'psann-stream\[kafka\]'"):
+        KafkaSource("127.0.0.1:1", "t")
+    with pytest.raises(ConfigError, match=r"pip install 'psann-stream\[ray\]'"):
+        ray_adapter.ShardedLearner(_net(), 2)
+    pos = kafka.KafkaPosition("t", ((0, 5, 0), (1, 7, 0)), partition=1, offset=7, row=0)
+    assert pos.after(3, 3).offsets == ((0, 5, 0), (1, 8, 0)) and pos.after(2, 3).offsets == ((0, 5, 0), (1, 7, 2))
