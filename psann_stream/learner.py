@@ -24,6 +24,7 @@ the statistics. ``on_nonfinite="raise"`` stops with an error naming the event an
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -150,12 +151,16 @@ class Learner:
         if drift is not None and not isinstance(drift, DriftPolicy):
             raise ConfigError(f"Learner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
         self.drift = drift
+        self._drift_cfg = drift.kernel_config() if drift is not None else np.zeros(5)
+        self._init = float(model.state_config.init)
         self._ph = fresh_detector()[None, :]
         self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         self._model = model.double()
         self._model.reset_state(n_streams=1)
         self.optimizer_name = optimizer
         self.optimizer_settings = optimizer_settings(optimizer, optimizer_kwargs)
+        self._opt_kind = OPT_KINDS[optimizer]
+        self._hyper = optimizer_hyper(optimizer, self.optimizer_settings)
         self.normalize_x = bool(normalize_x)
         self.normalize_y = bool(normalize_y)
         self.x_stats = RunningStats(model.in_features, forget=forget, clip=normalize_clip)
@@ -211,6 +216,10 @@ class Learner:
     # ------------------------------------------------------------------ prediction and learning
     def _check_rows(self, X: np.ndarray, Y: np.ndarray | None) -> np.ndarray:
         """Skip mask for non-finite events; raises under the 'raise' policy."""
+        # a finite sum means every value is finite (any NaN or inf makes it NaN or inf); an overflowing
+        # sum of finite values only takes the exact path below
+        if math.isfinite(float(X.sum()) + (0.0 if Y is None else float(Y.sum()))):
+            return np.zeros(X.shape[0], dtype=np.bool_)
         bad = ~np.isfinite(X).all(axis=1)
         if Y is not None:
             bad |= ~np.isfinite(Y)
@@ -251,7 +260,9 @@ class Learner:
             target = float(y)
         except (TypeError, ValueError):
             raise ConfigError(f"learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
-        return float(self.learn_batch(_as_rows("x", x, self._model.in_features, one_event=True), np.array([target]))[0])
+        X = _as_rows("x", x, self._model.in_features, one_event=True)
+        Y = np.array([target])
+        return float(self._learn_rows(X, Y, self._check_rows(X, Y))[0])
 
     def learn_batch(self, X: Any, Y: Any, *, mode: Literal["exact", "batched"] = "exact") -> np.ndarray:
         """Learn consecutive events ``X [N, F]``, ``Y [N]``; returns the prequential predictions.
@@ -274,6 +285,10 @@ class Learner:
             if self.drift is not None:
                 raise ConfigError("learn_batch(mode='batched') has no per-event errors to test for drift; use mode='exact'.")
             return self._learn_batched(X, Y, skip)
+        return self._learn_rows(X, Y, skip)
+
+    def _learn_rows(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray) -> np.ndarray:
+        """Exact-mode learning of checked rows, consulting the monitor every ``check_every`` events."""
         out = np.empty(X.shape[0])
         drifted = np.zeros(X.shape[0], dtype=np.bool_)
         start = 0
@@ -281,9 +296,9 @@ class Learner:
             stop = min(X.shape[0], start + self.check_every - self._since_check)
             self._learn_exact(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], drifted[start:stop],
                               offset=start)
-            learned = int((~skip[start:stop]).sum())
-            self.n_learned += learned
-            self.n_skipped += int(skip[start:stop].sum())
+            skipped = int(np.count_nonzero(skip[start:stop]))
+            self.n_learned += stop - start - skipped
+            self.n_skipped += skipped
             self._since_check += stop - start
             if self._since_check >= self.check_every:
                 self._since_check = 0
@@ -299,8 +314,7 @@ class Learner:
         self._yws = np.array([ys.weight, float(ys.count)])
         o = self._opt_state
         return (
-            OPT_KINDS[self.optimizer_name], optimizer_hyper(self.optimizer_name, self.optimizer_settings),
-            o["buf1"], o["buf2"], o["scal"],
+            self._opt_kind, self._hyper, o["buf1"], o["buf2"], o["scal"],
             xs._mean, xs._m2, self._xws, xs.forget, xs.eps, self.normalize_x,
             ys._mean, ys._m2, self._yws, ys.forget, ys.eps, self.normalize_y, ys.clip or 0.0,
             self._mon, self.monitor is not None,
@@ -322,8 +336,7 @@ class Learner:
     def _drift_args(self, drifted: np.ndarray) -> tuple[Any, ...]:
         d = self.drift
         on = d is not None
-        return (self._ph, d.kernel_config() if on else np.zeros(5), on, float(self._model.state_config.init),
-                on and d.reset_state, on and d.reset_optimizer, drifted)
+        return (self._ph, self._drift_cfg, on, self._init, on and d.reset_state, on and d.reset_optimizer, drifted)
 
     def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
                      offset: int) -> None:

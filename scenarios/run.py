@@ -24,8 +24,9 @@ from psann_stream import KeyedLearner, Learner, StatefulNet
 from psann_stream.errors import ConfigError
 
 from .baselines import BASELINES, prequential
+from .horizons import horizon_errors
 from .metrics import faded_mae, summary
-from .streams import SCENARIOS
+from .streams import SCENARIOS, Scenario
 
 __all__ = ["MODELS", "format_table", "main", "psann_default", "run_scenario"]
 
@@ -54,8 +55,20 @@ def psann_default(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, trac
             norms.append([float(part.max()) for part in np.split(s, np.cumsum(widths)[:-1])])
     if trace is not None:
         trace.update(steps=steps, layer_max_abs_state=np.array(norms).T.tolist(), max_abs=net.state_config.max_abs,
-                     alerts=[str(a) for a in lrn.alerts])
+                     alerts=[str(a) for a in lrn.alerts], learner=lrn)
     return out
+
+
+HORIZON = 20
+
+
+def _horizons(s: Scenario, learner, X: np.ndarray, y: np.ndarray) -> dict:
+    """Teacher-forced vs free-running error after a state reset, from 10 starts in the last tenth of
+    the stream (windows holding a deliberate outlier left out)."""
+    n = len(y)
+    starts = [int(t) for t in np.linspace(n - n // 10, n - HORIZON - 1, 10)]
+    starts = [t for t in starts if not any(t <= o < t + HORIZON for o in s.outliers)]
+    return horizon_errors(learner, X, y, starts, HORIZON)
 
 
 def _baseline(factory):
@@ -91,6 +104,9 @@ def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str
         results[model] = {**summary(p, y, s.change_points), "seconds": seconds}
         if traces is not None:
             traces[model] = faded_mae(np.where(np.isfinite(p), np.abs(p - y), 0.0))
+    learner = state.pop("learner", None)
+    if learner is not None and s.autoregressive:
+        state["horizons"] = _horizons(s, learner, X, y)
     return {"scenario": name, "description": s.description, "steps": len(y), "seed": seed,
             "change_points": list(s.change_points), "models": results, "psann_state": state}
 
@@ -104,6 +120,12 @@ def format_table(result: dict) -> str:
         never = sum(c["recovery_steps"] is None for c in r["changes"])
         rec_s = (f"{np.mean(rec):.0f}" if rec else "-") + (f" ({never} never)" if never else "")
         lines.append(f"{model:<26} {r['mae']:9.4f} {r['rmse']:9.4f} {r['faded_mae']:10.4f} {rec_s:>14} {r['seconds']:8.2f}")
+    hz = result.get("psann_state", {}).get("horizons")
+    if hz:
+        at = [h for h in (1, 5, 10, 20) if h <= len(hz["h"])]
+        fmt = lambda v: " / ".join(f"{v[h - 1]:.4f}" for h in at)  # noqa: E731
+        lines.append(f"psann_stream after a state reset, MAE at h = {' / '.join(map(str, at))} ({hz['starts']} starts): "
+                     f"teacher-forced {fmt(hz['teacher_forced'])}; free-running {fmt(hz['free_running'])}")
     return "\n".join(lines)
 
 

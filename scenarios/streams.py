@@ -30,6 +30,7 @@ class Scenario:
     change_points: tuple[int, ...]
     keyed: bool = False
     outliers: tuple[int, ...] = ()  # rows whose target is a deliberate outlier: learned from, not scored
+    autoregressive: bool = False  # x[t + 1] = (x[t][1:], y[t]): the inputs are the series' last values
 
     @property
     def n_features(self) -> int:
@@ -60,7 +61,7 @@ def _lags(series: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def sine_switch(n: int, seed: int) -> Scenario:
     s = regime_switching_sine(n, seed=seed)
     return Scenario("sine-switch", "sine whose period/amplitude switch abruptly; input: the current value only",
-                    _table(s.x, s.y[:, 0]), s.change_points[1:])
+                    _table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
 
 
 def ar_switch(n: int, seed: int) -> Scenario:
@@ -72,7 +73,7 @@ def ar_switch(n: int, seed: int) -> Scenario:
         v[t] = a1 * v[t - 1] + a2 * v[t - 2] + rng.standard_normal() * 0.3
     x, y = _lags(v[1:], 2)
     return Scenario("ar-switch", "AR(2) whose coefficients switch abruptly at the middle; input: 2 lags",
-                    _table(x[:n], y[:n]), (n // 2,))
+                    _table(x[:n], y[:n]), (n // 2,), autoregressive=True)
 
 
 def ramp(n: int, seed: int) -> Scenario:
@@ -83,7 +84,7 @@ def ramp(n: int, seed: int) -> Scenario:
     v = np.sin(np.cumsum(w)) + 0.02 * rng.standard_normal(n + 4)
     x, y = _lags(v, 4)
     return Scenario("ramp", "gradual drift: the frequency ramps from period 40 to 12; input: 4 lags",
-                    _table(x[:n], y[:n]), (start,))
+                    _table(x[:n], y[:n]), (start,), autoregressive=True)
 
 
 def shock(n: int, seed: int) -> Scenario:
@@ -97,13 +98,13 @@ def shock(n: int, seed: int) -> Scenario:
     for i in outliers:
         y[i] = 1e6 * np.sign(rng.standard_normal())  # impulse outliers in the target
     return Scenario("shock", "sine with a 10x one-step shock and three 1e6 target outliers; input: 4 lags",
-                    _table(x[:n], y), (at,), outliers=outliers)
+                    _table(x[:n], y), (at,), outliers=outliers, autoregressive=True)
 
 
 def recurring(n: int, seed: int) -> Scenario:
     s = regime_switching_sine(n, periods=(30.0, 12.0, 30.0, 12.0), amplitudes=(1.0, 1.0, 1.0, 1.0), seed=seed)
     return Scenario("recurring", "two sine regimes that recur (A, B, A, B); input: the current value only",
-                    _table(s.x, s.y[:, 0]), s.change_points[1:])
+                    _table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
 
 
 def keyed_switch(n: int, seed: int, keys: int = 20) -> Scenario:

@@ -84,3 +84,45 @@ def test_the_plot_shows_every_models_faded_error_the_change_points_and_state_aga
     assert state_lines["max_abs"].get_ydata()[0] == st["max_abs"]
     assert max(max(n) for n in st["layer_max_abs_state"]) <= st["max_abs"]  # the bound held
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_horizon_errors_reset_the_state_feed_back_predictions_and_restore_the_learner():
+    from psann_stream import Learner, StatefulNet
+    from psann_stream.scenarios.horizons import horizon_errors
+
+    s = SCENARIOS["ramp"](1500, 0)
+    X, y, _ = s.arrays()
+    lrn = Learner(StatefulNet(4, hidden=(8,), seed=0))
+    lrn.learn_batch(X[:1200], y[:1200])
+    before = lrn.state_dict()
+    h = horizon_errors(lrn, X, y, starts=[1300, 1400, 1495], horizon=6)  # the last start does not fit
+    assert h["starts"] == 2 and h["h"] == [1, 2, 3, 4, 5, 6]
+    assert h["free_running"][0] == h["teacher_forced"][0]  # step 1 sees the same true inputs
+    # by hand: teacher-forced from a reset state; free-running feeds each prediction back as the newest lag
+    forced, free = np.zeros(6), np.zeros(6)
+    for t0 in (1300, 1400):
+        ref = Learner(StatefulNet(4, hidden=(8,), seed=0))
+        ref.load_state_dict(before)
+        ref.reset(state=True)
+        forced += np.abs(ref.predict_batch(X[t0:t0 + 6]) - y[t0:t0 + 6])
+        ref.load_state_dict(before)
+        ref.reset(state=True)
+        x = X[t0].copy()
+        for k in range(6):
+            p = ref.predict_batch(x[None, :])[0]
+            free[k] += abs(p - y[t0 + k])
+            x = np.r_[x[1:], p]
+    np.testing.assert_array_equal(h["teacher_forced"], forced / 2)
+    np.testing.assert_array_equal(h["free_running"], free / 2)
+    assert free[1:].sum() != forced[1:].sum()
+    # nothing learned, nothing advanced: it continues exactly as a copy of its state before
+    np.testing.assert_array_equal(lrn.learn_batch(X[1200:1300], y[1200:1300]),
+                                  _continue(before, X[1200:1300], y[1200:1300]))
+
+
+def _continue(sd, X, y):
+    from psann_stream import Learner, StatefulNet
+
+    ref = Learner(StatefulNet(4, hidden=(8,), seed=0))
+    ref.load_state_dict(sd)
+    return ref.learn_batch(X, y)
