@@ -17,7 +17,7 @@ from .optim import OPTIMIZERS, IntentionalSGD, ObGD, StreamingAdam
 
 OPT_KINDS = {"obgd": 0, "intentional": 1, "adam": 2}
 OPT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "obgd": {"lr": 1.0, "kappa": 2.0, "trace_decay": 0.0},
+    "obgd": {"lr": 1.0, "kappa": 1.25, "trace_decay": 0.0},
     "intentional": {"lr": 0.5, "kappa": 2.0, "eps": 1e-8, "error_clip": 10.0},
     "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
 }

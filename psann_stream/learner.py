@@ -85,7 +85,7 @@ class Learner:
     Args:
         model: the network (one output); the learner owns it and converts it to float64.
         optimizer: ``"obgd"`` (default), ``"intentional"`` or ``"adam"``.
-        optimizer_kwargs: settings overriding the optimiser's defaults (ObGD ``lr=1.0, kappa=2.0``;
+        optimizer_kwargs: settings overriding the optimiser's defaults (ObGD ``lr=1.0, kappa=1.25``;
             intentional ``lr=0.5``; Adam ``lr=1e-3``).
         normalize_x, normalize_y: normalise inputs / targets online (recommended: unscaled
             targets are the main reason deep models lose to linear ones on streams).

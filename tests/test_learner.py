@@ -160,7 +160,7 @@ def test_batched_mode_predicts_with_fixed_weights_then_takes_one_bounded_step(ba
     got = a.learn_batch(X[10:], Y[10:], mode="batched")
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     after = np.concatenate([p.detach().reshape(-1).numpy() for p in a.model.parameters()])
-    assert 0 < np.abs(after - theta).sum() <= 0.5 * (1 + 1e-9)  # one ObGD step, kappa = 2
+    assert 0 < np.abs(after - theta).sum() <= (1 + 1e-9) / a.optimizer_settings["kappa"]  # one ObGD step (C10)
     assert a.n_learned == 40
 
 
