@@ -475,7 +475,7 @@ class Engine:
     def _report_drift(self, pos: Any, rows: np.ndarray, ev: Events, idx: np.ndarray) -> None:
         """Hooks for drift detections at events ``idx`` of the batch (the learner already reset them)."""
         self.stats.drifts += len(idx)
-        keys = [None if ev.keys is None else ev.keys[i].item() if hasattr(ev.keys[i], "item") else ev.keys[i] for i in idx]
+        keys = [None] * len(idx) if ev.keys is None else ev.keys[idx].tolist()  # plain Python keys for the hooks
         if "on_drift" in self.hooks:
             for key, i in zip(keys, idx):
                 self.hooks["on_drift"](key, pos, int(rows[i]))

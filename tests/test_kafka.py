@@ -226,3 +226,22 @@ def test_missing_extras_say_how_to_install_them(monkeypatch):
         ray_adapter.ShardedLearner(_net(), 2)
     pos = kafka.KafkaPosition("t", ((0, 5, 0), (1, 7, 0)), partition=1, offset=7, row=0)
     assert pos.after(3, 3).offsets == ((0, 5, 0), (1, 8, 0)) and pos.after(2, 3).offsets == ((0, 5, 0), (1, 7, 2))
+
+
+def test_following_a_topic_stops_at_max_events_and_resumes_there(broker, tmp_path):
+    """until=None keeps polling for new messages; max_events ends a run, and the next run (resume)
+    starts at the exact row after it."""
+    table = _table(3000, seed=5)
+    topic = _topic(broker, "follow", table, batch_size=400)
+    ckpt = CheckpointPolicy(tmp_path / "ckpt")
+    for n, resume in ((1700, False), (1300, True)):
+        src = KafkaSource(broker, topic, until=None, poll_timeout=0.2)
+        try:
+            stats = Engine(src, KeyedLearner(_net(), per_key_weights=True), COLUMNS, output=tmp_path / "out",
+                           checkpoint=ckpt).run(n, resume=resume)
+        finally:
+            src.close()
+    assert stats.rows_in == 3000
+    out = read_parts(tmp_path / "out")
+    _assert_each_row_once(out, 3000)
+    _assert_equal_per_key(_per_key(out, ["partition", "offset", "row"]), _reference(tmp_path, table))
