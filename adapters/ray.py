@@ -43,14 +43,15 @@ from psann_stream.keyed import KeyedLearner, merge_key_states, select_keys, shar
 from psann_stream.model import StatefulNet
 from psann_stream.monitor import Alert
 
-__all__ = ["ShardFailure", "ShardedLearner", "run_with_recovery", "shard_of"]
+__all__ = ["ShardFailure", "ShardedLearner", "require_ray", "run_with_recovery", "shard_of"]
 
 
 class ShardFailure(PsannStreamError):
     """A shard actor died (or its node did); resume from the last checkpoint (:func:`run_with_recovery`)."""
 
 
-def _ray() -> Any:
+def require_ray() -> Any:
+    """The ``ray`` module, or a ConfigError that says how to install it."""
     try:
         import ray
     except ImportError:
@@ -138,7 +139,7 @@ class ShardedLearner:
     keyed = True
 
     def __init__(self, model: StatefulNet, shards: int = 2, *, num_cpus: float = 1.0, **keyed_kwargs: Any) -> None:
-        ray = _ray()
+        ray = require_ray()
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise ConfigError(f"ShardedLearner.shards = {shards!r} must be an integer >= 1.")
         if not num_cpus >= 0:
@@ -180,13 +181,13 @@ class ShardedLearner:
 
     def close(self) -> None:
         """Kill the shard actors."""
-        ray = _ray()
+        ray = require_ray()
         for a in self.actors:
             ray.kill(a)
         self.actors = []
 
     def _get(self, refs: list[Any]) -> list[Any]:
-        ray = _ray()
+        ray = require_ray()
         try:
             return ray.get(refs)
         except ray.exceptions.RayActorError as exc:

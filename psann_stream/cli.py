@@ -141,9 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.ray:
         if args.key is None:
             raise ConfigError("--ray shards keys: give --key.")
-        from psann_stream.adapters.ray import ShardedLearner, _ray
+        from psann_stream.adapters.ray import ShardedLearner, require_ray
 
-        ray = _ray()
+        ray = require_ray()
         if args.ray_address:
             ray.init(address=args.ray_address, log_to_driver=False)
         else:
