@@ -5,6 +5,7 @@ optimiser state, monitor statistics) for every mode, bound and optimiser it cove
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +52,7 @@ def test_hand_derived_gradient_equals_autograd(cfg, seed):
     s = np.concatenate([t.reshape(-1).numpy() for t in state])
     U = L.n_units
     Z, A, SN, PRE, H = (np.empty(U) for _ in range(5))
-    C = np.empty((12, U))
+    C = np.empty((fp.C_ROWS, U))
     G, GH, GH2 = np.empty(L.n_params), np.empty(8), np.empty(8)
     yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), Z, A, SN, PRE, H, C)
     fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), Z, A, SN, H, C, G, GH, GH2)
@@ -145,3 +146,29 @@ def test_monitor_statistics_are_the_documented_moving_averages():
     got = np.concatenate([lrn._mon[:4], lrn._mon[-4:]])
     assert want[1] > 0  # saturation was exercised
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def _ulps(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.max(np.abs(got - want) / np.spacing(np.maximum(np.abs(want), np.finfo(float).tiny))))
+
+
+@given(st.lists(st.floats(-708.0, 709.0), min_size=1, max_size=64))
+def test_vectorised_exp_is_within_one_ulp_of_numpy(xs):
+    x = np.array(xs)
+    assert _ulps(fp.vexp(x), np.exp(x)) <= 1.0
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=64))
+def test_vectorised_log1p_is_within_two_ulps_of_numpy(us):
+    u = np.array(us)
+    assert _ulps(fp.vlog1p_unit(u), np.log1p(u)) <= 2.0
+
+
+@given(st.lists(st.floats(-fp.SINCOS_LIMIT, fp.SINCOS_LIMIT), min_size=1, max_size=64))
+def test_vectorised_sin_cos_match_numpy_below_the_reduction_limit(xs):
+    x = np.array(xs)
+    s, c = fp.vsincos(x)
+    # absolute error: near a zero of sin/cos the relative error of any reduction grows
+    np.testing.assert_allclose(s, np.sin(x), rtol=0, atol=4e-16 * max(1.0, float(np.abs(x).max()) / 1e3))
+    np.testing.assert_allclose(c, np.cos(x), rtol=0, atol=4e-16 * max(1.0, float(np.abs(x).max()) / 1e3))
+    assert np.all(s * s + c * c == pytest.approx(1.0, abs=1e-15))
