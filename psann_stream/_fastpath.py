@@ -156,6 +156,55 @@ def _softplus(x, u):
     return max(x, 0.0) + _log1p_unit(u), (1.0 / (1.0 + u) if x >= 0.0 else u / (1.0 + u))
 
 
+@njit(cache=True, inline="always")
+def _expm1_small(v):
+    """``expm1(v)`` for ``|v| <= 1.25``: Taylor to degree 21 (< 1e-17 relative)."""
+    p = 1.0 / 51090942171709440000
+    p = 1.0 / 2432902008176640000 + v * p
+    p = 1.0 / 121645100408832000 + v * p
+    p = 1.0 / 6402373705728000 + v * p
+    p = 1.0 / 355687428096000 + v * p
+    p = 1.0 / 20922789888000 + v * p
+    p = 1.0 / 1307674368000 + v * p
+    p = 1.0 / 87178291200 + v * p
+    p = 1.0 / 6227020800 + v * p
+    p = 1.0 / 479001600 + v * p
+    p = 1.0 / 39916800 + v * p
+    p = 1.0 / 3628800 + v * p
+    p = 1.0 / 362880 + v * p
+    p = 1.0 / 40320 + v * p
+    p = 1.0 / 5040 + v * p
+    p = 1.0 / 720 + v * p
+    p = 1.0 / 120 + v * p
+    p = 1.0 / 24 + v * p
+    p = 1.0 / 6 + v * p
+    p = 0.5 + v * p
+    return v + v * v * p
+
+
+@njit(cache=True, error_model="numpy")
+def _tanh_pass(x, out, bits):
+    """``out = tanh(x)`` = sign(x) * -m / (2 + m) with ``m = expm1(-2|x|)``: Taylor for ``2|x| <= 1.25``,
+    ``exp - 1`` beyond (no cancellation there); ``bits`` is int64 scratch."""
+    n = x.shape[0]
+    for i in range(n):
+        out[i], bits[i] = _exp_parts(-2.0 * abs(x[i]))
+    scale = bits.view(np.float64)
+    for i in range(n):
+        v = -2.0 * abs(x[i])
+        m = _expm1_small(v) if v >= -1.25 else out[i] * scale[i] - 1.0
+        t = -m / (2.0 + m)
+        out[i] = t if x[i] >= 0.0 else -t
+
+
+@njit(cache=True, error_model="numpy")
+def vtanh(x):
+    """``tanh`` of an array (for tests)."""
+    out = np.empty(x.shape[0])
+    _tanh_pass(x, out, np.empty(x.shape[0], dtype=np.int64))
+    return out
+
+
 @njit(cache=True, error_model="numpy")
 def _unit_functions(raw_a, raw_f, raw_d, z, amp, f, d, spa, spf, spd, env, sn, cs, b0, b1, b2, b3):
     """For one layer's units: amplitude, frequency, decay (softplus of the raw parameters, decay + 1e-6)
@@ -248,6 +297,8 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, A, S
         _unit_functions(theta[oa:oa + h], theta[of:of + h], theta[od:od + h], Z[lo:hi],
                         C[0, lo:hi], C[1, lo:hi], C[2, lo:hi], C[3, lo:hi], C[4, lo:hi], C[5, lo:hi],
                         C[9, lo:hi], C[10, lo:hi], C[11, lo:hi], B0[lo:hi], B1[lo:hi], B2[lo:hi], B3[lo:hi])
+        if og >= 0:
+            _tanh_pass(theta[og:og + h], C[6, lo:hi], B0[lo:hi])
         for i in range(h):
             k = os_ + i
             z = Z[k]
@@ -278,7 +329,7 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, Z, A, S
                 sn = t * m
                 db = 1.0 - t * t
             if og >= 0:
-                th = math.tanh(theta[og + i])
+                th = C[6, k]  # tanh of the raw gain, from _tanh_pass
                 gam = gmax * th
                 dgam = gmax * (1.0 - th * th)
             else:

@@ -172,3 +172,9 @@ def test_vectorised_sin_cos_match_numpy_below_the_reduction_limit(xs):
     np.testing.assert_allclose(s, np.sin(x), rtol=0, atol=4e-16 * max(1.0, float(np.abs(x).max()) / 1e3))
     np.testing.assert_allclose(c, np.cos(x), rtol=0, atol=4e-16 * max(1.0, float(np.abs(x).max()) / 1e3))
     assert np.all(s * s + c * c == pytest.approx(1.0, abs=1e-15))
+
+
+@given(st.lists(st.floats(-30.0, 30.0), min_size=1, max_size=64))
+def test_vectorised_tanh_is_within_two_ulps_of_numpy(xs):
+    x = np.array(xs)
+    assert _ulps(fp.vtanh(x), np.tanh(x)) <= 2.0
