@@ -471,7 +471,8 @@ def _sum_abs(v):
 @njit(cache=True)
 def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
     """Apply one value-form step (``gl1 = ||G||_1``); returns (l1 of the move, <move, G>, ||G||^2,
-    ||theta||_1 after)."""
+    ||theta||_1 after). A step that would not be finite changes nothing (parameters, traces, moments,
+    counters) and returns a NaN l1: every optimiser checks what it needs before it writes."""
     P = theta.shape[0]
     l1 = 0.0
     along = 0.0
@@ -484,12 +485,13 @@ def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
         else:
             zl1 = 0.0
             for p in range(P):
-                buf1[p] = td * buf1[p] + G[p]
-                zl1 += abs(buf1[p])
+                zl1 += abs(td * buf1[p] + G[p])
         dbar = max(abs(delta), 1.0)
         big = lr * kappa * dbar * zl1
         ahat = lr / max(big, 1.0)
         step = ahat * delta
+        if not (math.isfinite(zl1) and math.isfinite(step)):
+            return math.nan, 0.0, 0.0, 0.0
         if td == 0.0:
             # z = G: the move's l1 and <move, G> follow from ||G||_1 and ||G||^2, and the update is a
             # plain vectorisable loop; the sums the monitor needs use 8 accumulators (no long chain)
@@ -502,6 +504,7 @@ def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
             tl1 = _sum_abs(theta)
         else:
             for p in range(P):
+                buf1[p] = td * buf1[p] + G[p]
                 mv = buf1[p] * step
                 theta[p] += mv
                 l1 += abs(mv)
@@ -514,14 +517,16 @@ def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
         if clip > 0.0 and scal[1] > 0.0:
             limit = clip * math.sqrt(scal[0] / scal[1])
             d = max(-limit, min(limit, d))
-        scal[0] = 0.999 * scal[0] + delta * delta
-        scal[1] = 0.999 * scal[1] + 1.0
         for p in range(P):
             gsq += G[p] * G[p]
         k = lr * d / (eps + gsq)
         raw = 0.0
         for p in range(P):
             raw += abs(G[p] * k)
+        if not (math.isfinite(raw) and math.isfinite(k)):
+            return math.nan, 0.0, 0.0, 0.0
+        scal[0] = 0.999 * scal[0] + delta * delta
+        scal[1] = 0.999 * scal[1] + 1.0
         cap = 1.0 / (kappa * raw) if raw > 0.0 else 1.0
         for p in range(P):
             mv = G[p] * k
@@ -533,10 +538,19 @@ def _optimise(theta, G, gl1, delta, kind, hyp, buf1, buf2, scal):
             tl1 += abs(theta[p])
     else:
         lr, b1, b2, eps = hyp[0], hyp[1], hyp[2], hyp[3]
-        scal[0] += 1.0
-        t = scal[0]
+        t = scal[0] + 1.0
         c1 = 1.0 - b1**t
         c2 = 1.0 - b2**t
+        # first pass: the step's l1 from the moments it would write (nothing stored yet)
+        for p in range(P):
+            g = G[p] * (-delta)
+            m = buf1[p] * b1 + g * (1.0 - b1)
+            v = buf2[p] * b2 + g * g * (1.0 - b2)
+            l1 += abs(-lr * (m / c1) / (math.sqrt(v / c2) + eps))
+        if not math.isfinite(l1):
+            return math.nan, 0.0, 0.0, 0.0
+        l1 = 0.0
+        scal[0] = t
         for p in range(P):
             g = G[p] * (-delta)
             buf1[p] = buf1[p] * b1 + g * (1.0 - b1)

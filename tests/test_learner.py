@@ -272,3 +272,65 @@ def test_growing_the_input_keeps_everything_learned(backend, opt):
         b.grow_inputs(4)
     with pytest.raises(ConfigError, match="needs normalize_x=False"):
         _learner(backend).grow_inputs(6)
+
+
+@pytest.mark.parametrize("optimizer, kwargs, scale", [("adam", {"lr": 1e300}, 1.0)])
+def test_a_non_finite_update_changes_nothing(optimizer, kwargs, scale):
+    """NonFiniteStateError says the learner is unchanged since the previous event: it must be."""
+    import warnings
+
+    from psann_stream import KeyedLearner, NonFiniteStateError
+
+    X, Y = _stream(11, 60)
+    for make in (lambda: Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer=optimizer, optimizer_kwargs=kwargs,
+                                 normalize_x=False, monitor=False),
+                 lambda: KeyedLearner(StatefulNet(3, hidden=(8,), seed=0), per_key_weights=True, optimizer=optimizer,
+                                      optimizer_kwargs=kwargs, normalize_x=False, monitor=False)):
+        lrn = make()
+        keyed = isinstance(lrn, KeyedLearner)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                lrn.learn_batch(["k"] * 20, X[:20], Y[:20]) if keyed else lrn.learn_batch(X[:20], Y[:20])
+            except NonFiniteStateError:
+                pass  # the huge-lr optimisers may already fail here; what matters is the state after
+            before = lrn.state_dict()
+            bad = X[20:21] * scale
+            with pytest.raises(NonFiniteStateError):
+                lrn.learn_batch(["k"], bad, Y[20:21]) if keyed else lrn.learn_batch(bad, Y[20:21])
+        after = lrn.state_dict()
+        flat = lambda sd: [v for v in _tensors(sd)]  # noqa: E731
+        assert len(flat(before)) == len(flat(after))
+        for a, b in zip(flat(before), flat(after)):
+            assert torch.equal(a, b)
+        weights = after["rows"]["theta"] if keyed else torch.cat([t.reshape(-1) for t in after["model"].values()])
+        assert torch.isfinite(weights).all()
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k])
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+@pytest.mark.parametrize("kind, hyp", [(0, [1.0, 1.25, 0.0]), (0, [1.0, 1.25, 0.5]), (1, [0.5, 2.0, 1e-8, 10.0]),
+                                       (2, [1e-3, 0.9, 0.999, 1e-8])])
+def test_every_optimiser_step_checks_before_it_writes(kind, hyp):
+    """A gradient holding inf (ObGD with or without trace, intentional, Adam): NaN l1 returned and
+    parameters, traces, moments and counters untouched."""
+    from psann_stream import _fastpath as fp
+
+    rng = np.random.default_rng(0)
+    theta, buf1, buf2, scal = rng.standard_normal(50), rng.standard_normal(50), rng.random(50), np.array([3.0, 2.0])
+    G = rng.standard_normal(50)
+    G[7] = np.inf
+    copies = [a.copy() for a in (theta, buf1, buf2, scal)]
+    l1, *_ = fp._optimise(theta, G, float(np.abs(G).sum() + 1.0), 0.5, kind, np.array(hyp, dtype=np.float64), buf1, buf2, scal)
+    assert np.isnan(l1)
+    for got, want in zip((theta, buf1, buf2, scal), copies):
+        np.testing.assert_array_equal(got, want)
