@@ -223,7 +223,11 @@ class KafkaSource(Source):
             if msg is None:
                 continue
             if msg.error() is not None:
-                raise PsannStreamError(f"Kafka topic {self.topic!r}: {msg.error()}")
+                raise PsannStreamError(
+                    f"Kafka topic {self.topic!r} at {self.bootstrap}: {msg.error()}. The run stopped; nothing after "
+                    "its last checkpoint was committed, so once the broker is reachable again run it with resume "
+                    "(--resume) to continue exactly where it was."
+                )
             p, o = msg.partition(), msg.offset()
             if p not in next_offset or o < next_offset[p]:
                 continue  # a message before the resume point (a broker may deliver from the batch start)

@@ -623,7 +623,8 @@ def page_hinkley(ph, e, pcfg):
 @njit(cache=True, inline="always")
 def _on_drift(ph, pcfg, e, state, init, reset_state, reset_opt, kind, buf1, scal):
     """Feed the normalised absolute error ``e`` to the key's detector; on drift reset its state
-    and/or restart its optimiser (as ``Learner.reset``: ObGD traces, otherwise the scalars)."""
+    and/or restart its optimiser (the array ``_packing.restart_buffer`` names: ObGD traces, otherwise
+    the scalars)."""
     if not page_hinkley(ph, e, pcfg):
         return False
     if reset_state:

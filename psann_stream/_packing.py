@@ -112,6 +112,14 @@ def optimizer_hyper(name: str, s: Mapping[str, Any]) -> np.ndarray:
     return np.array([s["lr"], s["betas"][0], s["betas"][1], s["eps"]])
 
 
+def restart_buffer(optimizer: str) -> str:
+    """The optimiser-state array a restart clears (``Learner.reset(optimizer=True)``, drift resets):
+    ObGD's traces ``buf1``; for intentional SGD and Adam the scalars ``scal`` (error statistics;
+    Adam's step count, so its bias correction starts again while its moments are kept). The compiled
+    drift reset (``_fastpath._on_drift``) applies the same rule by optimiser kind."""
+    return "buf1" if optimizer == "obgd" else "scal"
+
+
 def empty_optimizer_state(n_params: int) -> dict[str, np.ndarray]:
     """The neutral optimiser state: ``buf1``/``buf2`` per parameter (ObGD trace; Adam m, v) and
     ``scal`` (intentional: err_sq, err_w; Adam: t)."""

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConfigError
+from .errors import ConfigError, PsannStreamError
 
 __all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "Source", "open_source", "TableSource",
            "BatchesSource", "IpcFileSource", "IpcStreamSource", "ParquetSource", "SocketSource"]
@@ -364,6 +364,11 @@ class SocketSource(Source):
         self._open = None
         try:
             yield from _from(reader, start)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise PsannStreamError(
+                f"socket source {self.address}: the stream broke off ({exc}). Nothing after the last checkpoint "
+                "was committed; resume (--resume) once the sender is back and replays its stream."
+            ) from None
         finally:
             sock.close()
 

@@ -32,8 +32,9 @@ from ._packing import (
     layout,
     optimizer_hyper,
     optimizer_settings,
+    restart_buffer,
 )
-from .drift import DriftPolicy, fresh_detector
+from .drift import DriftPolicy, drift_kernel_args, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
@@ -262,11 +263,8 @@ class KeyedLearner:
         hyp = optimizer_hyper(self.optimizer_name, self.optimizer_settings)
         kind = OPT_KINDS[self.optimizer_name]
         mon_on = self.monitor is not None and learn
-        d = self.drift
         drifted = np.zeros(N, dtype=np.bool_)
-        drift_args = (g("ph"), d.kernel_config() if d is not None else np.zeros(5), d is not None,
-                      float(self._model.state_config.init), d is not None and d.reset_state,
-                      d is not None and d.reset_optimizer, drifted)
+        drift_args = drift_kernel_args(self.drift, g("ph"), self._model.state_config.init, drifted)
         if self.per_key_weights:
             order = np.argsort(rows, kind="stable")
             sorted_rows = rows[order]
@@ -292,7 +290,7 @@ class KeyedLearner:
                                             self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args)
             if code:
                 self._raise_state_error(done, code, keys)
-        self.last_drifted = drifted if (d is not None and learn) else None
+        self.last_drifted = drifted if (self.drift is not None and learn) else None
         self.clock += N
         np.maximum.at(self._seen, rows, self.clock)
         if learn:
@@ -351,7 +349,6 @@ class KeyedLearner:
         their optimiser (as :meth:`Learner.reset <psann_stream.learner.Learner.reset>`; with shared
         weights the optimiser is shared, so ``optimizer=True`` restarts it for every key)."""
         init = self._model.state_config.init
-        obgd = self.optimizer_name == "obgd"
         n = len(self._row_key)
         if keys is None:
             hot = list(range(n))
@@ -370,7 +367,7 @@ class KeyedLearner:
             for row in cold:
                 row["state"][:] = init
         if optimizer:
-            name = "buf1" if obgd else "scal"
+            name = restart_buffer(self.optimizer_name)
             if self.per_key_weights:
                 self._rows[name][hot] = 0.0
                 for row in cold:

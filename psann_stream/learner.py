@@ -41,11 +41,12 @@ from ._packing import (
     layout,
     load_flat_params,
     optimizer_hyper,
+    restart_buffer,
     optimizer_settings,
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
-from .drift import DriftPolicy, fresh_detector
+from .drift import DriftPolicy, drift_kernel_args, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
@@ -151,8 +152,6 @@ class Learner:
         if drift is not None and not isinstance(drift, DriftPolicy):
             raise ConfigError(f"Learner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
         self.drift = drift
-        self._drift_cfg = drift.kernel_config() if drift is not None else np.zeros(5)
-        self._init = float(model.state_config.init)
         self._ph = fresh_detector()[None, :]
         self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         self._model = model.double()
@@ -334,9 +333,7 @@ class Learner:
         )
 
     def _drift_args(self, drifted: np.ndarray) -> tuple[Any, ...]:
-        d = self.drift
-        on = d is not None
-        return (self._ph, self._drift_cfg, on, self._init, on and d.reset_state, on and d.reset_optimizer, drifted)
+        return drift_kernel_args(self.drift, self._ph, self._model.state_config.init, drifted)
 
     def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
                      offset: int) -> None:
@@ -544,10 +541,7 @@ class Learner:
                 self._model.reset_state()
         if optimizer:
             if self.backend == "numba":
-                if self.optimizer_name == "obgd":
-                    self._opt_state["buf1"][:] = 0.0
-                else:
-                    self._opt_state["scal"][:] = 0.0
+                self._opt_state[restart_buffer(self.optimizer_name)][:] = 0.0
             else:
                 self._opt.reset()
 

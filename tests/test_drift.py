@@ -32,7 +32,7 @@ def test_compiled_page_hinkley_detects_exactly_where_rivers_does(seed, min_n, de
         ref.update(float(x))
         if ref.drift_detected:
             want.append(i)
-    ph, cfg = fresh_detector(), DriftPolicy(min_n, delta, threshold, alpha, mode).kernel_config()
+    ph, cfg = fresh_detector(), DriftPolicy(min_n, delta, threshold, alpha, mode).kernel_config
     got = [i for i, x in enumerate(xs) if page_hinkley(ph, float(x), cfg)]
     assert got == want
 

@@ -163,3 +163,33 @@ def test_a_tcp_socket_source_resumes_on_a_replaying_sender(tmp_path):
         open_source("tcp://nowhere")
     with pytest.raises(ConfigError, match="cannot connect"):
         open_source(address)  # the server has gone
+
+
+def test_a_socket_stream_that_breaks_off_says_how_to_continue():
+    """The sender dies mid-stream (a truncated IPC message): a one-line error that names the address
+    and says to resume, not a bare socket exception."""
+    import socket
+    import threading
+
+    from psann_stream import KeyedLearner, PsannStreamError, StatefulNet
+    from psann_stream.engine import Engine
+
+    x = np.zeros((200, 2), dtype=np.float32)
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 2), "y": np.zeros(200), "k": np.zeros(200, np.int64)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table, max_chunksize=50)
+    data = sink.getvalue().to_pybytes()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(data[: len(data) - 700])  # cut inside the last batch
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    src = open_source(f"tcp://127.0.0.1:{server.getsockname()[1]}")
+    lrn = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0), per_key_weights=True)
+    with pytest.raises(PsannStreamError, match=r"socket source tcp://127\.0\.0\.1:\d+: the stream broke off .* resume"):
+        Engine(src, lrn, ColumnMap("x", target="y", key="k")).run()

@@ -6,10 +6,8 @@ SIGKILL and resumed loses and repeats no row; resuming inside a message; clear e
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +19,7 @@ from psann_stream.adapters.kafka import KafkaSource, create_topic, produce_table
 from psann_stream.checkpoint import load_latest
 from psann_stream.engine import CheckpointPolicy, Engine, read_parts
 from psann_stream.io import TableSource
+from processes import kill_after_first_checkpoint
 from tansu import tansu_broker
 
 F = 3
@@ -137,11 +136,6 @@ def test_resuming_inside_a_message_repeats_and_loses_nothing(broker, tmp_path):
     _assert_equal_per_key(_per_key(out, ["partition", "offset", "row"]), _reference(tmp_path, table))
 
 
-def _session_pids(sid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True, check=True).stdout
-    return [int(p) for p, s in (line.split() for line in out.splitlines()) if int(s) == sid]
-
-
 def test_a_consumer_killed_and_resumed_loses_and_repeats_no_row(broker, tmp_path):
     table = _table(60_000, seed=2)
     topic = _topic(broker, "killed", table, batch_size=500)
@@ -150,16 +144,7 @@ def test_a_consumer_killed_and_resumed_loses_and_repeats_no_row(broker, tmp_path
     cli = [sys.executable, "-m", "psann_stream.cli", "run", "--kafka", broker, "--topic", topic, "--features", "x",
            "--target", "y", "--key", "k", "--config", str(cfg), "--checkpoint-dir", str(tmp_path / "ckpt"),
            "--checkpoint-every", "3000", "--output", str(tmp_path / "out")]
-    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not any((tmp_path / "ckpt").glob("ckpt-*.psck")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    finally:
-        for pid in _session_pids(proc.pid):
-            os.kill(pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_first_checkpoint(cli, tmp_path / "ckpt")
     step, _ = load_latest(tmp_path / "ckpt")
     assert 0 < step < 60_000
     assert sum(_committed(broker, topic)) < sum(_ends(broker, topic))  # the group has not seen the end yet

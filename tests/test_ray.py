@@ -6,10 +6,8 @@ resumes through the CLI."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before Ray is imported: no token file in ~/.ray
 
@@ -24,6 +22,7 @@ from psann_stream.adapters.ray import ShardedLearner, run_with_recovery, shard_o
 from psann_stream.checkpoint import load_latest
 from psann_stream.engine import CheckpointPolicy, Engine, read_parts
 from psann_stream.io import TableSource
+from processes import kill_after_first_checkpoint
 
 N, F = 12_000, 4
 COLUMNS = ColumnMap("x", target="y", key="k")
@@ -163,11 +162,6 @@ def test_configuration_errors_say_what_to_change(ray_cluster):
         ShardedLearner(_net(), 0)
 
 
-def _session_pids(sid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True, check=True).stdout
-    return [int(p) for p, s in (line.split() for line in out.splitlines()) if int(s) == sid]
-
-
 def test_a_killed_driver_resumes_through_the_cli(tmp_path):
     """The whole driver (CLI process, its local Ray and the shard actors) is SIGKILLed after its
     first checkpoint; ``--resume`` finishes the run with the uninterrupted output."""
@@ -181,20 +175,7 @@ def test_a_killed_driver_resumes_through_the_cli(tmp_path):
               "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "2000"]
     cli = [sys.executable, "-m", "psann_stream.cli", "run", *common, "--ray", "--shards", "2", "--ray-cpus", "2"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen([*cli, "--output", str(tmp_path / "out")], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not any((tmp_path / "ckpt").glob("ckpt-*.psck")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still running at its first checkpoint
-    finally:
-        for pid in _session_pids(proc.pid):  # the driver and every Ray process it started
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+    kill_after_first_checkpoint([*cli, "--output", str(tmp_path / "out")], tmp_path / "ckpt", env=env)
     step, _ = load_latest(tmp_path / "ckpt")
     assert 0 < step < 30_000  # killed between its first checkpoint and the end
     done = subprocess.run([*cli, "--output", str(tmp_path / "out"), "--resume"], env=env, capture_output=True,
