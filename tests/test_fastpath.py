@@ -53,9 +53,9 @@ def test_hand_derived_gradient_equals_autograd(cfg, seed):
     U = L.n_units
     Z, A, SN, PRE, H = (np.empty(U) for _ in range(5))
     C = np.empty((fp.C_ROWS, U))
-    G, GH, GH2 = np.empty(L.n_params), np.empty(8), np.empty(8)
+    G, GH = np.empty(L.n_params), np.empty(8)
     yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), Z, A, SN, PRE, H, C)
-    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), Z, A, SN, H, C, G, GH, GH2)
+    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), Z, A, SN, H, C, G, GH)
     tol = 1e-9 * _scale(cfg)
     np.testing.assert_allclose(yh, float(y.detach()), rtol=1e-9, atol=tol)
     np.testing.assert_allclose(SN, torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), rtol=1e-12, atol=1e-12)
