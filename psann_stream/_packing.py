@@ -152,7 +152,7 @@ def optimizer_state_to_torch(opt: torch.optim.Optimizer, model: StatefulNet, fla
     for p in model.parameters():
         n = p.numel()
         part = {k: torch.from_numpy(np.array(flat[k][off : off + n])).reshape(p.shape).to(p.dtype) for k in ("buf1", "buf2")}
-        if isinstance(opt, ObGD):
+        if isinstance(opt, ObGD) and opt.param_groups[0]["trace_decay"] != 0.0:  # no decay: no trace kept
             opt.state[p]["trace"] = part["buf1"]
         if isinstance(opt, StreamingAdam):
             opt.state[p]["m"] = part["buf1"]

@@ -106,8 +106,8 @@ class ObGD(_StreamingOptimizer):
     Args:
         lr: step size ``alpha`` (the paper uses 1.0).
         kappa: overshoot bound, ``> 0`` (2 for value prediction in the paper).
-        trace_decay: ``gamma * lambda`` of the eligibility trace, in ``[0, 1)``; 0 (no trace) for
-            supervised streams.
+        trace_decay: ``gamma * lambda`` of the eligibility trace, in ``[0, 1)``; 0 for supervised
+            streams: then ``z = g`` and no trace is stored.
 
     >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     >>> opt = ObGD([w], lr=1.0, kappa=2.0)
@@ -126,6 +126,9 @@ class ObGD(_StreamingOptimizer):
     def _direction(self, delta: float | None, pairs: list[tuple[dict[str, Any], torch.Tensor]]) -> list[torch.Tensor]:
         traces = []
         for group, p in pairs:
+            if group["trace_decay"] == 0.0:  # z = g: no trace is kept
+                traces.append(p.grad)
+                continue
             st = self.state[p]
             if "trace" not in st:
                 st["trace"] = torch.zeros_like(p)
