@@ -53,12 +53,36 @@ def test_hand_derived_gradient_equals_autograd(cfg, seed):
     work = np.empty((len(net.layers), fp.W_ROWS, max(L.lay[:, 1])))
     G = np.empty(L.n_params)
     yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work)
-    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G)
+    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True)
     SN = np.concatenate([work[l, fp.R_SN, :h] for l, h in enumerate(L.lay[:, 1])])
     tol = 1e-9 * _scale(cfg)
     np.testing.assert_allclose(yh, float(y.detach()), rtol=1e-9, atol=tol)
     np.testing.assert_allclose(SN, torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(G, want, rtol=1e-7, atol=tol)
+
+
+@given(FAST_CONFIGS, st.floats(0.01, 50.0) | st.floats(-50.0, -0.01), st.integers(0, 10_000))
+def test_obgd_without_stored_weight_gradients_moves_weights_identically(cfg, delta, seed):
+    """The default step (ObGD, no trace) never stores the weight matrices' gradients and rebuilds
+    them from the work blocks: the weights it writes are bit-identical to ``theta + G * step`` with
+    the full gradient (numpy, float64), and the part of G it skips is never read (NaN there)."""
+    net = StatefulNet(3, hidden=(5, 4), state=cfg, seed=seed).double()
+    L, theta = layout(net), flat_params(net)
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([t.reshape(-1).numpy() for t in net.initial_state(1)]) + 0.1 * rng.random(L.n_units)
+    x = rng.standard_normal(3)
+    work = np.empty((len(net.layers), fp.W_ROWS, max(L.lay[:, 1])))
+    fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x, work)
+    full, partial = np.empty(L.n_params), np.full(L.n_params, np.nan)
+    gl1 = fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, full, True)
+    assert fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, partial, False) == gl1
+    hyp = np.array([1.0, 1.25, 0.0, 0.0])
+    step = 1.0 / max(1.25 * max(abs(delta), 1.0) * gl1, 1.0) * delta  # ObGD, lr 1, kappa 1.25
+    want, got = theta + full * step, theta.copy()
+    l1, *_ = fp._obgd_plain(got, partial, gl1, delta, hyp, L.lay, L.head, work, x)
+    assert l1 == abs(step) * gl1 <= 1.0 / 1.25 + 1e-12
+    np.testing.assert_array_equal(got, want)
+    assert np.count_nonzero(got != theta) > 0
 
 
 @given(

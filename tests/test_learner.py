@@ -318,10 +318,10 @@ def _tensors(obj):
             yield from _tensors(v)
 
 
-@pytest.mark.parametrize("kind, hyp", [(0, [1.0, 1.25, 0.0]), (0, [1.0, 1.25, 0.5]), (1, [0.5, 2.0, 1e-8, 10.0]),
+@pytest.mark.parametrize("kind, hyp", [(0, [1.0, 1.25, 0.5]), (1, [0.5, 2.0, 1e-8, 10.0]),
                                        (2, [1e-3, 0.9, 0.999, 1e-8])])
 def test_every_optimiser_step_checks_before_it_writes(kind, hyp):
-    """A gradient holding inf (ObGD with or without trace, intentional, Adam): NaN l1 returned and
+    """A gradient holding inf (ObGD with a trace, intentional, Adam): NaN l1 returned and
     parameters, traces, moments and counters untouched."""
     from psann_stream import _fastpath as fp
 
@@ -330,7 +330,29 @@ def test_every_optimiser_step_checks_before_it_writes(kind, hyp):
     G = rng.standard_normal(50)
     G[7] = np.inf
     copies = [a.copy() for a in (theta, buf1, buf2, scal)]
-    l1, *_ = fp._optimise(theta, G, float(np.abs(G).sum() + 1.0), 0.5, kind, np.array(hyp, dtype=np.float64), buf1, buf2, scal)
+    l1, *_ = fp._optimise(theta, G, 0.5, kind, np.array(hyp, dtype=np.float64), buf1, buf2, scal)
     assert np.isnan(l1)
     for got, want in zip((theta, buf1, buf2, scal), copies):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("where", ["weights", "unit parameters"])
+def test_obgd_without_trace_checks_before_it_writes(where):
+    """ObGD without a trace (weight gradients rebuilt from the work blocks): an inf anywhere in the
+    gradient, hence in ||G||_1, returns a NaN l1 and leaves every parameter as it was."""
+    from psann_stream import _fastpath as fp
+    from psann_stream._packing import flat_params, layout
+
+    net = StatefulNet(3, hidden=(5, 4), seed=0).double()
+    L, theta = layout(net), flat_params(net)
+    rng = np.random.default_rng(1)
+    work, G, xin = rng.standard_normal((2, fp.W_ROWS, 5)), rng.standard_normal(L.n_params), rng.standard_normal(3)
+    if where == "weights":
+        work[1, fp.R_GZ, 2] = np.inf
+    else:
+        G[L.lay[0, 5] + 1] = np.inf
+    gl1 = 1.0 + float(np.abs(G).sum()) + float(np.abs(work[:, fp.R_GZ]).sum())
+    before = theta.copy()
+    l1, *_ = fp._obgd_plain(theta, G, gl1, 0.5, np.array([1.0, 1.25, 0.0, 0.0]), L.lay, L.head, work, xin)
+    assert np.isnan(l1)
+    np.testing.assert_array_equal(theta, before)
