@@ -153,6 +153,7 @@ class Learner:
             raise ConfigError(f"Learner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
         self.drift = drift
         self._ph = fresh_detector()[None, :]
+        self._xws, self._yws = np.zeros(2), np.zeros(2)  # the normalisers' [weight, count] for the kernel
         self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         self._model = model.double()
         self._model.reset_state(n_streams=1)
@@ -215,9 +216,11 @@ class Learner:
     # ------------------------------------------------------------------ prediction and learning
     def _check_rows(self, X: np.ndarray, Y: np.ndarray | None) -> np.ndarray:
         """Skip mask for non-finite events; raises under the 'raise' policy."""
-        # a finite sum means every value is finite (any NaN or inf makes it NaN or inf); an overflowing
-        # sum of finite values only takes the exact path below
-        if math.isfinite(float(X.sum()) + (0.0 if Y is None else float(Y.sum()))):
+        # a finite sum of squares means every value is finite (any NaN or inf makes it NaN or inf); one
+        # that overflows from finite values only takes the exact path below. A dot product, not
+        # X.sum(): ~0.5 us instead of ~1.7 us for one event, which learn_one pays every call
+        flat = X.reshape(-1)
+        if math.isfinite(float(flat.dot(flat)) + (0.0 if Y is None else float(Y.dot(Y)))):
             return np.zeros(X.shape[0], dtype=np.bool_)
         bad = ~np.isfinite(X).all(axis=1)
         if Y is not None:
@@ -309,8 +312,8 @@ class Learner:
     # ------------------------------------------------------------------ backends
     def _kernel_args(self) -> tuple[Any, ...]:
         xs, ys = self.x_stats, self.y_stats
-        self._xws = np.array([xs.weight, float(xs.count)])
-        self._yws = np.array([ys.weight, float(ys.count)])
+        self._xws[0], self._xws[1] = xs.weight, xs.count
+        self._yws[0], self._yws[1] = ys.weight, ys.count
         o = self._opt_state
         return (
             self._opt_kind, self._hyper, o["buf1"], o["buf2"], o["scal"],
