@@ -96,16 +96,14 @@ W_ROWS = 28
 # test_fastpath holds them to numpy's. Measured: 32 units' softplus x3, envelope and sin/cos in 0.55-0.63 us
 # against 2.3-2.5 us with libm.
 SINCOS_LIMIT = 1e5
-# How the passes over units are compiled: ``contract`` lets LLVM fuse each Horner step ``c + r * p`` into one
-# FMA (one rounding instead of two: as accurate or better, and ~0.25 us less per event for 64 units).
-# Nothing else in the kernel is contracted. The price: the last bits of these functions, hence of the
-# weights, depend on the machine having FMA (every x86-64 since 2013, every ARM64) and on LLVM's choices,
-# so bit-identical replay holds on one machine and numba version, not across them.
-_POLY = dict(cache=True, error_model="numpy", fastmath={"contract"})
-# Everything else: IEEE arithmetic, and numpy's error model (x / 0 is inf or nan, as in numpy, instead of
-# a ZeroDivisionError check on every division, which keeps a loop from vectorising; ~3.5 -> ~3.05 us per
-# event). No division here can meet a zero from valid settings, and a non-finite result is caught
-# where it matters: a non-finite prediction or update stops the event with nothing changed.
+# How everything here is compiled: IEEE arithmetic with no fast-math flag that could change a weight (the
+# only ``fastmath`` is ``reassoc`` on sums that feed nothing but the monitor), and numpy's error model (x / 0
+# is inf or nan, as in numpy, instead of a ZeroDivisionError check on every division, which keeps a loop
+# from vectorising; ~3.5 -> ~3.05 us per event). No division here can meet a zero from valid settings, and
+# a non-finite result is caught where it matters: a non-finite prediction or update stops the event with
+# nothing changed. Not ``contract`` (FMA): LLVM's fusing depends on how the code was inlined, and inlining
+# depends on whether a callee came from numba's disk cache, so two processes computed different weights
+# (caught by the Ray and Kafka tests on a cold cache).
 _KERNEL = dict(cache=True, error_model="numpy")
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
@@ -218,7 +216,7 @@ def _expm1_small(v):
     return v + v * v * p
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def _tanh_pass(x, out, bits):
     """``out = tanh(x)``, odd in ``x``, ``a = |x|``: for ``2a <= 1.25`` ``m / (m + 2)`` with
     ``m = expm1(2a)`` (a Taylor series of positive terms: no cancellation); beyond, ``1 - 2e / (1 + e)``
@@ -239,7 +237,7 @@ def _tanh_pass(x, out, bits):
         out[i] = t if x[i] >= 0.0 else -t
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def vtanh(x):
     """``tanh`` of an array (for tests)."""
     out = np.empty(x.shape[0])
@@ -247,7 +245,7 @@ def vtanh(x):
     return out
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def _unit_functions(raw_a, raw_f, raw_d, w):
     """For one layer's units (``w`` its work block, ``R_Z`` filled): amplitude, frequency, decay
     (softplus of the raw parameters, decay + 1e-6) and their derivatives, the envelope ``exp(-d |z|)``
@@ -279,7 +277,7 @@ def _unit_functions(raw_a, raw_f, raw_d, w):
             w[R_SIN, i], w[R_COS, i] = math.sin(fz), math.cos(fz)
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def _units_forward(w, state, fixed_gain, mode, bound, rho, c, m, gmax, geps, has_gain):
     """One layer's units, after :func:`_unit_functions` (and, with ``has_gain``, ``R_T`` = tanh of the
     raw gain): activation, new state (bounded), output, gain and the derivatives the backward pass
@@ -335,7 +333,7 @@ def vexp(x: np.ndarray) -> np.ndarray:
     return _vexp(np.ascontiguousarray(x, dtype=np.float64))
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def _vexp(x):
     out = np.empty(x.shape[0])
     bits = np.empty(x.shape[0], dtype=np.int64)
@@ -347,7 +345,7 @@ def _vexp(x):
     return out
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def vlog1p_unit(u):
     """``log1p`` of an array of values in [0, 1] (for tests)."""
     out = np.empty(u.shape[0])
@@ -356,7 +354,7 @@ def vlog1p_unit(u):
     return out
 
 
-@njit(**_POLY)
+@njit(**_KERNEL)
 def vsincos(x):
     """``(sin, cos)`` of an array (for tests)."""
     s, c = np.empty(x.shape[0]), np.empty(x.shape[0])
@@ -531,23 +529,18 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
     return gl1
 
 
-@njit(cache=True, fastmath={"reassoc"})
-def _axpy_sq(theta, G, step):
-    """``theta += step * G``; returns ``||G||^2``. The update is exact IEEE arithmetic (one multiply,
-    one add: nothing to reassociate, no contraction into FMAs); ``reassoc`` only lets LLVM split the
-    sum, which feeds nothing but the monitor, into vector lanes. Its order then depends on the CPU's
-    vector width, so it may differ between machines in the last bits; the weights never do."""
-    gsq = 0.0
+@njit(**_KERNEL)
+def _axpy(theta, G, step):
+    """``theta += step * G``."""
     for p in range(theta.shape[0]):
-        g = G[p]
-        theta[p] += g * step
-        gsq += g * g
-    return gsq
+        theta[p] += G[p] * step
 
 
 @njit(cache=True, fastmath={"reassoc"})
 def _sum_sq(v):
-    """``sum(v**2)`` in vector lanes (monitor statistics only; see :func:`_axpy_sq`)."""
+    """``sum(v**2)`` in vector lanes, for the monitor only: ``reassoc`` lets LLVM split the sum, so its
+    last bits depend on the CPU's vector width and on how the code was compiled. Nothing that a weight
+    depends on is computed this way."""
     out = 0.0
     for p in range(v.shape[0]):
         out += v[p] * v[p]
@@ -556,7 +549,7 @@ def _sum_sq(v):
 
 @njit(cache=True, fastmath={"reassoc"})
 def _sum_abs(v):
-    """``sum(|v|)`` in vector lanes (monitor statistics only; see :func:`_axpy_sq`)."""
+    """``sum(|v|)`` in vector lanes, for the monitor only (see :func:`_sum_sq`)."""
     out = 0.0
     for p in range(v.shape[0]):
         out += abs(v[p])
@@ -602,9 +595,12 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
         _outer_axpy(theta[ow:ob], dz, hin, step)
         gsq += _sum_sq(dz) * _sum_sq(hin)
         if og >= 0:
-            gsq += _axpy_sq(theta[og:ow], G[og:ow], step)
-        gsq += _axpy_sq(theta[ob:od + h], G[ob:od + h], step)
-    gsq += _axpy_sq(theta[head[0]:head[1] + 1], G[head[0]:head[1] + 1], step)
+            _axpy(theta[og:ow], G[og:ow], step)
+            gsq += _sum_sq(G[og:ow])
+        _axpy(theta[ob:od + h], G[ob:od + h], step)
+        gsq += _sum_sq(G[ob:od + h])
+    _axpy(theta[head[0]:head[1] + 1], G[head[0]:head[1] + 1], step)
+    gsq += _sum_sq(G[head[0]:head[1] + 1])
     return abs(step) * gl1, step * gsq, gsq, _sum_abs(theta)
 
 
