@@ -28,7 +28,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 events)
 
@@ -113,25 +115,40 @@ _PIO2_1 = 1.57079632673412561417e+00
 _PIO2_2 = 6.07710050650619224932e-11
 _PIO2_3 = 2.02226624879595063154e-21
 
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (IEEE fused multiply-add, LLVM's ``llvm.fma``): the Horner steps
+    below. Written out, not left to fast-math ``contract``: an explicit fma is exactly specified, so its
+    result is the same on every machine and however the code was inlined (contraction was not: see
+    ``_KERNEL``). Vector ``vfmadd`` on x86-64 with FMA; a libm call (slower, same bits) without."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        return builder.call(builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d])), args)
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def _exp_parts(v):
     v = min(max(v, -708.0), 709.0)
     k = math.floor(v * _LOG2E + 0.5)
     r = (v - k * _LN2_HI) - k * _LN2_LO
     p = 1.0 / 6227020800
-    p = 1.0 / 479001600 + r * p
-    p = 1.0 / 39916800 + r * p
-    p = 1.0 / 3628800 + r * p
-    p = 1.0 / 362880 + r * p
-    p = 1.0 / 40320 + r * p
-    p = 1.0 / 5040 + r * p
-    p = 1.0 / 720 + r * p
-    p = 1.0 / 120 + r * p
-    p = 1.0 / 24 + r * p
-    p = 1.0 / 6 + r * p
-    p = 0.5 + r * p
-    p = 1.0 + r * p
-    return 1.0 + r * p, (np.int64(k) + 1023) << 52
+    p = _fma(r, p, 1.0 / 479001600)
+    p = _fma(r, p, 1.0 / 39916800)
+    p = _fma(r, p, 1.0 / 3628800)
+    p = _fma(r, p, 1.0 / 362880)
+    p = _fma(r, p, 1.0 / 40320)
+    p = _fma(r, p, 1.0 / 5040)
+    p = _fma(r, p, 1.0 / 720)
+    p = _fma(r, p, 1.0 / 120)
+    p = _fma(r, p, 1.0 / 24)
+    p = _fma(r, p, 1.0 / 6)
+    p = _fma(r, p, 0.5)
+    p = _fma(r, p, 1.0)
+    return _fma(r, p, 1.0), (np.int64(k) + 1023) << 52
 
 @njit(cache=True, inline="always")
 def _log1p_unit(u):
@@ -142,16 +159,16 @@ def _log1p_unit(u):
     s = (u - 1.0 if big else u) / (u + 3.0 if big else 2.0 + u)
     s2 = s * s
     p = 1.0 / 21
-    p = 1.0 / 19 + s2 * p
-    p = 1.0 / 17 + s2 * p
-    p = 1.0 / 15 + s2 * p
-    p = 1.0 / 13 + s2 * p
-    p = 1.0 / 11 + s2 * p
-    p = 1.0 / 9 + s2 * p
-    p = 1.0 / 7 + s2 * p
-    p = 1.0 / 5 + s2 * p
-    p = 1.0 / 3 + s2 * p
-    r = 2.0 * (s + s * s2 * p)
+    p = _fma(s2, p, 1.0 / 19)
+    p = _fma(s2, p, 1.0 / 17)
+    p = _fma(s2, p, 1.0 / 15)
+    p = _fma(s2, p, 1.0 / 13)
+    p = _fma(s2, p, 1.0 / 11)
+    p = _fma(s2, p, 1.0 / 9)
+    p = _fma(s2, p, 1.0 / 7)
+    p = _fma(s2, p, 1.0 / 5)
+    p = _fma(s2, p, 1.0 / 3)
+    r = 2.0 * _fma(s, s2 * p, s)
     return _LN2_HI + (_LN2_LO + r) if big else r
 
 
@@ -160,23 +177,23 @@ def _sincos(v):
     k = math.floor(v * _TWO_OVER_PI + 0.5)
     r = ((v - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_3
     r2 = r * r
-    ps = -1.0 / 1307674368000 + r2 * (1.0 / 355687428096000)
-    ps = 1.0 / 6227020800 + r2 * ps
-    ps = -1.0 / 39916800 + r2 * ps
-    ps = 1.0 / 362880 + r2 * ps
-    ps = -1.0 / 5040 + r2 * ps
-    ps = 1.0 / 120 + r2 * ps
-    ps = -1.0 / 6 + r2 * ps
-    sv = r + r * r2 * ps
-    pc = 1.0 / 20922789888000 + r2 * (-1.0 / 6402373705728000)
-    pc = -1.0 / 87178291200 + r2 * pc
-    pc = 1.0 / 479001600 + r2 * pc
-    pc = -1.0 / 3628800 + r2 * pc
-    pc = 1.0 / 40320 + r2 * pc
-    pc = -1.0 / 720 + r2 * pc
-    pc = 1.0 / 24 + r2 * pc
-    pc = -0.5 + r2 * pc
-    cv = 1.0 + r2 * pc
+    ps = _fma(r2, 1.0 / 355687428096000, -1.0 / 1307674368000)
+    ps = _fma(r2, ps, 1.0 / 6227020800)
+    ps = _fma(r2, ps, -1.0 / 39916800)
+    ps = _fma(r2, ps, 1.0 / 362880)
+    ps = _fma(r2, ps, -1.0 / 5040)
+    ps = _fma(r2, ps, 1.0 / 120)
+    ps = _fma(r2, ps, -1.0 / 6)
+    sv = _fma(r, r2 * ps, r)
+    pc = _fma(r2, -1.0 / 6402373705728000, 1.0 / 20922789888000)
+    pc = _fma(r2, pc, -1.0 / 87178291200)
+    pc = _fma(r2, pc, 1.0 / 479001600)
+    pc = _fma(r2, pc, -1.0 / 3628800)
+    pc = _fma(r2, pc, 1.0 / 40320)
+    pc = _fma(r2, pc, -1.0 / 720)
+    pc = _fma(r2, pc, 1.0 / 24)
+    pc = _fma(r2, pc, -0.5)
+    cv = _fma(r2, pc, 1.0)
     q = k - 4.0 * math.floor(k * 0.25)
     odd = q == 1.0 or q == 3.0
     a = cv if odd else sv
@@ -194,26 +211,26 @@ def _softplus(x, u):
 def _expm1_small(v):
     """``expm1(v)`` for ``|v| <= 1.25``: Taylor to degree 21 (< 1e-17 relative)."""
     p = 1.0 / 51090942171709440000
-    p = 1.0 / 2432902008176640000 + v * p
-    p = 1.0 / 121645100408832000 + v * p
-    p = 1.0 / 6402373705728000 + v * p
-    p = 1.0 / 355687428096000 + v * p
-    p = 1.0 / 20922789888000 + v * p
-    p = 1.0 / 1307674368000 + v * p
-    p = 1.0 / 87178291200 + v * p
-    p = 1.0 / 6227020800 + v * p
-    p = 1.0 / 479001600 + v * p
-    p = 1.0 / 39916800 + v * p
-    p = 1.0 / 3628800 + v * p
-    p = 1.0 / 362880 + v * p
-    p = 1.0 / 40320 + v * p
-    p = 1.0 / 5040 + v * p
-    p = 1.0 / 720 + v * p
-    p = 1.0 / 120 + v * p
-    p = 1.0 / 24 + v * p
-    p = 1.0 / 6 + v * p
-    p = 0.5 + v * p
-    return v + v * v * p
+    p = _fma(v, p, 1.0 / 2432902008176640000)
+    p = _fma(v, p, 1.0 / 121645100408832000)
+    p = _fma(v, p, 1.0 / 6402373705728000)
+    p = _fma(v, p, 1.0 / 355687428096000)
+    p = _fma(v, p, 1.0 / 20922789888000)
+    p = _fma(v, p, 1.0 / 1307674368000)
+    p = _fma(v, p, 1.0 / 87178291200)
+    p = _fma(v, p, 1.0 / 6227020800)
+    p = _fma(v, p, 1.0 / 479001600)
+    p = _fma(v, p, 1.0 / 39916800)
+    p = _fma(v, p, 1.0 / 3628800)
+    p = _fma(v, p, 1.0 / 362880)
+    p = _fma(v, p, 1.0 / 40320)
+    p = _fma(v, p, 1.0 / 5040)
+    p = _fma(v, p, 1.0 / 720)
+    p = _fma(v, p, 1.0 / 120)
+    p = _fma(v, p, 1.0 / 24)
+    p = _fma(v, p, 1.0 / 6)
+    p = _fma(v, p, 0.5)
+    return _fma(v, v * p, v)
 
 
 @njit(**_KERNEL)
