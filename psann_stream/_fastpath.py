@@ -103,9 +103,10 @@ SINCOS_LIMIT = 1e5
 # is inf or nan, as in numpy, instead of a ZeroDivisionError check on every division, which keeps a loop
 # from vectorising; ~3.5 -> ~3.05 us per event). No division here can meet a zero from valid settings, and
 # a non-finite result is caught where it matters: a non-finite prediction or update stops the event with
-# nothing changed. Not ``contract`` (FMA): LLVM's fusing depends on how the code was inlined, and inlining
+# nothing changed. Not ``contract``: LLVM's fusing depends on how the code was inlined, and inlining
 # depends on whether a callee came from numba's disk cache, so two processes computed different weights
-# (caught by the Ray and Kafka tests on a cold cache).
+# (caught by the Ray and Kafka tests on a cold cache); the multiply-adds worth fusing are explicit
+# :func:`_fma` calls instead (tests/test_compile_paths.py holds this).
 _KERNEL = dict(cache=True, error_model="numpy")
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
