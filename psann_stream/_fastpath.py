@@ -36,23 +36,24 @@ MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 even
 
 
 @njit(cache=True, inline="always")
+def _sd(m2j, meanj, early, denom, eps):
+    """``RunningStats.std`` of one feature (variance 1 until two values were seen)."""
+    var = 1.0 if early else max(m2j / denom, 0.0)
+    return math.sqrt(var + eps * (1.0 + meanj * meanj))
+
+
+@njit(cache=True, inline="always")
 def _std(mean, m2, ws, forget, eps, j):
-    if ws[1] < 2.0:
-        var = 1.0
-    else:
-        denom = ws[0] - 1.0 if forget == 1.0 else ws[0]
-        var = max(m2[j] / denom, 0.0)
-    return math.sqrt(var + eps * (1.0 + mean[j] * mean[j]))
+    return _sd(m2[j], mean[j], ws[1] < 2.0, ws[0] - 1.0 if forget == 1.0 else ws[0], eps)
 
 
 @njit(cache=True, inline="always")
 def _stds(mean, m2, ws, forget, eps, out):
-    """``out[j] = _std(..., j)`` for every feature, the counters read once."""
-    early = ws[1] < 2.0
-    denom = ws[0] - 1.0 if forget == 1.0 else ws[0]
+    """``out[j] = _std(..., j)`` for every feature, the counters read once (``out`` may alias ``ws``
+    as far as LLVM knows, so per-feature reads would be reloads)."""
+    early, denom = ws[1] < 2.0, ws[0] - 1.0 if forget == 1.0 else ws[0]
     for j in range(mean.shape[0]):
-        var = 1.0 if early else max(m2[j] / denom, 0.0)
-        out[j] = math.sqrt(var + eps * (1.0 + mean[j] * mean[j]))
+        out[j] = _sd(m2[j], mean[j], early, denom, eps)
 
 
 @njit(cache=True, inline="always")
@@ -408,6 +409,13 @@ def _affine(W, b, hin, out):
         out[i] = a
 
 
+@njit(cache=True, inline="always")
+def _layer_input(xin, lay, work, l):
+    """Layer ``l``'s input: the (normalised) event for the first layer, else the outputs of layer
+    ``l - 1`` in its work block."""
+    return xin if l == 0 else work[l - 1, R_H, :lay[l, 0]]
+
+
 @njit(**_KERNEL)
 def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
     """One forward pass for one event: fills each layer's work block ``work[l]`` (rows ``R_*``) and
@@ -418,7 +426,7 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
     for l in range(n_layers):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
         w = work[l]
-        hin = xin if l == 0 else work[l - 1, R_H, :n_in]
+        hin = _layer_input(xin, lay, work, l)
         _affine(theta[ow:ow + h * n_in], theta[ob:ob + h], hin, w[R_Z, :h])
         _unit_functions(theta[oa:oa + h], theta[of:of + h], theta[od:od + h], w)
         if og >= 0:
@@ -527,7 +535,7 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
     for l in range(n_layers - 1, -1, -1):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
         w = work[l]
-        hin = xin if l == 0 else work[l - 1, R_H, :n_in]
+        hin = _layer_input(xin, lay, work, l)
         in_l1 = 0.0
         for j in range(n_in):
             in_l1 += abs(hin[j])
@@ -608,7 +616,7 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
     gsq = 0.0
     for l in range(lay.shape[0]):
         n_in, h, og, ow, ob, od = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 7]
-        hin = xin if l == 0 else work[l - 1, R_H, :n_in]
+        hin = _layer_input(xin, lay, work, l)
         dz = work[l, R_GZ, :h]
         _outer_axpy(theta[ow:ob], dz, hin, step)
         gsq += _sum_sq(dz) * _sum_sq(hin)
@@ -818,13 +826,16 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
         os_ = lay[l, 8]
         for i in range(lay[l, 1]):
             state[os_ + i] = work[l, R_SN, i]
-            A[os_ + i] = work[l, R_A, i]
     if xon:
         _stats_update(xm, xm2, xws, xf, nclip, x, SD)
     if yon and learn:
         NS[0, F], NS[1, F] = y, sy
         _stats_update(ym, ym2, yws, yf, nclip, NS[0, F:], NS[1, F:])
     if mon_on and learn:
+        for l in range(lay.shape[0]):  # the monitor takes the activations of all units in one array
+            os_ = lay[l, 8]
+            for i in range(lay[l, 1]):
+                A[os_ + i] = work[l, R_A, i]
         _monitor(mon, lay, state, A, cfg[2], gsq, tl1, l1, eff, lay.shape[0])
     return pred, 0
 
