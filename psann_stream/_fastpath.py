@@ -11,8 +11,10 @@ Everything here mirrors a torch reference exactly (same operations, same order o
 
 * ``theta`` is the concatenation of ``StatefulNet.parameters()`` in order (each flattened row-major):
   per layer ``[raw_gain (if learnable)] W b raw_amplitude raw_frequency raw_decay``, then the head.
-* ``lay[l] = (in, h, off_gain, off_W, off_b, off_A, off_F, off_D, off_state)`` per layer,
-  ``off_gain = -1`` for a fixed gain (taken from ``fixed_gain``); ``head = (off_W, off_b, h_last)``.
+* ``lay[l] = (in, h, off_gain, off_W, off_b, off_A, off_F, off_D, off_state, off_rate)`` per layer,
+  ``off_gain = -1`` for a fixed gain (taken from ``fixed_gain``), ``off_rate = -1`` for the fixed rate
+  ``cfg[0]`` (else raw rates ``nu``, ``rho = RATE_CAP exp(-exp(nu))``); ``head = (off_W, off_b, h_last)``.
+  A layer's own parameters (gain, rate) come before its ``W``, so ``[first own, off_W)`` is one block.
 * ``cfg = (rho, beta, max_abs, gain_max, gain_eps)``; ``mode`` 0 trace, 1 gain, 2 legacy; ``bound``
   0 clip, 1 tanh.
 * optimiser ``kind`` 0 ObGD ``(lr, kappa, trace_decay)``, 1 intentional ``(lr, kappa, eps, clip)``
@@ -33,6 +35,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 events)
+RATE_CAP = 1.0 - 2.0**-20  # = psann_stream.state.RATE_CAP (the kernel imports nothing from the package)
 
 
 @njit(cache=True, inline="always")
@@ -89,7 +92,9 @@ R_T = 16  # tanh of the raw gain
 R_GY, R_L1 = 17, 18  # backward: d y_hat / d output; the unit's share of ||G||_1
 R_GGAIN, R_GAMP, R_GF, R_GD, R_GZ = 19, 20, 21, 22, 23  # backward: gradients of the raw parameters and of z
 R_BITS = 24  # four rows of int64 scratch: the 2**k of each exp
-W_ROWS = 28
+R_RD, R_DCZ, R_KZ, R_KS = 28, 29, 30, 31  # traced learning: rho*D, ds/dz this step, gy*ka*da/dz, gy*ks
+R_RHO, R_DRHO, R_GRATE = 32, 33, 34  # each unit's rate, d rate / d raw rate, gradient of the raw rate
+W_ROWS = 35
 
 
 # Vectorisable transcendentals. libm's exp/log1p/sin/cos are calls LLVM cannot vectorise; these are plain
@@ -265,6 +270,24 @@ def vtanh(x):
 
 
 @njit(**_KERNEL)
+def _rates(raw, w):
+    """Learnable rates of one layer's units: ``R_RHO = RATE_CAP exp(-exp(raw))`` and ``R_DRHO`` its
+    derivative ``-rho exp(raw)`` (``state.rate_from_raw``)."""
+    n = raw.shape[0]
+    bits = w[R_BITS].view(np.int64)
+    for i in range(n):
+        w[R_DRHO, i], bits[i] = _exp_parts(raw[i])
+    for i in range(n):
+        w[R_DRHO, i] *= w[R_BITS, i]
+    for i in range(n):
+        w[R_RHO, i], bits[i] = _exp_parts(-w[R_DRHO, i])
+    for i in range(n):
+        r = RATE_CAP * (w[R_RHO, i] * w[R_BITS, i])
+        w[R_RHO, i] = r
+        w[R_DRHO, i] = -r * w[R_DRHO, i]
+
+
+@njit(**_KERNEL)
 def _unit_functions(raw_a, raw_f, raw_d, w):
     """For one layer's units (``w`` its work block, ``R_Z`` filled): amplitude, frequency, decay
     (softplus of the raw parameters, decay + 1e-6) and their derivatives, the envelope ``exp(-d |z|)``
@@ -297,10 +320,11 @@ def _unit_functions(raw_a, raw_f, raw_d, w):
 
 
 @njit(**_KERNEL)
-def _units_forward(w, state, fixed_gain, mode, bound, rho, c, m, gmax, geps, has_gain):
+def _units_forward(w, state, fixed_gain, mode, bound, beta, m, gmax, geps, has_gain):
     """One layer's units, after :func:`_unit_functions` (and, with ``has_gain``, ``R_T`` = tanh of the
-    raw gain): activation, new state (bounded), output, gain and the derivatives the backward pass
-    needs. A non-finite envelope * sin zeroes the unit (and its cached envelope, sin, cos)."""
+    raw gain; ``R_RHO`` = each unit's rate): activation, new state (bounded), output, gain and the
+    derivatives the backward pass needs. A non-finite envelope * sin zeroes the unit (and its cached
+    envelope, sin, cos)."""
     h = state.shape[0]
     for i in range(h):
         es = w[R_ENV, i] * w[R_SIN, i]
@@ -316,7 +340,8 @@ def _units_forward(w, state, fixed_gain, mode, bound, rho, c, m, gmax, geps, has
             drive = abs(a)
         else:
             drive = abs(a * s)
-        pre = rho * s + c * drive
+        rho = w[R_RHO, i]
+        pre = rho * s + ((1.0 - rho) * beta) * drive
         w[R_A, i] = a
         if bound == 0:
             w[R_SN, i] = min(max(pre, -m), m)
@@ -421,17 +446,21 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
     """One forward pass for one event: fills each layer's work block ``work[l]`` (rows ``R_*``) and
     returns y_hat. Leaves ``state`` unchanged (the new state is ``work[l, R_SN]``)."""
     rho, beta, m, gmax, geps = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4]
-    c = (1.0 - rho) * beta
     n_layers = lay.shape[0]
     for l in range(n_layers):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
+        orr = lay[l, 9]
         w = work[l]
         hin = _layer_input(xin, lay, work, l)
         _affine(theta[ow:ow + h * n_in], theta[ob:ob + h], hin, w[R_Z, :h])
         _unit_functions(theta[oa:oa + h], theta[of:of + h], theta[od:od + h], w)
         if og >= 0:
             _tanh_pass(theta[og:og + h], w[R_T, :h], w[R_BITS].view(np.int64)[:h])
-        _units_forward(w, state[os_:os_ + h], fixed_gain[os_:os_ + h], mode, bound, rho, c, m, gmax, geps, og >= 0)
+        if orr >= 0:
+            _rates(theta[orr:orr + h], w)
+        else:
+            w[R_RHO, :h] = rho
+        _units_forward(w, state[os_:os_ + h], fixed_gain[os_:os_ + h], mode, bound, beta, m, gmax, geps, og >= 0)
     hw, hb, hl = head[0], head[1], head[2]
     out = work[n_layers - 1, R_H]
     y = theta[hb]
@@ -475,13 +504,15 @@ def _affine_backward(W, dz, hin, gW, ghin, weights, input_grad):
 
 
 @njit(**_KERNEL)
-def _units_backward(w, state, mode, c, geps, in_l1):
+def _units_backward(w, state, mode, beta, geps, in_l1, has_rate):
     """One layer's units, backward, from ``R_GY`` (d y_hat / d output): the gradients of the raw gain,
-    amplitude, frequency and decay and of the pre-activation (``R_GZ``, = the bias gradient), and
-    ``R_L1`` = each unit's share of ``||G||_1``, its weight row counted as ``|g_z| * (1 + in_l1)``
-    (``in_l1`` = l1 norm of the layer's input; the 1 is the bias). No sum runs across units."""
+    amplitude, frequency, decay and (``has_rate``) rate and of the pre-activation (``R_GZ``, = the
+    bias gradient), and ``R_L1`` = each unit's share of ``||G||_1``, its weight row counted as
+    ``|g_z| * (1 + in_l1)`` (``in_l1`` = l1 norm of the layer's input; the 1 is the bias). No sum runs
+    across units."""
     for i in range(state.shape[0]):
         z, a, sn, s = w[R_Z, i], w[R_A, i], w[R_SN, i], state[i]
+        c = (1.0 - w[R_RHO, i]) * beta
         gam, db = w[R_GAM, i], w[R_DB, i]
         env, sin_fz, cos_fz = w[R_ENV, i], w[R_SIN, i], w[R_COS, i]
         if mode == 0:
@@ -495,13 +526,16 @@ def _units_backward(w, state, mode, c, geps, in_l1):
         if mode == 0:
             gy_a = 1.0 + gam * ds_da
             gy_gam = sn
+            gy_s = gam
         elif mode == 1:
             den = geps + sn
             gy_a = gam / den - gam * a / (den * den) * ds_da
             gy_gam = a / den
+            gy_s = -gam * a / (den * den)
         else:
             gy_a = gam * s
             gy_gam = a * s
+            gy_s = 0.0
         gy = w[R_GY, i]
         gg = gy * gy_gam * w[R_DGAM, i]
         ga = gy * gy_a
@@ -513,6 +547,11 @@ def _units_backward(w, state, mode, c, geps, in_l1):
         dz = ga * (amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz))
         w[R_GGAIN, i], w[R_GAMP, i], w[R_GF, i], w[R_GD, i], w[R_GZ, i] = gg, g_amp, g_f, g_d, dz
         w[R_L1, i] = abs(gg) + abs(g_amp) + abs(g_f) + abs(g_d) + abs(dz) * (1.0 + in_l1)
+        if has_rate:  # d s / d rho = s_prev - beta phi(a) inside the bound (trace and gain mode)
+            phi = a if mode == 0 else abs(a)
+            g_r = gy * gy_s * db * (s - beta * phi) * w[R_DRHO, i]
+            w[R_GRATE, i] = g_r
+            w[R_L1, i] += abs(g_r)
 
 
 @njit(**_KERNEL)
@@ -521,8 +560,7 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
     the work blocks of :func:`_forward`; returns ``||G||_1`` (the units' shares summed in order).
     With ``weights`` False the weight matrices' parts of G are left unwritten (they are
     ``outer(R_GZ, layer input)``; :func:`_obgd_plain` rebuilds them)."""
-    rho, beta, geps = cfg[0], cfg[1], cfg[4]
-    c = (1.0 - rho) * beta
+    beta, geps = cfg[1], cfg[4]
     n_layers = lay.shape[0]
     hw, hb, hl = head[0], head[1], head[2]
     top = work[n_layers - 1]
@@ -539,7 +577,11 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
         in_l1 = 0.0
         for j in range(n_in):
             in_l1 += abs(hin[j])
-        _units_backward(w, state[os_:os_ + h], mode, c, geps, in_l1)
+        orr = lay[l, 9]
+        _units_backward(w, state[os_:os_ + h], mode, beta, geps, in_l1, orr >= 0)
+        if orr >= 0:
+            for i in range(h):
+                G[orr + i] = w[R_GRATE, i]
         for i in range(h):
             G[oa + i] = w[R_GAMP, i]
             G[of + i] = w[R_GF, i]
@@ -553,6 +595,107 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
         _affine_backward(theta[ow:ow + h * n_in], w[R_GZ, :h], hin, G[ow:ow + h * n_in],
                          work[max(l - 1, 0), R_GY, :n_in], weights, l > 0)
     return gl1
+
+
+@njit(**_KERNEL)
+def _units_traced(w, state, mode, beta, geps, E, EN, G, Er, ENr, Gr):
+    """Traced learning, one layer's units, from ``R_GY``: the eligibility traces of the bias, raw
+    amplitude, frequency and decay advance (``EN = D (rho E + c phi' da/dtheta)``, read from ``E``,
+    written to ``EN``; the four blocks of ``h`` values in that order) and their traced gradients
+    ``gy (ka da/dtheta + ks EN)`` go to ``G`` (same blocks), where ``ka``, ``ks`` are the output's
+    derivatives by the activation and by the new state. Also fills ``R_GZ`` (the one-step gradient
+    of z, which flows to the layer below), ``R_GGAIN`` and the rows the weight traces need
+    (``R_RD``, ``R_DCZ``, ``R_KZ``, ``R_KS``). With learnable rates (``Er`` not empty) the raw rates'
+    traces ``D (rho E + (s_prev - beta phi(a)) d rho / d nu)`` and gradients go to ``ENr``, ``Gr``."""
+    h = state.shape[0]
+    has_rate = Er.shape[0] > 0
+    for i in range(h):
+        z, a, sn = w[R_Z, i], w[R_A, i], w[R_SN, i]
+        gam, db = w[R_GAM, i], w[R_DB, i]
+        env, sin_fz, cos_fz = w[R_ENV, i], w[R_SIN, i], w[R_COS, i]
+        if mode == 0:
+            dphi = 1.0
+            ka, ks, gy_gam = 1.0, gam, sn
+        else:
+            dphi = 1.0 if a > 0 else (-1.0 if a < 0 else 0.0)
+            den = geps + sn
+            ka, ks, gy_gam = gam / den, -gam * a / (den * den), a / den
+        rho = w[R_RHO, i]
+        dc = db * ((1.0 - rho) * beta) * dphi
+        rd = db * rho
+        gy = w[R_GY, i]
+        sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
+        amp = w[R_AMP, i]
+        p_z = amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz)
+        p_a = (env * sin_fz) * w[R_SPA, i]
+        p_f = amp * env * z * cos_fz * w[R_SPF, i]
+        p_d = (-abs(z) * a) * w[R_SPD, i]
+        gk, gs = gy * ka, gy * ks
+        e = rd * E[i] + dc * p_z
+        EN[i] = e
+        G[i] = gk * p_z + gs * e
+        e = rd * E[h + i] + dc * p_a
+        EN[h + i] = e
+        G[h + i] = gk * p_a + gs * e
+        e = rd * E[2 * h + i] + dc * p_f
+        EN[2 * h + i] = e
+        G[2 * h + i] = gk * p_f + gs * e
+        e = rd * E[3 * h + i] + dc * p_d
+        EN[3 * h + i] = e
+        G[3 * h + i] = gk * p_d + gs * e
+        w[R_GZ, i] = gy * (ka + ks * dc) * p_z
+        w[R_GGAIN, i] = gy * gy_gam * w[R_DGAM, i]
+        w[R_RD, i], w[R_DCZ, i], w[R_KZ, i], w[R_KS, i] = rd, dc * p_z, gk * p_z, gs
+        if has_rate:
+            phi = a if mode == 0 else abs(a)
+            e = rd * Er[i] + db * (state[i] - beta * phi) * w[R_DRHO, i]
+            ENr[i] = e
+            Gr[i] = gs * e
+
+
+@njit(**_KERNEL)
+def _weights_traced(E, EN, G, hin, w):
+    """Traced learning, one layer's weight matrix (row-major ``[h, n_in]``): ``EN_ij = rho D_i E_ij +
+    (ds_i/dz_i) x_j`` and ``G_ij = gy_i ka_i (da_i/dz_i) x_j + gy_i ks_i EN_ij``, from the rows
+    :func:`_units_traced` filled."""
+    n_in = hin.shape[0]
+    for i in range(G.shape[0] // n_in):
+        rd, dcz, kz, ks = w[R_RD, i], w[R_DCZ, i], w[R_KZ, i], w[R_KS, i]
+        row = i * n_in
+        for j in range(n_in):
+            e = rd * E[row + j] + dcz * hin[j]
+            EN[row + j] = e
+            G[row + j] = kz * hin[j] + ks * e
+
+
+@njit(**_KERNEL)
+def _backward_traced(theta, lay, head, cfg, mode, state, xin, work, G, E, EN):
+    """Traced learning: the gradient of y_hat into ``G`` with every stateful layer's parameters seen
+    through their eligibility traces (exact within a layer), one-step backpropagation between layers;
+    the advanced traces go to ``EN`` (laid out like ``theta``: only the W, b, amplitude, frequency and
+    decay blocks, and the rates' with learnable rates, are used). ``E`` is read only, so a failed
+    update can leave the traces unchanged."""
+    beta, geps = cfg[1], cfg[4]
+    n_layers = lay.shape[0]
+    hw, hb, hl = head[0], head[1], head[2]
+    top = work[n_layers - 1]
+    for j in range(hl):
+        G[hw + j] = top[R_H, j]
+        top[R_GY, j] = theta[hw + j]
+    G[hb] = 1.0
+    for l in range(n_layers - 1, -1, -1):
+        n_in, h, og, ow, ob, os_, orr = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 8], lay[l, 9]
+        w = work[l]
+        hin = _layer_input(xin, lay, work, l)
+        r0, r1 = (orr, orr + h) if orr >= 0 else (0, 0)
+        _units_traced(w, state[os_:os_ + h], mode, beta, geps, E[ob:ob + 4 * h], EN[ob:ob + 4 * h], G[ob:ob + 4 * h],
+                      E[r0:r1], EN[r0:r1], G[r0:r1])
+        if og >= 0:
+            for i in range(h):
+                G[og + i] = w[R_GGAIN, i]
+        _weights_traced(E[ow:ow + h * n_in], EN[ow:ow + h * n_in], G[ow:ow + h * n_in], hin, w)
+        _affine_backward(theta[ow:ow + h * n_in], w[R_GZ, :h], hin, G[ow:ow + h * n_in],
+                         work[max(l - 1, 0), R_GY, :n_in], False, l > 0)
 
 
 @njit(**_KERNEL)
@@ -615,14 +758,15 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
         return math.nan, 0.0, 0.0, 0.0
     gsq = 0.0
     for l in range(lay.shape[0]):
-        n_in, h, og, ow, ob, od = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 7]
+        n_in, h, og, ow, ob, od, orr = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 7], lay[l, 9]
         hin = _layer_input(xin, lay, work, l)
         dz = work[l, R_GZ, :h]
         _outer_axpy(theta[ow:ob], dz, hin, step)
         gsq += _sum_sq(dz) * _sum_sq(hin)
-        if og >= 0:
-            _axpy(theta[og:ow], G[og:ow], step)
-            gsq += _sum_sq(G[og:ow])
+        own = og if og >= 0 else orr  # the layer's own parameters (gain, rate) sit just before W
+        if own >= 0:
+            _axpy(theta[own:ow], G[own:ow], step)
+            gsq += _sum_sq(G[own:ow])
         _axpy(theta[ob:od + h], G[ob:od + h], step)
         gsq += _sum_sq(G[ob:od + h])
     _axpy(theta[head[0]:head[1] + 1], G[head[0]:head[1] + 1], step)
@@ -767,14 +911,15 @@ def page_hinkley(ph, e, pcfg):
 
 
 @njit(cache=True, inline="always")
-def _on_drift(ph, pcfg, e, state, init, reset_state, reset_opt, kind, buf1, scal):
-    """Feed the normalised absolute error ``e`` to the key's detector; on drift reset its state
-    and/or restart its optimiser (the array ``_packing.restart_buffer`` names: ObGD traces, otherwise
-    the scalars)."""
+def _on_drift(ph, pcfg, e, state, E, init, reset_state, reset_opt, kind, buf1, scal):
+    """Feed the normalised absolute error ``e`` to the key's detector; on drift reset its state (and
+    its eligibility traces ``E``, empty unless traced) and/or restart its optimiser (the array
+    ``_packing.restart_buffer`` names: ObGD traces, otherwise the scalars)."""
     if not page_hinkley(ph, e, pcfg):
         return False
     if reset_state:
         state[:] = init
+        E[:] = 0.0
     if reset_opt:
         if kind == 0:
             buf1[:] = 0.0
@@ -787,12 +932,14 @@ def _on_drift(ph, pcfg, e, state, init, reset_state, reset_opt, kind, buf1, scal
 def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
            kind, hyp, buf1, buf2, scal,
            xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-           mon, mon_on, work, A, G, NS):
+           mon, mon_on, work, A, G, NS, traced, E, EN):
     """Predict one event, learn from it if ``learn``, advance the state and the normalisers.
     Returns (prediction in target units, status) with status 0 ok, 1 non-finite prediction,
     2 non-finite update (in both cases nothing was changed). Scratch: ``work`` (n_layers, W_ROWS, widest layer),
     ``A`` the activations of all units (for the monitor), ``G`` the gradient, ``NS`` of shape (2, F + 1):
-    row 0 the normalised input (then the target), row 1 their standard deviations."""
+    row 0 the normalised input (then the target), row 1 their standard deviations. With ``traced``,
+    the gradient sees the state through the eligibility traces ``E`` (laid out like ``theta``), which
+    advance with the state, learned or not (``EN``: scratch of the same size, zero where unused)."""
     F = x.shape[0]
     XN, SD = NS[0, :F], NS[1, :F]
     if xon:
@@ -811,14 +958,19 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     l1 = 0.0
     gsq = 0.0
     tl1 = 0.0
+    if traced:
+        _backward_traced(theta, lay, head, cfg, mode, state, XN, work, G, E, EN)
     if learn:
         delta = (y - my) / sy - yh
-        plain = kind == 0 and hyp[2] == 0.0
-        gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain)
-        if plain:
-            l1, along, gsq, tl1 = _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, XN)
-        else:
+        if traced:
             l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+        else:
+            plain = kind == 0 and hyp[2] == 0.0
+            gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain)
+            if plain:
+                l1, along, gsq, tl1 = _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, XN)
+            else:
+                l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
         eff = along / delta if delta != 0.0 else 0.0
@@ -826,6 +978,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
         os_ = lay[l, 8]
         for i in range(lay[l, 1]):
             state[os_ + i] = work[l, R_SN, i]
+    if traced:
+        E[:] = EN
     if xon:
         _stats_update(xm, xm2, xws, xf, nclip, x, SD)
     if yon and learn:
@@ -841,19 +995,21 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
 
 
 @njit(parallel=True, **_KERNEL)
-def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, learn, skip, order, starts, keys,
-              kind, hyp, buf1, buf2, scal,
+def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, X, Y, learn, skip, order,
+              starts, keys, kind, hyp, buf1, buf2, scal,
               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out, status,
               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
     """Per-key weights: row ``r`` of every per-key array belongs to key row ``r``. Events are grouped
     by key (``order`` sorted stably by key, segment ``s`` = ``order[starts[s]:starts[s+1]]`` of key row
-    ``keys[s]``); keys run in parallel, each key's events in their original order."""
+    ``keys[s]``); keys run in parallel, each key's events in their original order. ``traces`` holds
+    each row's eligibility traces (``[rows, P]`` with ``traced``, else ``[rows, 0]``)."""
     U = states.shape[1]
     width = np.max(lay[:, 1])
     for s in prange(starts.shape[0] - 1):
         r = keys[s]
         work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
         G, NS = np.empty(theta.shape[1]), np.empty((2, X.shape[1] + 1))
+        EN = np.zeros(traces.shape[1])
         status[s] = 0
         for q in range(starts[s], starts[s + 1]):
             n = order[q]
@@ -862,19 +1018,20 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, X, Y, lear
                 continue
             pred, st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
                               kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
-                              ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, work, A, G, NS)
+                              ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, work, A, G, NS,
+                              traced, traces[r], EN)
             out[n] = pred
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
                 break
             if ph_on and learn:
                 sy = _std(ym[r], ym2[r], yws[r], yf, ye, 0) if yon else 1.0
-                drifted[n] = _on_drift(ph[r], pcfg, abs(pred - Y[n]) / sy, states[r], init, reset_state, reset_opt,
-                                       kind, buf1[r], scal[r])
+                drifted[n] = _on_drift(ph[r], pcfg, abs(pred - Y[n]) / sy, states[r], traces[r], init, reset_state,
+                                       reset_opt, kind, buf1[r], scal[r])
 
 
 @njit(**_KERNEL)
-def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, Y, learn, skip,
+def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
                xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out,
                ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
@@ -883,26 +1040,28 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, rows, X, 
     Events with ``skip[n]`` are left out (prediction NaN, nothing changes). With ``ph_on``, each
     learned event's absolute error over the target scale feeds the Page-Hinkley detector of its
     state row (``ph[rows[n]]``); on drift ``drifted[n]`` is set and that row's state (and/or the
-    optimiser) is reset before the next event. Returns
+    optimiser) is reset before the next event. ``traces[rows[n]]`` are the row's eligibility traces
+    (``[rows, P]`` with ``traced``, else ``[rows, 0]``). Returns
     (events done, status); a non-zero status stops at that event, unchanged."""
     U = states.shape[1]
     width = np.max(lay[:, 1])
     work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
     G, NS = np.empty(theta.shape[0]), np.empty((2, X.shape[1] + 1))
+    EN = np.zeros(traces.shape[1])
     for n in range(X.shape[0]):
         if skip[n]:
             out[n] = np.nan
             continue
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[rows[n]], X[n], Y[n], learn,
                               kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-                              mon, mon_on, work, A, G, NS)
+                              mon, mon_on, work, A, G, NS, traced, traces[rows[n]], EN)
         out[n] = pred
         if status != 0:
             return n, status
         if ph_on and learn:
             sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
-            drifted[n] = _on_drift(ph[rows[n]], pcfg, abs(pred - Y[n]) / sy, states[rows[n]], init, reset_state,
-                                   reset_opt, kind, buf1, scal)
+            drifted[n] = _on_drift(ph[rows[n]], pcfg, abs(pred - Y[n]) / sy, states[rows[n]], traces[rows[n]], init,
+                                   reset_state, reset_opt, kind, buf1, scal)
     return X.shape[0], 0
 
 

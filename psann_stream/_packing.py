@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .layers import StateBounds, bounds_for
 from .model import StatefulNet
 from .optim import OPTIMIZERS, IntentionalSGD, ObGD, StreamingAdam
+from .state import rate_from_raw
 
 OPT_KINDS = {"obgd": 0, "intentional": 1, "adam": 2}
 OPT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -38,7 +39,7 @@ def fast_path_unsupported(model: StatefulNet) -> str | None:
 class Layout:
     """The integer and float descriptions of a StatefulNet that the compiled loop reads."""
 
-    lay: np.ndarray  # [L, 9] int64
+    lay: np.ndarray  # [L, 10] int64
     head: np.ndarray  # [3] int64
     fixed_gain: np.ndarray  # [U] float64
     cfg: np.ndarray  # [5] float64
@@ -61,9 +62,10 @@ def layout(model: StatefulNet) -> Layout:
     for layer in model.layers:
         h = layer.out_features
         og = offsets[id(layer.raw_gain)] if c.learnable_gain else -1
+        orr = offsets[id(layer.raw_rate)] if c.learnable_rate else -1
         act = layer.activation
         rows.append([n_in, h, og, offsets[id(layer.linear.weight)], offsets[id(layer.linear.bias)],
-                     offsets[id(act.raw_amplitude)], offsets[id(act.raw_frequency)], offsets[id(act.raw_decay)], unit])
+                     offsets[id(act.raw_amplitude)], offsets[id(act.raw_frequency)], offsets[id(act.raw_decay)], unit, orr])
         fixed.append(layer.gain.detach().double().numpy() if not c.learnable_gain else np.zeros(h))
         unit += h
         n_in = h
@@ -169,8 +171,9 @@ def layer_bounds(lay: np.ndarray, theta: np.ndarray, config: Any) -> list[StateB
     """Per layer, the state bounds at the flat parameters ``theta`` (no torch model needed)."""
     out = []
     for row in lay:
-        h, oa = int(row[1]), int(row[5])
+        h, oa, orr = int(row[1]), int(row[5]), int(row[9])
         raw = float(np.max(theta[oa : oa + h]))
         amp = raw if raw > 20.0 else float(np.log1p(np.exp(raw)))
-        out.append(bounds_for(config, amp))
+        rate = float(rate_from_raw(torch.tensor(float(np.min(theta[orr : orr + h]))))) if orr >= 0 else None
+        out.append(bounds_for(config, amp, rate))
     return out

@@ -38,6 +38,7 @@ from .drift import DriftPolicy, drift_kernel_args, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
+from .traces import StateGrad, check_state_grad
 
 __all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
 
@@ -68,6 +69,8 @@ class KeyedLearner:
         drift: a :class:`~psann_stream.drift.DriftPolicy`: a Page-Hinkley test per key on its error,
             resetting that key's state and/or optimiser at the event of detection
             (:attr:`last_drifted` marks the batch's events that triggered one).
+        state_grad: ``"truncated"`` or ``"traced"`` (eligibility traces per key, as for
+            :class:`~psann_stream.learner.Learner`).
 
     >>> from psann_stream import StatefulNet
     >>> kl = KeyedLearner(StatefulNet(2, hidden=(8,), seed=0), per_key_weights=True)
@@ -96,10 +99,14 @@ class KeyedLearner:
         on_nonfinite: Literal["raise", "skip"] = "raise",
         threads: int | None = None,
         drift: DriftPolicy | None = None,
+        state_grad: StateGrad = "truncated",
     ) -> None:
         why = fast_path_unsupported(model)
         if why:
             raise ConfigError(f"KeyedLearner runs on the compiled loop, which cannot run this model: {why}.")
+        check_state_grad(state_grad, model.state_config, "KeyedLearner")
+        self.state_grad = state_grad
+        self._traced = state_grad == "traced"
         for name, v in (("max_keys", max_keys), ("ttl", ttl), ("threads", threads)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"KeyedLearner.{name} = {v!r} is out of range: need None or an integer >= 1.")
@@ -132,13 +139,14 @@ class KeyedLearner:
         self._template = {
             "theta": flat_params(model),
             "state": np.full(L.n_units, model.state_config.init),
+            "traces": np.zeros(L.n_params if self._traced else 0),  # eligibility traces, laid out like theta
             **empty_optimizer_state(L.n_params),
             "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
             "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
             "mon": np.zeros(monitor_size(L.widths)),
             "ph": fresh_detector(),
         }
-        per_key = set(("state", "ph") + (_WEIGHT_ROWS if self.per_key_weights else ()))
+        per_key = set(("state", "traces", "ph") + (_WEIGHT_ROWS if self.per_key_weights else ()))
         self._rows = {k: np.empty((0, *v.shape)) for k, v in self._template.items() if k in per_key}
         self._shared = {k: v.copy() for k, v in self._template.items() if k not in per_key}
         self._key_row: dict[Hashable, int] = {}
@@ -274,8 +282,8 @@ class KeyedLearner:
             status = np.zeros(len(seg_keys), dtype=np.int64)
             if self.threads is not None:
                 numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-            fp.run_keyed(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"), X, Yv, learn, skip,
-                         order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
+            fp.run_keyed(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"), g("traces"),
+                         self._traced, X, Yv, learn, skip, order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                          g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                          g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, self.normalize_clip or 0.0,
                          g("mon"), mon_on, out, status, *drift_args)
@@ -284,7 +292,7 @@ class KeyedLearner:
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
         else:
             done, code = fp.run_events(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"),
-                                            rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
+                                            g("traces"), self._traced, rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                                             g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                                             g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
                                             self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args)
@@ -345,7 +353,8 @@ class KeyedLearner:
         return self.monitor.alerts if self.monitor else []
 
     def reset(self, keys: Sequence[Hashable] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
-        """Reset the state of the given keys (hot or cold), or of every key, to ``init``, and/or restart
+        """Reset the state of the given keys (hot or cold), or of every key, to ``init`` (their
+        eligibility traces to 0), and/or restart
         their optimiser (as :meth:`Learner.reset <psann_stream.learner.Learner.reset>`; with shared
         weights the optimiser is shared, so ``optimizer=True`` restarts it for every key)."""
         init = self._model.state_config.init
@@ -364,8 +373,10 @@ class KeyedLearner:
                     raise ConfigError(f"reset: unknown key {k!r}; known keys: {len(self.keys)}.")
         if state:
             self._rows["state"][hot] = init
+            self._rows["traces"][hot] = 0.0
             for row in cold:
                 row["state"][:] = init
+                row["traces"][:] = 0.0
         if optimizer:
             name = restart_buffer(self.optimizer_name)
             if self.per_key_weights:
@@ -395,6 +406,7 @@ class KeyedLearner:
             "format": FORMAT,
             "per_key_weights": self.per_key_weights,
             "optimizer": self.optimizer_name,
+            "state_grad": self.state_grad,
             "keys": [self._row_key[r] for r in order],
             "rows": {k: torch.from_numpy(v[:n][order].copy()) for k, v in self._rows.items()},
             "seen": torch.from_numpy(self._seen[:n][order].copy()),
@@ -411,13 +423,17 @@ class KeyedLearner:
         """Restore a :meth:`state_dict` into a KeyedLearner built with the same model and settings."""
         if sd.get("format") != FORMAT:
             raise CheckpointError(f"unknown keyed learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
-        if sd.get("per_key_weights") != self.per_key_weights or sd.get("optimizer") != self.optimizer_name:
+        saved_grad = sd.get("state_grad", "truncated")  # older states: truncated learning, no traces
+        if (sd.get("per_key_weights") != self.per_key_weights or sd.get("optimizer") != self.optimizer_name
+                or saved_grad != self.state_grad):
             raise CheckpointError(
                 f"the saved keyed learner used per_key_weights={sd.get('per_key_weights')}, optimizer="
-                f"{sd.get('optimizer')!r}; build this one with the same settings."
+                f"{sd.get('optimizer')!r}, state_grad={saved_grad!r}; build this one with the same settings."
             )
         try:
             rows = {k: v.numpy().copy() for k, v in sd["rows"].items()}
+            if "traces" not in rows and not self._traced and "state" in rows:  # saved before traces existed
+                rows["traces"] = np.zeros((rows["state"].shape[0], 0))
             shared = {k: v.numpy().copy() for k, v in sd["shared"].items()}
             keys = list(sd["keys"])
             if set(rows) != set(self._rows) or set(shared) != set(self._shared):
@@ -430,6 +446,8 @@ class KeyedLearner:
                     raise ValueError(f"shared[{k!r}] has shape {v.shape}")
             cold = {k: {n: (t.numpy().copy() if isinstance(t, torch.Tensor) else t) for n, t in row.items()}
                     for k, row in zip(sd["cold_keys"], sd["cold"])}
+            for row in cold.values():
+                row.setdefault("traces", np.zeros(0))  # saved before traces existed (truncated learning)
             c = sd["counters"]
             seen, learned = sd["seen"].numpy().copy(), sd["n_learned_rows"].numpy().copy()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -467,7 +485,7 @@ def select_keys(sd: Mapping[str, Any], keep: Callable[[Hashable], bool], *, tota
     learned = sd["n_learned_rows"][idx]
     c = sd["counters"]
     return {
-        **{k: sd[k] for k in ("format", "per_key_weights", "optimizer")},
+        **{k: sd[k] for k in ("format", "per_key_weights", "optimizer") + (("state_grad",) if "state_grad" in sd else ())},
         "keys": [k for k, m in zip(sd["keys"], mask) if m],
         "rows": {name: t[idx].clone() for name, t in sd["rows"].items()},
         "seen": sd["seen"][idx].clone(),
@@ -494,6 +512,8 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         _require_per_key(p, "merge_key_states")
     if len({p["optimizer"] for p in parts}) > 1:
         raise CheckpointError("merge_key_states: the parts were learned with different optimizers.")
+    if len({p.get("state_grad", "truncated") for p in parts}) > 1:
+        raise CheckpointError("merge_key_states: the parts were learned with different state_grad settings.")
     clock = max(int(p["counters"]["clock"]) for p in parts)
     keys: list[Hashable] = []
     for p in parts:
@@ -511,7 +531,7 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     cold = sorted(((k, row) for p in parts for k, row in zip(p["cold_keys"], p["cold"])), key=lambda t: _sort_key(t[0]))
     total = lambda name: sum(int(p["counters"][name]) for p in parts)  # noqa: E731
     return {
-        **{k: parts[0][k] for k in ("format", "per_key_weights", "optimizer")},
+        **{k: parts[0][k] for k in ("format", "per_key_weights", "optimizer") + (("state_grad",) if "state_grad" in parts[0] else ())},
         "keys": [k for k, _, _ in hot],
         "rows": rows,
         "seen": seen,

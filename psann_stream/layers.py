@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ConfigError, StateShapeError
-from .state import StateConfig, carry, contraction_constant, steady_state_limit, update_state
+from .state import StateConfig, carry, contraction_constant, rate_from_raw, raw_rates, steady_state_limit, update_state
 
 __all__ = ["SineActivation", "StatefulSineLayer", "StateBounds"]
 
@@ -107,13 +107,14 @@ class StateBounds:
     clip_inactive: bool
 
 
-def bounds_for(cfg: StateConfig, drive_bound: float) -> StateBounds:
-    """:class:`StateBounds` of a layer whose largest amplitude is ``drive_bound``."""
+def bounds_for(cfg: StateConfig, drive_bound: float, rate: float | None = None) -> StateBounds:
+    """:class:`StateBounds` of a layer whose largest amplitude is ``drive_bound`` (and, with learnable
+    rates, whose largest rate is ``rate``: the layer's contraction constant at its parameters)."""
     g = float(drive_bound)
     return StateBounds(
         drive_bound=g,
         steady_state_limit=steady_state_limit(cfg, g),
-        contraction=contraction_constant(cfg, g),
+        contraction=contraction_constant(cfg, g) if rate is None else float(rate),
         max_abs=cfg.max_abs,
         clip_inactive=cfg.contractive and cfg.beta * g <= cfg.max_abs,
     )
@@ -167,6 +168,8 @@ class StatefulSineLayer(nn.Module):
             self.raw_gain = nn.Parameter(torch.full((out_features,), theta))
         else:
             self.register_buffer("fixed_gain", torch.full((out_features,), state.gain))
+        if state.learnable_rate:
+            self.raw_rate = nn.Parameter(raw_rates(state, out_features).to(torch.get_default_dtype()))
         self.register_buffer("state", torch.full((1, out_features), state.init))
 
     # ------------------------------------------------------------------ parameters
@@ -177,6 +180,11 @@ class StatefulSineLayer(nn.Module):
             return self.config.gain_max * torch.tanh(self.raw_gain)
         return self.fixed_gain
 
+    @property
+    def rate(self) -> torch.Tensor | None:
+        """Each unit's rate ``rho_i`` (learnable rates), or ``None`` when every unit uses ``config.rho``."""
+        return rate_from_raw(self.raw_rate) if self.config.learnable_rate else None
+
     # ------------------------------------------------------------------ the step
     def forward(
         self, x: torch.Tensor, s: torch.Tensor, activations: list[torch.Tensor] | None = None
@@ -186,7 +194,7 @@ class StatefulSineLayer(nn.Module):
         a = self.activation(self.linear(x))
         if activations is not None:
             activations.append(a)
-        s_new = update_state(s, a, cfg)
+        s_new = update_state(s, a, cfg, self.rate)
         if cfg.mode == "trace":
             y = a + self.gain * s_new
         elif cfg.mode == "gain":
@@ -237,7 +245,9 @@ class StatefulSineLayer(nn.Module):
     # ------------------------------------------------------------------ theory
     def state_bounds(self) -> StateBounds:
         """The bounds of :mod:`psann_stream.state` evaluated at this layer's current parameters."""
-        return bounds_for(self.config, float(self.activation.amplitude.detach().max()))
+        rate = self.rate
+        return bounds_for(self.config, float(self.activation.amplitude.detach().max()),
+                          None if rate is None else float(rate.detach().max()))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.config.mode!r}"

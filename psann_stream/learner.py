@@ -5,8 +5,10 @@ Per learned event, in this order (both backends):
 
 1. ``x_n = (x - mean_x) / std_x`` with the input statistics *before* this event;
 2. forward with the held state: ``y_hat_n``, reported as ``y_hat = y_hat_n * std_y + mean_y``;
-3. ``delta = (y - mean_y) / std_y - y_hat_n``; one value-form optimiser step with ``grad y_hat_n``
-   (the state's past is detached: online learning truncates at every step);
+3. ``delta = (y - mean_y) / std_y - y_hat_n``; one value-form optimiser step with ``grad y_hat_n``:
+   with ``state_grad="truncated"`` (default) the state's past is detached at every step; with
+   ``"traced"`` the gradient reaches it through eligibility traces (exact within each layer,
+   :mod:`psann_stream.traces`), which advance with the state;
 4. the held state becomes this event's new state; ``x`` and ``y`` are folded into the statistics;
 5. the monitor's statistics are updated; every ``check_every`` events the monitor is consulted.
 
@@ -52,6 +54,7 @@ from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
 from .optim import make_optimizer
+from .traces import StateGrad, StateTraces, check_state_grad
 
 __all__ = ["Learner"]
 
@@ -100,6 +103,9 @@ class Learner:
         drift: a :class:`~psann_stream.drift.DriftPolicy` (compiled backend): a Page-Hinkley test on
             the error that resets the state and/or the optimiser at the event of detection
             (:attr:`last_drifted` marks the events of the last batch that triggered one).
+        state_grad: ``"truncated"`` (default: the gradient stops at the previous state) or
+            ``"traced"`` (exact online gradients through the state by eligibility traces, so the
+            state learns a memory; modes 'trace' and 'gain', bounds 'clip' and 'tanh').
 
     >>> from psann_stream import StatefulNet
     >>> lrn = Learner(StatefulNet(2, hidden=(8,), seed=0))
@@ -126,9 +132,12 @@ class Learner:
         on_nonfinite: Literal["raise", "skip"] = "raise",
         backend: Backend = "auto",
         drift: DriftPolicy | None = None,
+        state_grad: StateGrad = "truncated",
     ) -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "state_config"):
             raise ConfigError(f"Learner needs a StatefulNet, got {type(model).__name__}.")
+        check_state_grad(state_grad, model.state_config, "Learner")
+        self.state_grad = state_grad
         if model.out_features != 1:
             raise ConfigError(
                 f"Learner learns one target but the model has out_features={model.out_features}; "
@@ -173,13 +182,17 @@ class Learner:
         self._layout: Layout = layout(model)
         self._mon = np.zeros(monitor_size(self._layout.widths))
         self._since_check = 0
+        self._traced = state_grad == "traced"
+        self._traces_ref: StateTraces | None = None
         if self.backend == "numba":
             self._theta = flat_params(model)
             self._state = self._flat_state()
             self._opt_state = empty_optimizer_state(self._layout.n_params)
             self._opt = None
+            self._traces = np.zeros((1, self._layout.n_params if self._traced else 0))
         else:
             self._opt = make_optimizer(optimizer, self._model.parameters(), **self.optimizer_settings)
+            self._traces_ref = StateTraces(self._model) if self._traced else None
 
     # ------------------------------------------------------------------ model access
     def _flat_state(self) -> np.ndarray:
@@ -284,6 +297,9 @@ class Learner:
             raise ConfigError(f"learn_batch: mode = {mode!r} is not one of 'exact', 'batched'.")
         skip = self._check_rows(X, Y)
         if mode == "batched":
+            if self._traced:
+                raise ConfigError("learn_batch(mode='batched') truncates the state gradient; with state_grad='traced' "
+                                  "use mode='exact'.")
             if self.drift is not None:
                 raise ConfigError("learn_batch(mode='batched') has no per-event errors to test for drift; use mode='exact'.")
             return self._learn_batched(X, Y, skip)
@@ -344,7 +360,8 @@ class Learner:
             L = self._layout
             args = self._kernel_args()
             done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
-                                         self._state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, Y, True, skip,
+                                         self._state[None, :], self._traces, self._traced,
+                                         np.zeros(X.shape[0], dtype=np.int64), X, Y, True, skip,
                                          *args, out, *self._drift_args(drifted))
             self._after_kernel()
             if status:
@@ -357,11 +374,12 @@ class Learner:
             out[n] = self._torch_event(X[n], float(Y[n]), offset + n)
 
     def _torch_event(self, x: np.ndarray, y: float, index: int) -> float:
-        model, xs, ys = self._model, self.x_stats, self.y_stats
+        model, xs, ys, traces = self._model, self.x_stats, self.y_stats, self._traces_ref
         xn = xs.transform(x) if self.normalize_x else x
         acts: list[torch.Tensor] = []
         with torch.enable_grad():
-            pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], model.held_state(), acts)
+            held = model.held_state() if traces is None else traces.surrogate(model.held_state())
+            pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], held, acts)
         sy = float(ys.std[0]) if self.normalize_y else 1.0
         my = float(ys.mean[0]) if self.normalize_y else 0.0
         yh = float(pred.detach())
@@ -371,16 +389,22 @@ class Learner:
         delta = (y - my) / sy - yh
         params = list(model.parameters())
         before = [q.detach().clone() for q in params]
+        traces_before = None if traces is None else [list(group) for group in traces.traces]
+        if traces is not None:
+            traces.advance(new_state)
         self._opt.zero_grad(set_to_none=True)
         pred.sum().backward()
         try:
             self._opt.step(delta=delta)
+            failed = not np.isfinite(self._opt.last_update_l1)
         except ValueError:
-            self._raise_state_error(index, 2, 0)
-        if not np.isfinite(self._opt.last_update_l1):
+            failed = True
+        if failed:
             with torch.no_grad():
                 for q, b in zip(params, before):
                     q.copy_(b)
+            if traces is not None:
+                traces.traces = traces_before
             self._raise_state_error(index, 2, 0)
         model.commit_state(new_state, force_detach=True)
         if self.normalize_x:
@@ -404,10 +428,12 @@ class Learner:
         if self.backend == "numba":
             L = self._layout
             state = self._state if advance else self._state.copy()
+            traces = self._traces if advance else self._traces.copy()
             saved = None if advance else (self.x_stats._mean.copy(), self.x_stats._m2.copy(), self.x_stats.weight, self.x_stats.count)
             args = self._kernel_args()
             done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
-                                         state[None, :], np.zeros(X.shape[0], dtype=np.int64), X, np.zeros(X.shape[0]),
+                                         state[None, :], traces, self._traced,
+                                         np.zeros(X.shape[0], dtype=np.int64), X, np.zeros(X.shape[0]),
                                          False, np.zeros(X.shape[0], dtype=np.bool_), *args, out,
                                          *self._drift_args(np.zeros(X.shape[0], dtype=np.bool_)))
             self._after_kernel()
@@ -416,14 +442,19 @@ class Learner:
             if status:
                 self._raise_state_error(done, status, 0)
             return out
-        model = self._model
+        model, traces = self._model, (self._traces_ref if advance else None)
         held = model.held_state()
         saved = copy.deepcopy(self.x_stats.state_dict())
         state = held
-        with torch.no_grad():
+        with torch.set_grad_enabled(traces is not None):  # traces advance with the state they follow
             for n in range(X.shape[0]):
                 xn = self.x_stats.transform(X[n]) if self.normalize_x else X[n]
-                pred, state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], state)
+                prev = state if traces is None else traces.surrogate(state)
+                pred, state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], prev)
+                if traces is not None:
+                    traces.advance(state)
+                    state = tuple(t.detach() for t in state)
+                pred = pred.detach()
                 sy = float(self.y_stats.std[0]) if self.normalize_y else 1.0
                 my = float(self.y_stats.mean[0]) if self.normalize_y else 0.0
                 out[n] = float(pred) * sy + my
@@ -507,10 +538,15 @@ class Learner:
             off += p.numel()
         index = torch.cat(pieces)
         keep = index >= 0
-        for key in ("buf1", "buf2"):
+        def grow(flat: torch.Tensor) -> torch.Tensor:
             grown = torch.zeros(index.shape[0], dtype=torch.float64)
-            grown[keep] = sd["optimizer"][key][index[keep]]
-            sd["optimizer"][key] = grown
+            grown[keep] = flat[index[keep]]
+            return grown
+
+        for key in ("buf1", "buf2"):
+            sd["optimizer"][key] = grow(sd["optimizer"][key])
+        if self._traced:
+            sd["traces"] = grow(sd["traces"])
         sd["x_stats"] = {**sd["x_stats"], "n_features": in_features,
                          "mean": torch.zeros(in_features, dtype=torch.float64), "m2": torch.zeros(in_features, dtype=torch.float64)}
         m = self._model
@@ -520,6 +556,9 @@ class Learner:
         self.x_stats = RunningStats(in_features, forget=self.x_stats.forget, eps=self.x_stats.eps, clip=self.x_stats.clip)
         if self.backend == "torch":
             self._opt = make_optimizer(self.optimizer_name, self._model.parameters(), **self.optimizer_settings)
+            self._traces_ref = StateTraces(self._model) if self._traced else None
+        else:
+            self._traces = np.zeros((1, self._layout.n_params if self._traced else 0))
         self.load_state_dict(sd)
 
     # ------------------------------------------------------------------ monitor, reset, persistence
@@ -535,13 +574,16 @@ class Learner:
         self._mon[-1] = 0.0  # the max effective step is per check window
 
     def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
-        """Reset the held state to ``init`` and/or restart the optimiser (ObGD: traces; intentional:
-        error RMS; Adam: bias correction, moments kept)."""
+        """Reset the held state to ``init`` (and zero its eligibility traces) and/or restart the
+        optimiser (ObGD: traces; intentional: error RMS; Adam: bias correction, moments kept)."""
         if state:
             if self.backend == "numba":
                 self._state[:] = self._model.state_config.init
+                self._traces[:] = 0.0
             else:
                 self._model.reset_state()
+                if self._traces_ref is not None:
+                    self._traces_ref.reset()
         if optimizer:
             if self.backend == "numba":
                 self._opt_state[restart_buffer(self.optimizer_name)][:] = 0.0
@@ -563,8 +605,18 @@ class Learner:
             "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self.y_stats.state_dict().items()},
             "monitor": torch.from_numpy(self._mon.copy()),
             "drift": torch.from_numpy(self._ph.copy()),
+            "state_grad": self.state_grad,
+            "traces": self._flat_traces(),
             "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped, "since_check": self._since_check},
         }
+
+    def _flat_traces(self) -> torch.Tensor:
+        """The eligibility traces laid out like the parameters (empty when truncated)."""
+        if not self._traced:
+            return torch.zeros(0, dtype=torch.float64)
+        if self._traces_ref is not None:
+            return self._traces_ref.flat(self._model)
+        return torch.from_numpy(self._traces[0].copy())
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the learner must have been built with the same architecture."""
@@ -583,6 +635,8 @@ class Learner:
                 stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd[name].items()})
             mon = _np(sd["monitor"])
             ph = _np(sd["drift"]) if "drift" in sd else fresh_detector()[None, :]  # older states: no detector
+            saved_grad = sd.get("state_grad", "truncated")  # older states: truncated learning
+            traces = _np(sd["traces"]) if "traces" in sd else np.zeros(0)
             counters = sd["counters"]
         except CheckpointError:
             raise
@@ -593,6 +647,14 @@ class Learner:
             raise CheckpointError("the saved learner has a different architecture (parameter count differs).")
         if ph.shape != self._ph.shape:
             raise CheckpointError(f"the saved drift detector has shape {tuple(ph.shape)}; expected {self._ph.shape}.")
+        if saved_grad != self.state_grad:
+            raise CheckpointError(
+                f"the saved learner used state_grad={saved_grad!r} but this one uses {self.state_grad!r}; build the "
+                "Learner with the same state_grad (the traces are part of what it continues from)."
+            )
+        if traces.shape[0] != (self._layout.n_params if self._traced else 0):
+            raise CheckpointError(f"the saved traces hold {traces.shape[0]} values; expected "
+                                  f"{self._layout.n_params if self._traced else 0}.")
         self._mon, self._ph = mon, ph
         self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
         self._since_check = int(counters["since_check"])
@@ -600,5 +662,8 @@ class Learner:
             self._theta = flat_params(self._model)
             self._state = self._flat_state()
             self._opt_state = opt_state
+            self._traces = traces.reshape(1, -1).copy()
         else:
             optimizer_state_to_torch(self._opt, self._model, opt_state)
+            if self._traces_ref is not None:
+                self._traces_ref.load_flat(self._model, torch.from_numpy(traces))

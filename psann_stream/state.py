@@ -51,6 +51,8 @@ __all__ = [
     "contraction_constant",
     "envelope",
     "fixed_point",
+    "rate_from_raw",
+    "raw_rates",
     "steady_state_limit",
     "update_state",
 ]
@@ -60,6 +62,9 @@ Bound = Literal["clip", "tanh", "ball"]
 
 _MODES: tuple[str, ...] = ("trace", "gain", "psann_legacy")
 _BOUNDS: tuple[str, ...] = ("clip", "tanh", "ball")
+# Largest learnable rate: ``1 - 2**-20`` (a memory of ~10^6 events) is exact in float32 and float64,
+# and a product with a factor <= 1 never rounds above it, so a learned rate is < 1 in every dtype.
+RATE_CAP = 1.0 - 2.0**-20
 _LEGACY_KEYS = frozenset({"rho", "beta", "init", "max_abs", "detach"})
 # Keys of psann's architecture-level state policy that belong elsewhere in psann_stream.
 _LEGACY_ELSEWHERE = {
@@ -115,6 +120,14 @@ class StateConfig:
         Bound of the learnable gain, ``> 0``.
     gain_eps
         Gain mode only: the output is ``gamma * a / (gain_eps + s)``, ``gain_eps > 0``.
+    learnable_rate
+        Learn each unit's rate through ``rho_i = RATE_CAP * exp(-exp(nu_i))`` (``RATE_CAP = 1 -
+        2**-20``), so ``0 <= rho_i < 1`` for every raw value ``nu_i`` in every dtype; ``rho`` is then
+        unused. Modes 'trace' and 'gain'.
+    memory_min, memory_max
+        With ``learnable_rate``: the units' initial memories ``1 / (1 - rho_i)`` (events), spread
+        geometrically from ``memory_min`` (first unit) to ``memory_max`` (last unit),
+        ``1 < memory_min <= memory_max <= 10**5``.
 
     Examples
     --------
@@ -140,13 +153,16 @@ class StateConfig:
     learnable_gain: bool = True
     gain_max: float = 4.0
     gain_eps: float = 0.01
+    learnable_rate: bool = False
+    memory_min: float = 2.0
+    memory_max: float = 500.0
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ConfigError(f"StateConfig.mode = {self.mode!r} is not one of {', '.join(map(repr, _MODES))}.")
         if self.bound not in _BOUNDS:
             raise ConfigError(f"StateConfig.bound = {self.bound!r} is not one of {', '.join(map(repr, _BOUNDS))}.")
-        for name in ("detach", "learnable_gain"):
+        for name in ("detach", "learnable_gain", "learnable_rate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"StateConfig.{name} = {getattr(self, name)!r} must be True or False.")
         for f in fields(self):
@@ -181,12 +197,27 @@ class StateConfig:
             )
         if self.gain_eps <= 0.0:
             raise ConfigError(f"StateConfig.gain_eps = {self.gain_eps!r} is out of range: need gain_eps > 0.")
+        if not 1.0 < self.memory_min <= self.memory_max <= 1e5:
+            raise ConfigError(
+                f"StateConfig.memory_min = {self.memory_min!r}, memory_max = {self.memory_max!r} are out of range: need "
+                "1 < memory_min <= memory_max <= 1e5 (events; a memory of 1 is no memory, rho = 0)."
+            )
+        if self.learnable_rate and self.mode == "psann_legacy":
+            raise ConfigError(
+                "StateConfig.learnable_rate needs mode 'trace' or 'gain': psann_legacy's growth factor depends on rho, "
+                "so a learned rate could make it expand. Use mode='trace'."
+            )
 
     # ------------------------------------------------------------------ derived facts
     @property
     def time_constant(self) -> float:
         """Steps for the state's memory to fade by a factor e: ``1 / (1 - rho)``."""
         return 1.0 / (1.0 - self.rho)
+
+    @property
+    def rate_bound(self) -> float:
+        """The largest rate any unit can have: ``rho``, or ``RATE_CAP`` with learnable rates."""
+        return RATE_CAP if self.learnable_rate else self.rho
 
     @property
     def contractive(self) -> bool:
@@ -299,26 +330,55 @@ def carry(s: torch.Tensor, cfg: StateConfig, *, force_detach: bool = False) -> t
     return s.detach() if (cfg.detach or force_detach) else s
 
 
-def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig) -> torch.Tensor:
+def rate_from_raw(raw: torch.Tensor) -> torch.Tensor:
+    """A learnable rate: ``RATE_CAP * exp(-exp(raw))``, in ``[0, RATE_CAP)`` for every raw value and
+    dtype (LRU's parametrisation, Orvieto et al. 2023: ``d rho / d raw = -rho exp(raw)`` vanishes as
+    ``rho -> 0`` and shrinks the steps of slow units, whose traces grow like ``1 / (1 - rho)``).
+
+    >>> float(rate_from_raw(torch.tensor(-50.0))) < 1.0
+    True
+    """
+    return RATE_CAP * torch.exp(-torch.exp(raw))
+
+
+def raw_rates(cfg: StateConfig, units: int) -> torch.Tensor:
+    """Initial raw rates of ``units`` units: memories ``1 / (1 - rho)`` geometric from
+    ``memory_min`` to ``memory_max`` (float64; the inverse of :func:`rate_from_raw`).
+
+    >>> cfg = StateConfig(learnable_rate=True, memory_min=2.0, memory_max=8.0)
+    >>> [round(1 / (1 - float(r)), 6) for r in rate_from_raw(raw_rates(cfg, 3))]
+    [2.0, 4.0, 8.0]
+    """
+    lo, hi = math.log(cfg.memory_min), math.log(cfg.memory_max)
+    tau = torch.exp(torch.linspace(lo, hi, units, dtype=torch.float64)) if units > 1 else torch.full((1,), cfg.memory_min, dtype=torch.float64)
+    rho = 1.0 - 1.0 / tau
+    return torch.log(-torch.log(rho / RATE_CAP))
+
+
+def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig, rho: torch.Tensor | None = None) -> torch.Tensor:
     """One step of the state recurrence for every stream and unit.
 
     Args:
         s_prev: ``[streams, units]`` state after the previous step.
         a: ``[streams, units]`` the layer's activation at this step (finite, ``|a| <= G``).
         cfg: the state configuration.
+        rho: ``[units]`` per-unit rates (learnable rates), in place of ``cfg.rho``.
 
     Returns:
-        ``[streams, units]``: ``B(rho * s_prev + (1 - rho) * beta * phi(a, s_prev))``. If
-        ``cfg.detach``, ``s_prev`` enters without its graph, so the result's graph reaches back
-        only to this step's activation.
+        ``[streams, units]``: ``B(rho * s_prev + (1 - rho) * beta * phi(a, s_prev))``, with the graph
+        of ``s_prev`` as given: what crosses a step boundary is decided where steps are chained
+        (:func:`carry`, applied by ``commit_state`` and the rollout), so that a caller may pass a
+        state that carries gradients on purpose (the eligibility traces of
+        :mod:`psann_stream.traces`).
     """
-    s_prev = carry(s_prev, cfg)
     if cfg.mode == "trace":
         drive = a
     elif cfg.mode == "gain":
         drive = a.abs()
     else:
         drive = (a * s_prev).abs()
+    if rho is not None:
+        return apply_bound(rho * s_prev + ((1.0 - rho) * cfg.beta) * drive, cfg)
     return apply_bound(cfg.rho * s_prev + ((1.0 - cfg.rho) * cfg.beta) * drive, cfg)
 
 
@@ -336,7 +396,7 @@ def contraction_constant(cfg: StateConfig, drive_bound: float) -> float:
     1.1
     """
     if cfg.contractive:
-        return cfg.rho
+        return cfg.rate_bound
     return cfg.rho + (1.0 - cfg.rho) * cfg.beta * float(drive_bound)
 
 
@@ -353,7 +413,9 @@ def steady_state_limit(cfg: StateConfig, drive_bound: float) -> float:
 def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: float) -> np.ndarray:
     """The C2 envelope: a bound on ``|s_t|`` after ``t`` steps from ``|s_0| = s0_abs``.
 
-    Trace and gain: ``min(M, rho^t |s_0| + (1 - rho^t) * beta * G)``. Legacy:
+    Trace and gain: ``min(M, rho^t |s_0| + (1 - rho^t) * beta * G)``. With learnable rates every
+    unit's ``rho_i`` lies in ``[0, RATE_CAP)`` and the bound is the largest over that range:
+    ``max(beta * G, RATE_CAP^t |s_0| + (1 - RATE_CAP^t) * beta * G)``. Legacy:
     ``min(M, L^t |s_0|)`` with ``L`` from :func:`contraction_constant`.
 
     >>> float(envelope(StateConfig(rho=0.5, max_abs=3.0), s0_abs=3.0, t=1, drive_bound=1.0))
@@ -361,8 +423,10 @@ def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: 
     """
     t = np.asarray(t, dtype=np.float64)
     if cfg.contractive:
-        decay = cfg.rho**t
+        decay = cfg.rate_bound**t
         bound = decay * s0_abs + (1.0 - decay) * cfg.beta * float(drive_bound)
+        if cfg.learnable_rate:
+            bound = np.maximum(bound, cfg.beta * float(drive_bound))
     else:
         bound = contraction_constant(cfg, drive_bound) ** t * s0_abs
     return np.minimum(cfg.max_abs, bound)

@@ -13,7 +13,8 @@ BOUNDS = ("clip", "tanh", "ball")
 
 
 @st.composite
-def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None):
+def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None, rates=False):
+    """``rates=True`` also draws learnable rates (outside legacy mode) with their memory range."""
     mode = draw(st.sampled_from(modes))
     m = draw(st.floats(0.1, 10.0))
     bound = draw(st.sampled_from(bounds))
@@ -22,6 +23,8 @@ def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None):
     init_lo = 0.0 if mode == "gain" else -m_init
     gain_max = draw(st.floats(0.5, 8.0))
     learnable = draw(st.booleans())
+    learn_rate = rates and mode != "psann_legacy" and draw(st.booleans())
+    memory = sorted(draw(st.lists(st.floats(1.01, 1e4), min_size=2, max_size=2))) if learn_rate else (2.0, 500.0)
     return StateConfig(
         mode=mode,
         rho=draw(st.floats(0.0, 0.995)),
@@ -34,6 +37,9 @@ def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None):
         learnable_gain=learnable,
         gain_max=gain_max,
         gain_eps=draw(st.floats(1e-3, 1.0)),
+        learnable_rate=learn_rate,
+        memory_min=memory[0],
+        memory_max=memory[1],
     )
 
 

@@ -17,7 +17,7 @@ from psann_stream.learner import Learner
 
 from strategies import state_configs
 
-FAST_CONFIGS = state_configs(bounds=("clip", "tanh"))
+FAST_CONFIGS = state_configs(bounds=("clip", "tanh"), rates=True)
 
 
 def _well_conditioned(cfg: StateConfig) -> StateConfig:
