@@ -69,6 +69,9 @@ class StatefulRegressor(base.MiniBatchRegressor):
         Standardise the target online inside the learner.
     seed
         Seed of the network's initialisation.
+    state_grad
+        ``"truncated"`` (default) or ``"traced"``: learn through the state with eligibility traces
+        (``Learner(state_grad=...)``; recommended with ``state={"oscillatory": True}``).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
         normalize_x: bool = True,
         normalize_y: bool = True,
         seed: int = 0,
+        state_grad: str = "truncated",
     ) -> None:
         self.hidden = hidden
         self.state = state
@@ -88,6 +92,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
         self.normalize_x = normalize_x
         self.normalize_y = normalize_y
         self.seed = seed
+        self.state_grad = state_grad
         self._config = StateConfig() if state is None else StateConfig.from_mapping(state)
         self._features: list[Hashable] = []
         self._learner: Learner | None = None
@@ -97,6 +102,8 @@ class StatefulRegressor(base.MiniBatchRegressor):
     def _unit_test_params(cls):
         yield {"hidden": (8, 8), "seed": 1}
         yield {"hidden": (6,), "optimizer": "intentional", "state": {"mode": "gain", "init": 0.5}, "seed": 2}
+        yield {"hidden": (6,), "optimizer": "obgd", "state": {"mode": "trace", "oscillatory": True}, "seed": 3,
+               "state_grad": "traced"}
 
     # ------------------------------------------------------------------ features
     def _new_learner(self, n: int) -> Learner:
@@ -107,6 +114,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
             optimizer_kwargs=kwargs,
             normalize_x=False,
             normalize_y=self.normalize_y,
+            state_grad=self.state_grad,
         )
 
     def _admit(self, names: list[Hashable]) -> None:
@@ -129,9 +137,12 @@ class StatefulRegressor(base.MiniBatchRegressor):
         sd["model"]["layers.0.linear.weight"] = w[:, perm]
         offset = _param_offset(learner, "layers.0.linear.weight")
         h = w.shape[0]
-        for key in ("buf1", "buf2"):
-            block = sd["optimizer"][key][offset : offset + w.numel()].reshape(h, -1)
-            sd["optimizer"][key][offset : offset + w.numel()] = block[:, perm].reshape(-1)
+        flats = [sd["optimizer"]["buf1"], sd["optimizer"]["buf2"]]
+        n_params = flats[0].numel()
+        flats += list(sd["traces"].reshape(-1, n_params)) if sd["traces"].numel() else []  # views: one per component
+        for flat in flats:
+            block = flat[offset : offset + w.numel()].reshape(h, -1)
+            flat[offset : offset + w.numel()] = block[:, perm].reshape(-1)
         learner.load_state_dict(sd)
         self._features = merged
 

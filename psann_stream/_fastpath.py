@@ -11,10 +11,14 @@ Everything here mirrors a torch reference exactly (same operations, same order o
 
 * ``theta`` is the concatenation of ``StatefulNet.parameters()`` in order (each flattened row-major):
   per layer ``[raw_gain (if learnable)] W b raw_amplitude raw_frequency raw_decay``, then the head.
-* ``lay[l] = (in, h, off_gain, off_W, off_b, off_A, off_F, off_D, off_state, off_rate)`` per layer,
-  ``off_gain = -1`` for a fixed gain (taken from ``fixed_gain``), ``off_rate = -1`` for the fixed rate
-  ``cfg[0]`` (else raw rates ``nu``, ``rho = RATE_CAP exp(-exp(nu))``); ``head = (off_W, off_b, h_last)``.
-  A layer's own parameters (gain, rate) come before its ``W``, so ``[first own, off_W)`` is one block.
+* ``lay[l] = (in, h, off_gain, off_W, off_b, off_A, off_F, off_D, off_state, off_rate, off_phase)`` per
+  layer, ``off_gain = -1`` for a fixed gain (taken from ``fixed_gain``), ``off_rate = -1`` for the fixed
+  rate ``cfg[0]`` (else raw rates ``nu``, ``rho = RATE_CAP exp(-exp(nu))``, one per unit, or per pair),
+  ``off_phase = -1`` unless the units are oscillatory pairs (then ``h / 2`` angles);
+  ``head = (off_W, off_b, h_last)``. A layer's own parameters (gain, rate, phase) come before its
+  ``W``, so ``[first own, off_W)`` is one block.
+* traced learning: a row's traces are laid out like ``theta``; with oscillatory pairs twice (the
+  sensitivities of each pair's even unit, then of its odd unit).
 * ``cfg = (rho, beta, max_abs, gain_max, gain_eps)``; ``mode`` 0 trace, 1 gain, 2 legacy; ``bound``
   0 clip, 1 tanh.
 * optimiser ``kind`` 0 ObGD ``(lr, kappa, trace_decay)``, 1 intentional ``(lr, kappa, eps, clip)``
@@ -94,7 +98,9 @@ R_GGAIN, R_GAMP, R_GF, R_GD, R_GZ = 19, 20, 21, 22, 23  # backward: gradients of
 R_BITS = 24  # four rows of int64 scratch: the 2**k of each exp
 R_RD, R_DCZ, R_KZ, R_KS = 28, 29, 30, 31  # traced learning: rho*D, ds/dz this step, gy*ka*da/dz, gy*ks
 R_RHO, R_DRHO, R_GRATE = 32, 33, 34  # each unit's rate, d rate / d raw rate, gradient of the raw rate
-W_ROWS = 35
+R_PC, R_PS, R_GPH = 35, 36, 37  # oscillatory pairs: cos and sin of the pair's angle, the unit's share of its gradient
+R_PZ = 38  # traced learning with oscillatory pairs: da/dz
+W_ROWS = 39
 
 
 # Vectorisable transcendentals. libm's exp/log1p/sin/cos are calls LLVM cannot vectorise; these are plain
@@ -288,6 +294,23 @@ def _rates(raw, w):
 
 
 @njit(**_KERNEL)
+def _pair_rows(w, h, oph, theta):
+    """Oscillatory pairs: each unit's copy of its pair's rate (``R_RHO``, ``R_DRHO``, computed per pair
+    in the first ``h / 2`` columns) and of the cos / sin of its pair's angle (``R_PC``, ``R_PS``)."""
+    for i in range(h - 1, -1, -1):  # downwards: column i // 2 <= i is read before it is overwritten
+        w[R_RHO, i] = w[R_RHO, i // 2]
+        w[R_DRHO, i] = w[R_DRHO, i // 2]
+    for k in range(h // 2):
+        th = theta[oph + k]
+        if abs(th) <= SINCOS_LIMIT:
+            sv, cv = _sincos(th)
+        else:
+            sv, cv = math.sin(th), math.cos(th)
+        w[R_PS, 2 * k], w[R_PS, 2 * k + 1] = sv, sv
+        w[R_PC, 2 * k], w[R_PC, 2 * k + 1] = cv, cv
+
+
+@njit(**_KERNEL)
 def _unit_functions(raw_a, raw_f, raw_d, w):
     """For one layer's units (``w`` its work block, ``R_Z`` filled): amplitude, frequency, decay
     (softplus of the raw parameters, decay + 1e-6) and their derivatives, the envelope ``exp(-d |z|)``
@@ -320,11 +343,11 @@ def _unit_functions(raw_a, raw_f, raw_d, w):
 
 
 @njit(**_KERNEL)
-def _units_forward(w, state, fixed_gain, mode, bound, beta, m, gmax, geps, has_gain):
+def _units_forward(w, state, fixed_gain, mode, bound, beta, m, gmax, geps, has_gain, osc):
     """One layer's units, after :func:`_unit_functions` (and, with ``has_gain``, ``R_T`` = tanh of the
-    raw gain; ``R_RHO`` = each unit's rate): activation, new state (bounded), output, gain and the
-    derivatives the backward pass needs. A non-finite envelope * sin zeroes the unit (and its cached
-    envelope, sin, cos)."""
+    raw gain; ``R_RHO`` = each unit's rate; with ``osc``, ``R_PC``/``R_PS`` = its pair's rotation):
+    activation, new state (bounded), output, gain and the derivatives the backward pass needs. A
+    non-finite envelope * sin zeroes the unit (and its cached envelope, sin, cos)."""
     h = state.shape[0]
     for i in range(h):
         es = w[R_ENV, i] * w[R_SIN, i]
@@ -341,7 +364,12 @@ def _units_forward(w, state, fixed_gain, mode, bound, beta, m, gmax, geps, has_g
         else:
             drive = abs(a * s)
         rho = w[R_RHO, i]
-        pre = rho * s + ((1.0 - rho) * beta) * drive
+        if osc:  # rho R(theta) (s_even, s_odd) = rho (c s_e - sn s_o, sn s_e + c s_o): the same bits as
+            # state.rotate_pairs (a - b == a + (-b), and + commutes), without a branch per unit
+            sg = float(2 * (i & 1) - 1)
+            pre = rho * (w[R_PC, i] * s + (sg * w[R_PS, i]) * state[i ^ 1]) + ((1.0 - rho) * beta) * drive
+        else:
+            pre = rho * s + ((1.0 - rho) * beta) * drive
         w[R_A, i] = a
         if bound == 0:
             w[R_SN, i] = min(max(pre, -m), m)
@@ -449,7 +477,7 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
     n_layers = lay.shape[0]
     for l in range(n_layers):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
-        orr = lay[l, 9]
+        orr, oph = lay[l, 9], lay[l, 10]
         w = work[l]
         hin = _layer_input(xin, lay, work, l)
         _affine(theta[ow:ow + h * n_in], theta[ob:ob + h], hin, w[R_Z, :h])
@@ -457,10 +485,12 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
         if og >= 0:
             _tanh_pass(theta[og:og + h], w[R_T, :h], w[R_BITS].view(np.int64)[:h])
         if orr >= 0:
-            _rates(theta[orr:orr + h], w)
+            _rates(theta[orr:orr + (h // 2 if oph >= 0 else h)], w)
         else:
             w[R_RHO, :h] = rho
-        _units_forward(w, state[os_:os_ + h], fixed_gain[os_:os_ + h], mode, bound, beta, m, gmax, geps, og >= 0)
+        if oph >= 0:
+            _pair_rows(w, h, oph, theta)
+        _units_forward(w, state[os_:os_ + h], fixed_gain[os_:os_ + h], mode, bound, beta, m, gmax, geps, og >= 0, oph >= 0)
     hw, hb, hl = head[0], head[1], head[2]
     out = work[n_layers - 1, R_H]
     y = theta[hb]
@@ -504,12 +534,13 @@ def _affine_backward(W, dz, hin, gW, ghin, weights, input_grad):
 
 
 @njit(**_KERNEL)
-def _units_backward(w, state, mode, beta, geps, in_l1, has_rate):
+def _units_backward(w, state, mode, beta, geps, in_l1, has_rate, osc):
     """One layer's units, backward, from ``R_GY`` (d y_hat / d output): the gradients of the raw gain,
     amplitude, frequency, decay and (``has_rate``) rate and of the pre-activation (``R_GZ``, = the
     bias gradient), and ``R_L1`` = each unit's share of ``||G||_1``, its weight row counted as
     ``|g_z| * (1 + in_l1)`` (``in_l1`` = l1 norm of the layer's input; the 1 is the bias). No sum runs
-    across units."""
+    across units. With ``osc`` each unit's share of its pair's rate and angle gradients goes to
+    ``R_GRATE``, ``R_GPH`` (the caller sums each pair's two shares; ``R_L1`` leaves them out)."""
     for i in range(state.shape[0]):
         z, a, sn, s = w[R_Z, i], w[R_A, i], w[R_SN, i], state[i]
         c = (1.0 - w[R_RHO, i]) * beta
@@ -547,7 +578,13 @@ def _units_backward(w, state, mode, beta, geps, in_l1, has_rate):
         dz = ga * (amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz))
         w[R_GGAIN, i], w[R_GAMP, i], w[R_GF, i], w[R_GD, i], w[R_GZ, i] = gg, g_amp, g_f, g_d, dz
         w[R_L1, i] = abs(gg) + abs(g_amp) + abs(g_f) + abs(g_d) + abs(dz) * (1.0 + in_l1)
-        if has_rate:  # d s / d rho = s_prev - beta phi(a) inside the bound (trace and gain mode)
+        if osc:  # d pre / d rate = rotated s_prev - beta a; d pre / d angle = rate * R'(theta) s_prev
+            so = state[i ^ 1]
+            sig = -1.0 if i % 2 == 0 else 1.0
+            pc, ps = w[R_PC, i], w[R_PS, i]
+            w[R_GRATE, i] = gy * gy_s * db * ((pc * s + sig * ps * so) - beta * a) * w[R_DRHO, i]
+            w[R_GPH, i] = gy * gy_s * db * w[R_RHO, i] * (sig * pc * so - ps * s)
+        elif has_rate:  # d s / d rho = s_prev - beta phi(a) inside the bound (trace and gain mode)
             phi = a if mode == 0 else abs(a)
             g_r = gy * gy_s * db * (s - beta * phi) * w[R_DRHO, i]
             w[R_GRATE, i] = g_r
@@ -577,9 +614,18 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
         in_l1 = 0.0
         for j in range(n_in):
             in_l1 += abs(hin[j])
-        orr = lay[l, 9]
-        _units_backward(w, state[os_:os_ + h], mode, beta, geps, in_l1, orr >= 0)
-        if orr >= 0:
+        orr, oph = lay[l, 9], lay[l, 10]
+        _units_backward(w, state[os_:os_ + h], mode, beta, geps, in_l1, orr >= 0, oph >= 0)
+        if oph >= 0:
+            for k in range(h // 2):
+                g = w[R_GPH, 2 * k] + w[R_GPH, 2 * k + 1]
+                G[oph + k] = g
+                gl1 += abs(g)
+                if orr >= 0:
+                    g = w[R_GRATE, 2 * k] + w[R_GRATE, 2 * k + 1]
+                    G[orr + k] = g
+                    gl1 += abs(g)
+        elif orr >= 0:
             for i in range(h):
                 G[orr + i] = w[R_GRATE, i]
         for i in range(h):
@@ -668,6 +714,102 @@ def _weights_traced(E, EN, G, hin, w):
             G[row + j] = kz * hin[j] + ks * e
 
 
+@njit(cache=True, inline="always")
+def _pair_trace(eu, ev, du, dv, rho, pc, ps):
+    """One step of a parameter's pair of traces without its drive: ``(D_u rho (c e_u - s e_v),
+    D_v rho (s e_u + c e_v))``."""
+    return du * (rho * (pc * eu - ps * ev)), dv * (rho * (ps * eu + pc * ev))
+
+
+@njit(**_KERNEL)
+def _units_traced_osc(w, state, beta, E0, E1, EN0, EN1, G, Er0, Er1, ENr0, ENr1, Gr, Ep0, Ep1, ENp0, ENp1, Gp):
+    """Traced learning for a layer of oscillatory pairs (mode 'trace'): as :func:`_units_traced`, but a
+    parameter moves both states of its pair, so each has two traces, the even unit's sensitivity
+    (``E0``) and the odd unit's (``E1``): ``e' = D (rho R(theta) e + drive)`` with the drive
+    ``(1 - rho) beta da/dtheta`` on the parameter's own unit only, and its gradient is
+    ``gy ka da/dtheta + KS_even e'_even + KS_odd e'_odd``. ``Er*``/``Gr`` (rates, per pair; empty when
+    fixed) and ``Ep*``/``Gp`` (angles, per pair) follow the same recursion with the drives
+    ``d pre / d nu`` and ``d pre / d theta``. Fills ``R_GZ``, ``R_GGAIN`` and the rows
+    :func:`_weights_traced_osc` reads."""
+    h = state.shape[0]
+    has_rate = Er0.shape[0] > 0
+    for i in range(h):  # per-unit quantities first: a pair's update needs both of its units'
+        z, a, sn = w[R_Z, i], w[R_A, i], w[R_SN, i]
+        gam, db = w[R_GAM, i], w[R_DB, i]
+        env, sin_fz, cos_fz = w[R_ENV, i], w[R_SIN, i], w[R_COS, i]
+        rho = w[R_RHO, i]
+        dc = db * ((1.0 - rho) * beta)
+        gy = w[R_GY, i]
+        sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
+        amp = w[R_AMP, i]
+        p_z = amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz)
+        w[R_GZ, i] = gy * (1.0 + gam * dc) * p_z
+        w[R_GGAIN, i] = gy * sn * w[R_DGAM, i]
+        w[R_RD, i], w[R_DCZ, i], w[R_KZ, i], w[R_KS, i] = db, dc * p_z, gy * p_z, gy * gam
+        w[R_PZ, i] = p_z
+    for k in range(h // 2):
+        u, v = 2 * k, 2 * k + 1
+        du, dv, rho = w[R_DB, u], w[R_DB, v], w[R_RHO, u]
+        pc, ps, ksu, ksv = w[R_PC, u], w[R_PS, u], w[R_KS, u], w[R_KS, v]
+        for i in (u, v):
+            z, a = w[R_Z, i], w[R_A, i]
+            env, amp = w[R_ENV, i], w[R_AMP, i]
+            own = w[R_DB, i] * ((1.0 - rho) * beta)
+            cu = own if i == u else 0.0  # the drive enters the parameter's own unit only
+            cv = own if i == v else 0.0
+            gy = w[R_GY, i]
+            parts = (w[R_PZ, i], (env * w[R_SIN, i]) * w[R_SPA, i], amp * env * z * w[R_COS, i] * w[R_SPF, i],
+                     (-abs(z) * a) * w[R_SPD, i])  # da/d(b, raw amplitude, raw frequency, raw decay)
+            for blk in range(4):
+                part = parts[blk]
+                q = blk * h + i
+                nu, nv = _pair_trace(E0[q], E1[q], du, dv, rho, pc, ps)
+                nu += cu * part
+                nv += cv * part
+                EN0[q], EN1[q] = nu, nv
+                G[q] = gy * part + ksu * nu + ksv * nv
+        su, sv = state[u], state[v]
+        # angle: d pre_u / d theta = rho (-s su - c sv), d pre_v / d theta = rho (c su - s sv)
+        nu, nv = _pair_trace(Ep0[k], Ep1[k], du, dv, rho, pc, ps)
+        nu += du * (rho * (-ps * su - pc * sv))
+        nv += dv * (rho * (pc * su - ps * sv))
+        ENp0[k], ENp1[k] = nu, nv
+        Gp[k] = ksu * nu + ksv * nv
+        if has_rate:  # d pre / d nu = (R(theta) s_prev - beta a) d rho / d nu
+            drho = w[R_DRHO, u]
+            nu, nv = _pair_trace(Er0[k], Er1[k], du, dv, rho, pc, ps)
+            nu += du * ((pc * su - ps * sv) - beta * w[R_A, u]) * drho
+            nv += dv * ((ps * su + pc * sv) - beta * w[R_A, v]) * drho
+            ENr0[k], ENr1[k] = nu, nv
+            Gr[k] = ksu * nu + ksv * nv
+
+
+@njit(**_KERNEL)
+def _weights_traced_osc(E0, E1, EN0, EN1, G, hin, w):
+    """Traced learning, the weight matrix of a layer of oscillatory pairs: both traces of every
+    ``W_ij`` (:func:`_units_traced_osc`), from the rows it filled."""
+    n_in = hin.shape[0]
+    h = G.shape[0] // n_in
+    for k in range(h // 2):
+        u, v = 2 * k, 2 * k + 1
+        du, dv, rho, pc, ps = w[R_DB, u], w[R_DB, v], w[R_RHO, u], w[R_PC, u], w[R_PS, u]
+        ksu, ksv = w[R_KS, u], w[R_KS, v]
+        for i in (u, v):
+            # the drive enters the row's own unit only; as a coefficient (0 for the other), not a
+            # branch, so the loop over inputs vectorises
+            cu = w[R_DCZ, i] if i == u else 0.0
+            cv = w[R_DCZ, i] if i == v else 0.0
+            kz = w[R_KZ, i]
+            row = i * n_in
+            for j in range(n_in):
+                q = row + j
+                nu, nv = _pair_trace(E0[q], E1[q], du, dv, rho, pc, ps)
+                nu += cu * hin[j]
+                nv += cv * hin[j]
+                EN0[q], EN1[q] = nu, nv
+                G[q] = kz * hin[j] + ksu * nu + ksv * nv
+
+
 @njit(**_KERNEL)
 def _backward_traced(theta, lay, head, cfg, mode, state, xin, work, G, E, EN):
     """Traced learning: the gradient of y_hat into ``G`` with every stateful layer's parameters seen
@@ -678,22 +820,35 @@ def _backward_traced(theta, lay, head, cfg, mode, state, xin, work, G, E, EN):
     beta, geps = cfg[1], cfg[4]
     n_layers = lay.shape[0]
     hw, hb, hl = head[0], head[1], head[2]
+    P = theta.shape[0]
     top = work[n_layers - 1]
     for j in range(hl):
         G[hw + j] = top[R_H, j]
         top[R_GY, j] = theta[hw + j]
     G[hb] = 1.0
     for l in range(n_layers - 1, -1, -1):
-        n_in, h, og, ow, ob, os_, orr = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 8], lay[l, 9]
+        n_in, h, og, ow, ob, os_, orr, oph = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 8], lay[l, 9], lay[l, 10]
         w = work[l]
         hin = _layer_input(xin, lay, work, l)
-        r0, r1 = (orr, orr + h) if orr >= 0 else (0, 0)
-        _units_traced(w, state[os_:os_ + h], mode, beta, geps, E[ob:ob + 4 * h], EN[ob:ob + 4 * h], G[ob:ob + 4 * h],
-                      E[r0:r1], EN[r0:r1], G[r0:r1])
+        nw = h * n_in
+        if oph >= 0:
+            hp = h // 2
+            r0, r1 = (orr, orr + hp) if orr >= 0 else (0, 0)
+            _units_traced_osc(w, state[os_:os_ + h], beta, E[ob:ob + 4 * h], E[P + ob:P + ob + 4 * h],
+                              EN[ob:ob + 4 * h], EN[P + ob:P + ob + 4 * h], G[ob:ob + 4 * h],
+                              E[r0:r1], E[P + r0:P + r1], EN[r0:r1], EN[P + r0:P + r1], G[r0:r1],
+                              E[oph:oph + hp], E[P + oph:P + oph + hp], EN[oph:oph + hp], EN[P + oph:P + oph + hp],
+                              G[oph:oph + hp])
+            _weights_traced_osc(E[ow:ow + nw], E[P + ow:P + ow + nw], EN[ow:ow + nw], EN[P + ow:P + ow + nw],
+                                G[ow:ow + nw], hin, w)
+        else:
+            r0, r1 = (orr, orr + h) if orr >= 0 else (0, 0)
+            _units_traced(w, state[os_:os_ + h], mode, beta, geps, E[ob:ob + 4 * h], EN[ob:ob + 4 * h], G[ob:ob + 4 * h],
+                          E[r0:r1], EN[r0:r1], G[r0:r1])
+            _weights_traced(E[ow:ow + nw], EN[ow:ow + nw], G[ow:ow + nw], hin, w)
         if og >= 0:
             for i in range(h):
                 G[og + i] = w[R_GGAIN, i]
-        _weights_traced(E[ow:ow + h * n_in], EN[ow:ow + h * n_in], G[ow:ow + h * n_in], hin, w)
         _affine_backward(theta[ow:ow + h * n_in], w[R_GZ, :h], hin, G[ow:ow + h * n_in],
                          work[max(l - 1, 0), R_GY, :n_in], False, l > 0)
 
@@ -758,12 +913,12 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
         return math.nan, 0.0, 0.0, 0.0
     gsq = 0.0
     for l in range(lay.shape[0]):
-        n_in, h, og, ow, ob, od, orr = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 7], lay[l, 9]
+        n_in, h, og, ow, ob, od, orr, oph = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 7], lay[l, 9], lay[l, 10]
         hin = _layer_input(xin, lay, work, l)
         dz = work[l, R_GZ, :h]
         _outer_axpy(theta[ow:ob], dz, hin, step)
         gsq += _sum_sq(dz) * _sum_sq(hin)
-        own = og if og >= 0 else orr  # the layer's own parameters (gain, rate) sit just before W
+        own = og if og >= 0 else (orr if orr >= 0 else oph)  # the layer's own parameters sit just before W
         if own >= 0:
             _axpy(theta[own:ow], G[own:ow], step)
             gsq += _sum_sq(G[own:ow])

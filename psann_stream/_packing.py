@@ -39,7 +39,7 @@ def fast_path_unsupported(model: StatefulNet) -> str | None:
 class Layout:
     """The integer and float descriptions of a StatefulNet that the compiled loop reads."""
 
-    lay: np.ndarray  # [L, 10] int64
+    lay: np.ndarray  # [L, 11] int64
     head: np.ndarray  # [3] int64
     fixed_gain: np.ndarray  # [U] float64
     cfg: np.ndarray  # [5] float64
@@ -48,6 +48,7 @@ class Layout:
     n_params: int
     n_units: int
     widths: tuple[int, ...]
+    n_traces: int  # eligibility traces per stream with traced learning (n_params, twice with oscillatory pairs)
 
 
 def layout(model: StatefulNet) -> Layout:
@@ -63,9 +64,11 @@ def layout(model: StatefulNet) -> Layout:
         h = layer.out_features
         og = offsets[id(layer.raw_gain)] if c.learnable_gain else -1
         orr = offsets[id(layer.raw_rate)] if c.learnable_rate else -1
+        oph = offsets[id(layer.raw_phase)] if c.oscillatory else -1
         act = layer.activation
         rows.append([n_in, h, og, offsets[id(layer.linear.weight)], offsets[id(layer.linear.bias)],
-                     offsets[id(act.raw_amplitude)], offsets[id(act.raw_frequency)], offsets[id(act.raw_decay)], unit, orr])
+                     offsets[id(act.raw_amplitude)], offsets[id(act.raw_frequency)], offsets[id(act.raw_decay)], unit, orr,
+                     oph])
         fixed.append(layer.gain.detach().double().numpy() if not c.learnable_gain else np.zeros(h))
         unit += h
         n_in = h
@@ -80,6 +83,7 @@ def layout(model: StatefulNet) -> Layout:
         n_params=off,
         n_units=unit,
         widths=tuple(model.hidden),
+        n_traces=off * (2 if c.oscillatory else 1),
     )
 
 
@@ -171,9 +175,9 @@ def layer_bounds(lay: np.ndarray, theta: np.ndarray, config: Any) -> list[StateB
     """Per layer, the state bounds at the flat parameters ``theta`` (no torch model needed)."""
     out = []
     for row in lay:
-        h, oa, orr = int(row[1]), int(row[5]), int(row[9])
+        h, oa, orr, groups = int(row[1]), int(row[5]), int(row[9]), int(row[1]) // (2 if row[10] >= 0 else 1)
         raw = float(np.max(theta[oa : oa + h]))
         amp = raw if raw > 20.0 else float(np.log1p(np.exp(raw)))
-        rate = float(rate_from_raw(torch.tensor(float(np.min(theta[orr : orr + h]))))) if orr >= 0 else None
+        rate = float(rate_from_raw(torch.tensor(float(np.min(theta[orr : orr + groups]))))) if orr >= 0 else None
         out.append(bounds_for(config, amp, rate))
     return out

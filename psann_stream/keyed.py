@@ -139,7 +139,7 @@ class KeyedLearner:
         self._template = {
             "theta": flat_params(model),
             "state": np.full(L.n_units, model.state_config.init),
-            "traces": np.zeros(L.n_params if self._traced else 0),  # eligibility traces, laid out like theta
+            "traces": np.zeros(L.n_traces if self._traced else 0),  # eligibility traces, laid out like theta
             **empty_optimizer_state(L.n_params),
             "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
             "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),

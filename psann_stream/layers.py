@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ConfigError, StateShapeError
-from .state import StateConfig, carry, contraction_constant, rate_from_raw, raw_rates, steady_state_limit, update_state
+from .state import (StateConfig, carry, contraction_constant, rate_from_raw, raw_phases, raw_rates, steady_state_limit,
+                    update_state)
 
 __all__ = ["SineActivation", "StatefulSineLayer", "StateBounds"]
 
@@ -153,6 +154,11 @@ class StatefulSineLayer(nn.Module):
                 f"initial state's norm |init|*sqrt({out_features}) = {abs(state.init) * math.sqrt(out_features):.4g} "
                 f"exceeds max_abs = {state.max_abs!r}; use |init| <= {state.max_abs / math.sqrt(out_features):.4g}."
             )
+        if state.oscillatory and out_features % 2:
+            raise ConfigError(
+                f"StateConfig.oscillatory pairs the units of a layer, but this layer has {out_features} units; "
+                "use an even width, e.g. hidden=(32, 32)."
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.config = state
@@ -168,8 +174,11 @@ class StatefulSineLayer(nn.Module):
             self.raw_gain = nn.Parameter(torch.full((out_features,), theta))
         else:
             self.register_buffer("fixed_gain", torch.full((out_features,), state.gain))
+        groups = out_features // 2 if state.oscillatory else out_features  # a rate per pair, or per unit
         if state.learnable_rate:
-            self.raw_rate = nn.Parameter(raw_rates(state, out_features).to(torch.get_default_dtype()))
+            self.raw_rate = nn.Parameter(raw_rates(state, groups).to(torch.get_default_dtype()))
+        if state.oscillatory:
+            self.raw_phase = nn.Parameter(raw_phases(groups).to(torch.get_default_dtype()))
         self.register_buffer("state", torch.full((1, out_features), state.init))
 
     # ------------------------------------------------------------------ parameters
@@ -182,8 +191,14 @@ class StatefulSineLayer(nn.Module):
 
     @property
     def rate(self) -> torch.Tensor | None:
-        """Each unit's rate ``rho_i`` (learnable rates), or ``None`` when every unit uses ``config.rho``."""
+        """Each unit's rate ``rho_i`` (each pair's when oscillatory) with learnable rates, or ``None``
+        when every unit uses ``config.rho``."""
         return rate_from_raw(self.raw_rate) if self.config.learnable_rate else None
+
+    @property
+    def phase(self) -> torch.Tensor | None:
+        """Each oscillatory pair's rotation angle ``theta_k`` (``None`` unless oscillatory)."""
+        return self.raw_phase if self.config.oscillatory else None
 
     # ------------------------------------------------------------------ the step
     def forward(
@@ -194,7 +209,7 @@ class StatefulSineLayer(nn.Module):
         a = self.activation(self.linear(x))
         if activations is not None:
             activations.append(a)
-        s_new = update_state(s, a, cfg, self.rate)
+        s_new = update_state(s, a, cfg, self.rate, self.phase)
         if cfg.mode == "trace":
             y = a + self.gain * s_new
         elif cfg.mode == "gain":

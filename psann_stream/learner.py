@@ -189,7 +189,7 @@ class Learner:
             self._state = self._flat_state()
             self._opt_state = empty_optimizer_state(self._layout.n_params)
             self._opt = None
-            self._traces = np.zeros((1, self._layout.n_params if self._traced else 0))
+            self._traces = np.zeros((1, self._layout.n_traces if self._traced else 0))
         else:
             self._opt = make_optimizer(optimizer, self._model.parameters(), **self.optimizer_settings)
             self._traces_ref = StateTraces(self._model) if self._traced else None
@@ -545,8 +545,8 @@ class Learner:
 
         for key in ("buf1", "buf2"):
             sd["optimizer"][key] = grow(sd["optimizer"][key])
-        if self._traced:
-            sd["traces"] = grow(sd["traces"])
+        if self._traced:  # one block per trace component (two with oscillatory pairs)
+            sd["traces"] = torch.cat([grow(part) for part in sd["traces"].reshape(-1, index.shape[0] - (in_features - old) * self._model.hidden[0])])
         sd["x_stats"] = {**sd["x_stats"], "n_features": in_features,
                          "mean": torch.zeros(in_features, dtype=torch.float64), "m2": torch.zeros(in_features, dtype=torch.float64)}
         m = self._model
@@ -558,7 +558,7 @@ class Learner:
             self._opt = make_optimizer(self.optimizer_name, self._model.parameters(), **self.optimizer_settings)
             self._traces_ref = StateTraces(self._model) if self._traced else None
         else:
-            self._traces = np.zeros((1, self._layout.n_params if self._traced else 0))
+            self._traces = np.zeros((1, self._layout.n_traces if self._traced else 0))
         self.load_state_dict(sd)
 
     # ------------------------------------------------------------------ monitor, reset, persistence
@@ -652,9 +652,9 @@ class Learner:
                 f"the saved learner used state_grad={saved_grad!r} but this one uses {self.state_grad!r}; build the "
                 "Learner with the same state_grad (the traces are part of what it continues from)."
             )
-        if traces.shape[0] != (self._layout.n_params if self._traced else 0):
+        if traces.shape[0] != (self._layout.n_traces if self._traced else 0):
             raise CheckpointError(f"the saved traces hold {traces.shape[0]} values; expected "
-                                  f"{self._layout.n_params if self._traced else 0}.")
+                                  f"{self._layout.n_traces if self._traced else 0}.")
         self._mon, self._ph = mon, ph
         self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
         self._since_check = int(counters["since_check"])

@@ -52,7 +52,9 @@ __all__ = [
     "envelope",
     "fixed_point",
     "rate_from_raw",
+    "raw_phases",
     "raw_rates",
+    "rotate_pairs",
     "steady_state_limit",
     "update_state",
 ]
@@ -128,6 +130,12 @@ class StateConfig:
         With ``learnable_rate``: the units' initial memories ``1 / (1 - rho_i)`` (events), spread
         geometrically from ``memory_min`` (first unit) to ``memory_max`` (last unit),
         ``1 < memory_min <= memory_max <= 10**5``.
+    oscillatory
+        Pair the units of every stateful layer (units ``2k``, ``2k + 1``; even widths): each pair's
+        state is rotated by a learnable angle ``theta_k`` and shrunk by its rate ``r_k`` before the
+        drive is added, ``s <- B(r_k R(theta_k) s + (1 - r_k) beta a)`` (a damped oscillator, which can
+        hold a delayed value or a phase). Mode 'trace' only; ``r_k`` is ``rho`` or, with
+        ``learnable_rate``, learned per pair.
 
     Examples
     --------
@@ -156,13 +164,14 @@ class StateConfig:
     learnable_rate: bool = False
     memory_min: float = 2.0
     memory_max: float = 500.0
+    oscillatory: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ConfigError(f"StateConfig.mode = {self.mode!r} is not one of {', '.join(map(repr, _MODES))}.")
         if self.bound not in _BOUNDS:
             raise ConfigError(f"StateConfig.bound = {self.bound!r} is not one of {', '.join(map(repr, _BOUNDS))}.")
-        for name in ("detach", "learnable_gain", "learnable_rate"):
+        for name in ("detach", "learnable_gain", "learnable_rate", "oscillatory"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"StateConfig.{name} = {getattr(self, name)!r} must be True or False.")
         for f in fields(self):
@@ -201,6 +210,11 @@ class StateConfig:
             raise ConfigError(
                 f"StateConfig.memory_min = {self.memory_min!r}, memory_max = {self.memory_max!r} are out of range: need "
                 "1 < memory_min <= memory_max <= 1e5 (events; a memory of 1 is no memory, rho = 0)."
+            )
+        if self.oscillatory and self.mode != "trace":
+            raise ConfigError(
+                f"StateConfig.oscillatory needs mode 'trace' (got {self.mode!r}): a rotated state takes both signs, so it "
+                "cannot divide the output (gain) or feed its own drive (psann_legacy)."
             )
         if self.learnable_rate and self.mode == "psann_legacy":
             raise ConfigError(
@@ -341,6 +355,24 @@ def rate_from_raw(raw: torch.Tensor) -> torch.Tensor:
     return RATE_CAP * torch.exp(-torch.exp(raw))
 
 
+def raw_phases(pairs: int) -> torch.Tensor:
+    """Initial rotation angles of ``pairs`` oscillatory pairs: spread evenly over ``(0, pi)``, so the
+    pairs start at periods from 2 events (angle near pi) to ``2 * pairs`` events and beyond.
+
+    >>> [round(float(t), 4) for t in raw_phases(2)]
+    [0.7854, 2.3562]
+    """
+    return (torch.arange(pairs, dtype=torch.float64) + 0.5) * (math.pi / pairs)
+
+
+def rotate_pairs(s: torch.Tensor, rate: torch.Tensor | float, phase: torch.Tensor) -> torch.Tensor:
+    """``r_k R(theta_k)`` applied to each pair ``(s[..., 2k], s[..., 2k + 1])``: ``(r (c u - s v),
+    r (s u + c v))`` with ``c, s = cos, sin theta_k``; ``rate`` per pair or one number."""
+    u, v = s[..., 0::2], s[..., 1::2]
+    c, sn = torch.cos(phase), torch.sin(phase)
+    return torch.stack([rate * (c * u - sn * v), rate * (sn * u + c * v)], dim=-1).reshape(s.shape)
+
+
 def raw_rates(cfg: StateConfig, units: int) -> torch.Tensor:
     """Initial raw rates of ``units`` units: memories ``1 / (1 - rho)`` geometric from
     ``memory_min`` to ``memory_max`` (float64; the inverse of :func:`rate_from_raw`).
@@ -355,14 +387,17 @@ def raw_rates(cfg: StateConfig, units: int) -> torch.Tensor:
     return torch.log(-torch.log(rho / RATE_CAP))
 
 
-def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig, rho: torch.Tensor | None = None) -> torch.Tensor:
+def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig, rho: torch.Tensor | None = None,
+                 phase: torch.Tensor | None = None) -> torch.Tensor:
     """One step of the state recurrence for every stream and unit.
 
     Args:
         s_prev: ``[streams, units]`` state after the previous step.
         a: ``[streams, units]`` the layer's activation at this step (finite, ``|a| <= G``).
         cfg: the state configuration.
-        rho: ``[units]`` per-unit rates (learnable rates), in place of ``cfg.rho``.
+        rho: ``[units]`` per-unit rates (learnable rates; ``[units / 2]`` per pair when oscillatory),
+            in place of ``cfg.rho``.
+        phase: ``[units / 2]`` rotation angles of the oscillatory pairs (``cfg.oscillatory``).
 
     Returns:
         ``[streams, units]``: ``B(rho * s_prev + (1 - rho) * beta * phi(a, s_prev))``, with the graph
@@ -377,6 +412,10 @@ def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig, rho: t
         drive = a.abs()
     else:
         drive = (a * s_prev).abs()
+    if phase is not None:
+        r = cfg.rho if rho is None else rho
+        keep = 1.0 - (r if rho is None else rho.repeat_interleave(2))
+        return apply_bound(rotate_pairs(s_prev, r, phase) + (keep * cfg.beta) * drive, cfg)
     if rho is not None:
         return apply_bound(rho * s_prev + ((1.0 - rho) * cfg.beta) * drive, cfg)
     return apply_bound(cfg.rho * s_prev + ((1.0 - cfg.rho) * cfg.beta) * drive, cfg)

@@ -62,14 +62,17 @@ def traced_parameters(model: StatefulNet) -> list[list[torch.nn.Parameter]]:
     carries no trace)."""
     return [[layer.linear.weight, layer.linear.bias, layer.activation.raw_amplitude,
              layer.activation.raw_frequency, layer.activation.raw_decay]
-            + ([layer.raw_rate] if layer.config.learnable_rate else []) for layer in model.layers]
+            + ([layer.raw_rate] if layer.config.learnable_rate else [])
+            + ([layer.raw_phase] if layer.config.oscillatory else []) for layer in model.layers]
 
 
 class StateTraces:
     """The eligibility traces of one stream of a :class:`StatefulNet` (float64 reference).
 
     ``traces[l][k]`` has the shape of ``traced_parameters(model)[l][k]``: row ``i`` of the weight
-    trace and entry ``i`` of the others belong to unit ``i``. A step is::
+    trace and entry ``i`` of the others belong to unit ``i``. With oscillatory pairs a parameter moves
+    both states of its pair, so its trace has a leading axis of 2: the sensitivity of the pair's
+    even unit, then of its odd unit. A step is::
 
         prev = traces.surrogate(model.held_state())   # value = held state, grad = e_{t-1}
         y, new_state = model(x, prev)
@@ -87,14 +90,23 @@ class StateTraces:
 
     def __init__(self, model: StatefulNet) -> None:
         check_state_grad("traced", model.state_config, "StateTraces")
+        self.paired = model.state_config.oscillatory
         self.params = traced_parameters(model)
-        self.traces = [[torch.zeros_like(p, dtype=torch.float64) for p in group] for group in self.params]
+        lead = (2,) if self.paired else ()
+        self.traces = [[torch.zeros(lead + tuple(p.shape), dtype=torch.float64) for p in group] for group in self.params]
 
     def reset(self) -> None:
         """Zero every trace (the state was reset: its past no longer depends on the parameters)."""
         for group in self.traces:
             for e in group:
                 e.zero_()
+
+    @staticmethod
+    def _per_group(moved: torch.Tensor, groups: int) -> torch.Tensor:
+        """Sum a per-parameter product down to one value per state group (unit, or pair)."""
+        if moved.dim() == 2:  # a weight matrix: row i belongs to unit i
+            moved = moved.sum(dim=1)
+        return moved.reshape(groups, -1).sum(dim=1)
 
     def surrogate(self, state: State) -> State:
         """One-stream states whose value is ``state`` and whose gradient with respect to each layer's
@@ -103,34 +115,59 @@ class StateTraces:
         for s, group, traces in zip(state, self.params, self.traces):
             if s.shape[0] != 1:
                 raise ConfigError(f"StateTraces follows one stream; the state holds {s.shape[0]}.")
-            extra = torch.zeros_like(s[0])
-            for p, e in zip(group, traces):
-                moved = (p - p.detach()).to(e.dtype) * e
-                extra = extra + (moved.sum(dim=1) if moved.dim() == 2 else moved)
-            out.append(s.detach() + extra[None, :])
+            h = s.shape[1]
+            if self.paired:
+                extra = [torch.zeros(h // 2, dtype=s.dtype), torch.zeros(h // 2, dtype=s.dtype)]
+                for p, e in zip(group, traces):
+                    delta = (p - p.detach()).to(e.dtype)
+                    for m in (0, 1):
+                        extra[m] = extra[m] + self._per_group(e[m] * delta, h // 2)
+                extra_units = torch.stack(extra, dim=-1).reshape(h)
+            else:
+                extra_units = torch.zeros(h, dtype=s.dtype)
+                for p, e in zip(group, traces):
+                    extra_units = extra_units + self._per_group((p - p.detach()).to(e.dtype) * e, h)
+            out.append(s.detach() + extra_units[None, :])
         return tuple(out)
 
     def advance(self, new_state: State) -> None:
         """Replace the traces by those of ``new_state`` (the output of a step from :meth:`surrogate`);
         keeps the step's graph for a later backward."""
         for l, (s, group) in enumerate(zip(new_state, self.params)):
-            grads = torch.autograd.grad(s.sum(), group, retain_graph=True, allow_unused=True)
-            self.traces[l] = [torch.zeros_like(e) if g is None else g.detach().to(torch.float64)
-                              for g, e in zip(grads, self.traces[l])]
+            parts = (s[..., 0::2], s[..., 1::2]) if self.paired else (s,)
+            grads = [torch.autograd.grad(part.sum(), group, retain_graph=True, allow_unused=True) for part in parts]
+            new = []
+            for k, p in enumerate(group):
+                per = [torch.zeros(p.shape, dtype=torch.float64) if g[k] is None else g[k].detach().to(torch.float64)
+                       for g in grads]
+                new.append(torch.stack(per) if self.paired else per[0])
+            self.traces[l] = new
 
     def flat(self, model: StatefulNet) -> torch.Tensor:
-        """The traces laid out like ``model.parameters()`` flattened (the compiled loop's layout):
-        zero for the parameters that carry none (gains, head)."""
+        """The traces laid out like ``model.parameters()`` flattened (the compiled loop's layout; with
+        oscillatory pairs the even units' sensitivities, then the odd units'): zero for the
+        parameters that carry none (gains, head)."""
         by_id = {id(p): e for group, traces in zip(self.params, self.traces) for p, e in zip(group, traces)}
-        return torch.cat([by_id[id(p)].reshape(-1) if id(p) in by_id else torch.zeros(p.numel(), dtype=torch.float64)
-                          for p in model.parameters()])
+        comps = (0, 1) if self.paired else (None,)
+        out = []
+        for m in comps:
+            for p in model.parameters():
+                e = by_id.get(id(p))
+                if e is None:
+                    out.append(torch.zeros(p.numel(), dtype=torch.float64))
+                else:
+                    out.append((e if m is None else e[m]).reshape(-1))
+        return torch.cat(out)
 
     def load_flat(self, model: StatefulNet, flat: torch.Tensor) -> None:
         """Set the traces from :meth:`flat`'s layout."""
-        off, by_id = 0, {}
+        n = sum(p.numel() for p in model.parameters())
+        comps = 2 if self.paired else 1
+        if flat.numel() != comps * n:
+            raise ConfigError(f"StateTraces.load_flat: {flat.numel()} values for {comps} x {n} traced parameters.")
+        by_id, off = {}, 0
         for p in model.parameters():
-            by_id[id(p)] = flat[off:off + p.numel()].reshape(p.shape)
+            parts = [flat[m * n + off: m * n + off + p.numel()].reshape(p.shape) for m in range(comps)]
+            by_id[id(p)] = torch.stack(parts) if self.paired else parts[0]
             off += p.numel()
-        if off != flat.numel():
-            raise ConfigError(f"StateTraces.load_flat: {flat.numel()} values for a model of {off} parameters.")
         self.traces = [[by_id[id(p)].detach().clone().to(torch.float64) for p in group] for group in self.params]

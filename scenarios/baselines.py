@@ -12,7 +12,9 @@ every call, for ``psann-stream bench``):
   (lr 1e-3) per event, inputs and target standardised online with psann_stream's normaliser: what
   deep-river's ``Regressor`` does behind a scaler;
 * ``eager LSTM (Adam)``: an LSTM (32 units) over the last 8 inputs of the stream, one Adam step per
-  event: deep-river's ``RollingRegressor``.
+  event: deep-river's ``RollingRegressor``;
+* ``ESN + RLS``: an echo-state network (reservoirpy) whose linear readout is learned online by
+  recursive least squares, the classic strong baseline on memory and chaotic streams.
 
 river models are kept one per key on keyed streams; the torch baselines share their weights across
 keys (the LSTM keeps a window per key), as psann_stream's keyed scenarios share weights with a state
@@ -31,7 +33,7 @@ import torch
 
 from psann_stream.normalize import RunningStats
 
-__all__ = ["BASELINES", "EagerLSTM", "EagerMLP", "RiverPerKey", "prequential"]
+__all__ = ["BASELINES", "EagerLSTM", "EagerMLP", "EchoStateRLS", "RiverPerKey", "prequential"]
 
 
 class RiverPerKey:
@@ -134,6 +136,35 @@ class EagerLSTM(_Eager):
         return self._step(self.head(h[0, -1])[0], y)
 
 
+class EchoStateRLS:
+    """An echo-state network (reservoirpy ``Reservoir``: 200 tanh units, spectral radius 0.9, leak
+    ``leak``, input scaling 0.5) whose linear readout is learned online by recursive least squares
+    (reservoirpy ``RLS``, forgetting 0.9995), on inputs standardised online like the torch baselines.
+    Each event: the reservoir advances with the input, the readout predicts with its current weights
+    (prequential), then learns the target. Keyed streams keep a reservoir state per key and share the
+    readout. Needs ``reservoirpy`` (the ``scenarios`` extra)."""
+
+    def __init__(self, n_features: int, *, seed: int = 0, units: int = 200, sr: float = 0.9, leak: float = 1.0,
+                 input_scaling: float = 0.5, forgetting: float = 0.9995) -> None:
+        from reservoirpy.nodes import RLS, Reservoir
+
+        self.sc = _Scaled(n_features)
+        self.reservoir = Reservoir(units=units, sr=sr, lr=leak, input_scaling=input_scaling, seed=seed, input_dim=n_features)
+        self.reservoir.initialize(np.zeros((1, n_features)))
+        self.readout = RLS(forgetting=forgetting, input_dim=units, output_dim=1)
+        self.readout.initialize(np.zeros((1, units)), np.zeros((1, 1)))
+        self.states: dict[Hashable, dict] = {}
+        self.fresh = {k: v.copy() for k, v in self.reservoir.state.items()}
+
+    def learn_one(self, x: np.ndarray, y: float, key: Hashable = None) -> float:
+        self.reservoir.state = self.states.get(key) or {k: v.copy() for k, v in self.fresh.items()}
+        r = self.reservoir.step(self.sc.x(x))
+        self.states[key] = self.reservoir.state
+        pred = float(self.readout.step(r)[0])  # before learning this event
+        self.readout.partial_fit(r[None, :], np.array([[y]]))
+        return pred
+
+
 def prequential(model: Any, X: np.ndarray, y: np.ndarray, keys: np.ndarray | None,
                 latencies: np.ndarray | None = None) -> np.ndarray:
     """Predict-then-learn every event with ``model.learn_one(x, y, key)``; with ``latencies`` (an
@@ -158,4 +189,5 @@ BASELINES: dict[str, Callable[[int], Any]] = {
     "river ARF": lambda f: RiverPerKey(_arf),
     "eager MLP (Adam)": EagerMLP,
     "eager LSTM (Adam)": EagerLSTM,
+    "ESN + RLS": EchoStateRLS,
 }

@@ -6,7 +6,9 @@ Every rate is events per second of exact per-event prequential learning (predict
 the model as it was, then learn it) on one synthetic 10-feature stream:
 
 * ``Learner``: psann_stream's compiled loop, 10-32-32-1 StatefulNet, ObGD, input and target
-  normalisers and the monitor on (the defaults);
+  normalisers and the monitor on (the defaults: gradient truncated at the state);
+* ``Learner, traced``: the same with exact traces through the state (``state_grad="traced"``), and
+  with oscillatory pairs as well (the recommended configuration for memory);
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
   ``torch.optim.Adam`` step per event (what deep-river and psann do);
 * ``river LinearRegression``: ``river.linear_model.LinearRegression`` learn_one/predict_one on dicts;
@@ -26,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from psann_stream import KeyedLearner, Learner, StatefulNet
+from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
 
 
 def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +47,8 @@ def _best_rate(run: Callable[[], int], repeats: int) -> float:
     return best
 
 
-def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
-    lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0))
+def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig = StateConfig(), **kwargs) -> float:
+    lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), state=state, seed=0), **kwargs)
     lrn.learn_batch(X[:500], y[:500])  # compile
     return _best_rate(lambda: len(lrn.learn_batch(X, y)), repeats)
 
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     X, y = _stream(max(a.events, a.eager_events, 200_000))
     rates = {
         "Learner (compiled, ObGD)": learner_rate(X[: a.events], y[: a.events], a.repeats),
+        "Learner, traced": learner_rate(X[: a.events], y[: a.events], a.repeats, state_grad="traced"),
+        "Learner, traced, oscillatory pairs": learner_rate(X[: a.events], y[: a.events], a.repeats,
+                                                           StateConfig(oscillatory=True), state_grad="traced"),
         "eager torch Adam": eager_adam_rate(X[: a.eager_events], y[: a.eager_events], a.repeats),
         "river LinearRegression": river_linear_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
         f"KeyedLearner ({a.keys} keys, own weights)": keyed_rate(X[:200_000], y[:200_000], a.keys, a.repeats),
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rates.items():
         print(f"{name:<40} {r:12,.0f} {r / base:13.1f} {r / rates['river LinearRegression']:11.2f}")
     print(f"cores: {os.cpu_count()}; 10 features, 32x32 StatefulNet, exact per-event prequential order")
+    truncated = rates["Learner (compiled, ObGD)"]
+    print(f"traced learning costs {truncated / rates['Learner, traced']:.2f}x the truncated path per event "
+          f"({truncated / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs)")
 
 
 if __name__ == "__main__":

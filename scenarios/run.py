@@ -4,11 +4,16 @@
 [--plot out.png]``, or ``psann-stream scenario run NAME ...``. Every model predicts each event before
 learning it:
 
-* ``psann_stream``: the default :class:`~psann_stream.learner.Learner` (32x32 StatefulNet, ObGD,
-  normalisers), or a :class:`~psann_stream.keyed.KeyedLearner` (shared weights, a state per key) on
-  keyed streams;
+* ``psann_stream``: the recommended configuration, :data:`RECOMMENDED` (a 32x32 StatefulNet whose
+  units are oscillatory pairs, learned with exact traces through the state; ObGD, normalisers), in a
+  :class:`~psann_stream.learner.Learner`, or a :class:`~psann_stream.keyed.KeyedLearner` (shared
+  weights, a state per key) on keyed streams;
+* ``psann_stream (truncated)``: the library's default settings (one fixed rate per layer, gradient
+  truncated at the state): what ``psann_stream`` was before learned memory;
+* ``psann_stream (8-window)``: the recommended configuration given the last 8 inputs, as the eager
+  LSTM is (the like-for-like control);
 * the baselines of :mod:`psann_stream.scenarios.baselines` (river LinearRegression, HATR, ARF; eager
-  torch MLP and LSTM with Adam).
+  torch MLP and LSTM with Adam; an echo-state network with an RLS readout).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 
 import numpy as np
 
-from psann_stream import KeyedLearner, Learner, StatefulNet
+from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
 from psann_stream.errors import ConfigError
 
 from .baselines import BASELINES, prequential
@@ -28,17 +33,22 @@ from .horizons import horizon_errors
 from .metrics import faded_mae, summary
 from .streams import SCENARIOS, Scenario
 
-__all__ = ["MODELS", "format_table", "main", "psann_default", "run_scenario"]
+__all__ = ["MODELS", "RECOMMENDED", "format_table", "main", "psann_default", "run_scenario", "windowed"]
 
 TRACE_EVERY = 20  # events between state-norm samples of psann_stream
+RECOMMENDED: dict = {"state": {"oscillatory": True}, "learner": {"state_grad": "traced"}}
+"""The configuration the suite reports as ``psann_stream``: chosen by measurement over every scenario
+(docs/scenarios.md, "Choosing the default"). ``state`` goes to :class:`StateConfig`, ``learner`` to
+the learner."""
 
 
 def psann_default(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, *, trace: dict | None = None,
-                  **learner_kwargs) -> np.ndarray:
-    """psann_stream's default configuration on the stream; with ``trace`` (a dict), records every
-    ``TRACE_EVERY`` events the largest |state| of each layer (over keys), ``max_abs``, and the
-    monitor's alerts. Learning in chunks changes nothing: exact mode is batch-size independent."""
-    net = StatefulNet(X.shape[1], hidden=(32, 32), seed=0)
+                  state: dict | None = None, **learner_kwargs) -> np.ndarray:
+    """psann_stream on the stream (state config ``state``, learner settings ``learner_kwargs``; the
+    library defaults when both are empty); with ``trace`` (a dict), records every ``TRACE_EVERY``
+    events the largest |state| of each layer (over keys), ``max_abs``, and the monitor's alerts.
+    Learning in chunks changes nothing: exact mode is batch-size independent."""
+    net = StatefulNet(X.shape[1], hidden=(32, 32), state=StateConfig.from_mapping({"mode": "trace", **(state or {})}), seed=0)
     keyed = keys is not None
     lrn = KeyedLearner(net, **learner_kwargs) if keyed else Learner(net, **learner_kwargs)
     widths = [layer.out_features for layer in net.layers]
@@ -75,7 +85,29 @@ def _baseline(factory):
     return lambda X, y, keys: prequential(factory(X.shape[1]), X, y, keys)
 
 
-MODELS = {"psann_stream": psann_default, **{name: _baseline(f) for name, f in BASELINES.items()}}
+def windowed(X: np.ndarray, keys: np.ndarray | None, window: int = 8) -> np.ndarray:
+    """Each event's input followed by its stream's ``window - 1`` previous inputs (zeros before the
+    stream's start; per key on keyed streams): ``[N, window * F]``, the information the LSTM gets."""
+    N, F = X.shape
+    out = np.zeros((N, window * F))
+    ids = np.zeros(N, dtype=np.int64) if keys is None else np.unique(keys, return_inverse=True)[1].reshape(-1)
+    for k in np.unique(ids):
+        rows = np.flatnonzero(ids == k)
+        for lag in range(window):
+            out[rows[lag:], lag * F:(lag + 1) * F] = X[rows[: len(rows) - lag]]
+    return out
+
+
+def _recommended(X, y, keys, **kw):
+    return psann_default(X, y, keys, state=RECOMMENDED["state"], **RECOMMENDED["learner"], **kw)
+
+
+MODELS = {
+    "psann_stream": _recommended,
+    "psann_stream (truncated)": lambda X, y, keys: psann_default(X, y, keys),
+    "psann_stream (8-window)": lambda X, y, keys: _recommended(windowed(X, keys), y, keys),
+    **{name: _baseline(f) for name, f in BASELINES.items()},
+}
 
 
 def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str] | None = None,

@@ -11,44 +11,15 @@ new regime starts). ``SCENARIOS[name](n_steps, seed)`` builds one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 
+from .memory import MEMORY_SCENARIOS
+from .scenario import Scenario, table
 from .sine import regime_switching_sine
 
 __all__ = ["SCENARIOS", "Scenario"]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    table: pa.Table
-    change_points: tuple[int, ...]
-    keyed: bool = False
-    outliers: tuple[int, ...] = ()  # rows whose target is a deliberate outlier: learned from, not scored
-    autoregressive: bool = False  # x[t + 1] = (x[t][1:], y[t]): the inputs are the series' last values
-
-    @property
-    def n_features(self) -> int:
-        return self.table.schema.field("x").type.list_size
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(X [N, F] float64, y [N], keys [N] or None)``."""
-        x = self.table.column("x").combine_chunks().flatten().to_numpy().astype(np.float64).reshape(-1, self.n_features)
-        keys = self.table.column("key").to_numpy(zero_copy_only=False) if self.keyed else None
-        return x, self.table.column("y").to_numpy(), keys
-
-
-def _table(x: np.ndarray, y: np.ndarray, keys: list[str] | None = None) -> pa.Table:
-    x = np.asarray(x, dtype=np.float32)
-    cols = {"x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]), "y": pa.array(np.asarray(y, np.float64))}
-    if keys is not None:
-        cols["key"] = pa.array(keys)
-    return pa.table(cols)
 
 
 def _lags(series: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +32,7 @@ def _lags(series: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def sine_switch(n: int, seed: int) -> Scenario:
     s = regime_switching_sine(n, seed=seed)
     return Scenario("sine-switch", "sine whose period/amplitude switch abruptly; input: the current value only",
-                    _table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
+                    table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
 
 
 def ar_switch(n: int, seed: int) -> Scenario:
@@ -73,7 +44,7 @@ def ar_switch(n: int, seed: int) -> Scenario:
         v[t] = a1 * v[t - 1] + a2 * v[t - 2] + rng.standard_normal() * 0.3
     x, y = _lags(v[1:], 2)
     return Scenario("ar-switch", "AR(2) whose coefficients switch abruptly at the middle; input: 2 lags",
-                    _table(x[:n], y[:n]), (n // 2,), autoregressive=True)
+                    table(x[:n], y[:n]), (n // 2,), autoregressive=True)
 
 
 def ramp(n: int, seed: int) -> Scenario:
@@ -84,7 +55,7 @@ def ramp(n: int, seed: int) -> Scenario:
     v = np.sin(np.cumsum(w)) + 0.02 * rng.standard_normal(n + 4)
     x, y = _lags(v, 4)
     return Scenario("ramp", "gradual drift: the frequency ramps from period 40 to 12; input: 4 lags",
-                    _table(x[:n], y[:n]), (start,), autoregressive=True)
+                    table(x[:n], y[:n]), (start,), autoregressive=True)
 
 
 def shock(n: int, seed: int) -> Scenario:
@@ -98,13 +69,13 @@ def shock(n: int, seed: int) -> Scenario:
     for i in outliers:
         y[i] = 1e6 * np.sign(rng.standard_normal())  # impulse outliers in the target
     return Scenario("shock", "sine with a 10x one-step shock and three 1e6 target outliers; input: 4 lags",
-                    _table(x[:n], y), (at,), outliers=outliers, autoregressive=True)
+                    table(x[:n], y), (at,), outliers=outliers, autoregressive=True)
 
 
 def recurring(n: int, seed: int) -> Scenario:
     s = regime_switching_sine(n, periods=(30.0, 12.0, 30.0, 12.0), amplitudes=(1.0, 1.0, 1.0, 1.0), seed=seed)
     return Scenario("recurring", "two sine regimes that recur (A, B, A, B); input: the current value only",
-                    _table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
+                    table(s.x, s.y[:, 0]), s.change_points[1:], autoregressive=True)
 
 
 def keyed_switch(n: int, seed: int, keys: int = 20) -> Scenario:
@@ -124,7 +95,7 @@ def keyed_switch(n: int, seed: int, keys: int = 20) -> Scenario:
     x, y, key = np.concatenate(xs)[order], np.concatenate(ys)[order], np.concatenate(ks)[order]
     change = tuple(sorted(int(np.flatnonzero((key == k))[cp]) for k, cp in enumerate(cps)))
     return Scenario("keyed-switch", f"{keys} keyed sines, each switching period at its own time; input: the current value",
-                    _table(x, y, [f"k{i}" for i in key]), change, keyed=True)
+                    table(x, y, [f"k{i}" for i in key]), change, keyed=True)
 
 
 def friedman_drift(n: int, seed: int) -> Scenario:
@@ -134,7 +105,7 @@ def friedman_drift(n: int, seed: int) -> Scenario:
     x = np.array([[r[0][i] for i in range(10)] for r in rows])
     y = np.array([r[1] for r in rows])
     return Scenario("friedman-drift", "river's FriedmanDrift, global recurring abrupt drift; 10 features",
-                    _table(x, y), (n // 3, 2 * n // 3))
+                    table(x, y), (n // 3, 2 * n // 3))
 
 
 SCENARIOS: dict[str, Callable[[int, int], Scenario]] = {
@@ -145,4 +116,5 @@ SCENARIOS: dict[str, Callable[[int, int], Scenario]] = {
     "recurring": recurring,
     "keyed-switch": keyed_switch,
     "friedman-drift": friedman_drift,
+    **MEMORY_SCENARIOS,
 }

@@ -13,8 +13,9 @@ BOUNDS = ("clip", "tanh", "ball")
 
 
 @st.composite
-def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None, rates=False):
-    """``rates=True`` also draws learnable rates (outside legacy mode) with their memory range."""
+def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None, rates=False, pairs=False):
+    """``rates=True`` also draws learnable rates (outside legacy mode) with their memory range;
+    ``pairs=True`` oscillatory pairs in trace mode (for layers of even width)."""
     mode = draw(st.sampled_from(modes))
     m = draw(st.floats(0.1, 10.0))
     bound = draw(st.sampled_from(bounds))
@@ -40,6 +41,7 @@ def state_configs(draw, modes=MODES, bounds=BOUNDS, detach=None, rates=False):
         learnable_rate=learn_rate,
         memory_min=memory[0],
         memory_max=memory[1],
+        oscillatory=pairs and mode == "trace" and draw(st.booleans()),
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 import ray
 import torch
 
-from psann_stream import ColumnMap, ConfigError, KeyedLearner, StatefulNet
+from psann_stream import ColumnMap, ConfigError, KeyedLearner, StateConfig, StatefulNet
 from psann_stream.adapters.ray import ShardedLearner, run_with_recovery, shard_of
 from psann_stream.checkpoint import load_latest
 from psann_stream.engine import CheckpointPolicy, Engine, read_parts
@@ -206,3 +206,32 @@ def test_drift_resets_on_shards_equal_the_single_process_ones(ray_cluster, tmp_p
         lrn.close()
     assert len(found["local"]) > 3 and found["ray"] == found["local"]
     assert read_parts(tmp_path / "ray").equals(read_parts(tmp_path / "local"))
+
+
+def test_traced_oscillatory_shards_recover_to_the_single_process_output(ray_cluster, tmp_path):
+    """Traces are per-key rows like the state: with traced learning and oscillatory pairs, a killed
+    shard that resumes from the last checkpoint gives the single process's output and every key's
+    rows (traces included) bit for bit."""
+    table = _table(6000)
+    net = lambda: StatefulNet(F, hidden=(8, 8), state=StateConfig(oscillatory=True), seed=3)  # noqa: E731
+    local = KeyedLearner(net(), per_key_weights=True, state_grad="traced")
+    Engine(TableSource(table, 1000), local, COLUMNS, output=tmp_path / "local").run()
+    want, want_state = read_parts(tmp_path / "local"), local.state_dict()
+    assert float(want_state["rows"]["traces"].abs().max()) > 0
+    lrn = ShardedLearner(net(), 2, num_cpus=0.5, state_grad="traced")
+    killed = []
+
+    def kill_once(pos, ev):
+        if pos.batch == 4 and not killed:  # after the checkpoint at 3,000 rows, before the next
+            killed.append(lrn.actors[1])
+            ray.kill(lrn.actors[1])
+
+    engine = Engine(TableSource(table, 1000), lrn, COLUMNS, output=tmp_path / "ray",
+                    checkpoint=CheckpointPolicy(tmp_path / "ckpt", every_events=3000), hooks={"on_batch": kill_once})
+    try:
+        run_with_recovery(engine)
+        assert killed and killed[0] not in lrn.actors
+        assert read_parts(tmp_path / "ray").equals(want)
+        _assert_same_keys_state(lrn.state_dict(), want_state)
+    finally:
+        lrn.close()

@@ -20,8 +20,8 @@ def _run(code: str) -> dict:
     return scope
 
 
-def test_readme_has_three_python_examples():
-    assert len(_blocks()) == 3
+def test_readme_has_four_python_examples():
+    assert len(_blocks()) == 4
 
 
 def test_readme_model_example_runs_and_learns(capsys):
@@ -42,7 +42,12 @@ def test_readme_learner_example_runs_and_learns():
     assert err[-1000:].mean() < err[:1000].mean()
 
 
-def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
+def test_readme_memory_example_recovers_a_delayed_value():
     scope = _run(_blocks()[2])
+    assert scope["nmse"] < 0.1  # the text says ~0.03; no memory at all would give ~1.0
+
+
+def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
+    scope = _run(_blocks()[3])
     assert scope["mae"].get() < 2.0  # river's StandardScaler | LinearRegression: 2.23 on this stream
     assert "MAE" in capsys.readouterr().out
