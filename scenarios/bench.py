@@ -13,6 +13,8 @@ added). Rows:
   per-event order; latency is a batch's time divided by its events;
 * ``psann_stream learn_one``: the same learner called once per event (the per-event API): latency is
   each call's time;
+* ``psann_stream recommended ...``: the same two with the scenario suite's recommended configuration
+  (oscillatory state pairs, learned with exact traces through the state: ``scenarios.run.RECOMMENDED``);
 * the baselines of :mod:`psann_stream.scenarios.baselines`, called once per event.
 
 Slow models learn fewer events (``--slow-events``); rates are per event, so they compare. Machines
@@ -52,19 +54,23 @@ def measure(name: str, n_events: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from psann_stream import Learner, StatefulNet
+    from psann_stream import Learner, StateConfig, StatefulNet
 
     from .baselines import BASELINES, prequential
+    from .run import RECOMMENDED
 
     X, y = _stream(n_events + 500)
     warm, (X, y) = (X[:500], y[:500]), (X[500:], y[500:])
     lat = np.empty(n_events)
     if name.startswith("psann_stream"):
-        Learner(StatefulNet(10, hidden=(32, 32), seed=1)).learn_batch(*warm)  # compile the loop
-        lrn = Learner(StatefulNet(10, hidden=(32, 32), seed=0))
+        rec = "recommended" in name
+        cfg = StateConfig.from_mapping({"mode": "trace", **RECOMMENDED["state"]}) if rec else StateConfig()
+        kwargs = RECOMMENDED["learner"] if rec else {}
+        Learner(StatefulNet(10, hidden=(32, 32), state=cfg, seed=1), **kwargs).learn_batch(*warm)  # compile the loop
+        lrn = Learner(StatefulNet(10, hidden=(32, 32), state=cfg, seed=0), **kwargs)
         base = _peak_mb()
         t0 = time.perf_counter()
-        if name == "psann_stream learn_batch":
+        if name.endswith("learn_batch"):
             for lo in range(0, n_events, BATCH):
                 t = time.perf_counter()
                 lrn.learn_batch(X[lo:lo + BATCH], y[lo:lo + BATCH])
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=20_000, help="events for the fast models (default 20,000)")
     p.add_argument("--slow-events", type=int, default=1_000, help=f"events for {', '.join(sorted(SLOW))} (default 1,000)")
     a = p.parse_args(argv)
-    names = ["psann_stream learn_batch", "psann_stream learn_one", *BASELINES]
+    names = ["psann_stream learn_batch", "psann_stream learn_one", "psann_stream recommended learn_batch",
+             "psann_stream recommended learn_one", *BASELINES]
     ctx = mp.get_context("spawn")
     rows = {}
     for name in names:
@@ -107,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = q.get()
         proc.join()
     mlp, lr = rows["eager MLP (Adam)"]["events_per_s"], rows["river LinearRegression"]["events_per_s"]
-    print(f"{'model':<26} {'events/s':>11} {'x eager MLP':>12} {'x river LR':>11} {'p50 us':>9} {'p99 us':>9} {'peak MiB':>9}")
+    print(f"{'model':<36} {'events/s':>11} {'x eager MLP':>12} {'x river LR':>11} {'p50 us':>9} {'p99 us':>9} {'peak MiB':>9}")
     for name, r in rows.items():
-        print(f"{name:<26} {r['events_per_s']:11,.0f} {r['events_per_s'] / mlp:12.1f} {r['events_per_s'] / lr:11.2f} "
+        print(f"{name:<36} {r['events_per_s']:11,.0f} {r['events_per_s'] / mlp:12.1f} {r['events_per_s'] / lr:11.2f} "
               f"{r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['peak_mb']:9.1f}")
     print(f"one run, {os.cpu_count()} CPU(s), torch 1 thread; 10 features; exact per-event prequential order; "
           f"{a.events:,} events ({a.slow_events:,} for the slow models); peak MiB = resident peak added by learning")

@@ -17,8 +17,10 @@ def test_engine_benchmark_runs_and_prints_both_rates(capsys):
 def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
     out = capsys.readouterr().out
-    for name in ("Learner (compiled, ObGD)", "eager torch Adam", "river LinearRegression", "KeyedLearner (10 keys"):
+    for name in ("Learner (compiled, ObGD)", "Learner, traced", "Learner, traced, oscillatory pairs", "eager torch Adam",
+                 "river LinearRegression", "KeyedLearner (10 keys"):
         assert name in out
+    assert re.search(r"traced learning costs [0-9.]+x the truncated path", out)
 
 
 def test_ray_benchmark_runs_and_prints_both_engines(capsys):
@@ -32,7 +34,8 @@ def test_ray_benchmark_runs_and_prints_both_engines(capsys):
 def test_bench_measures_rate_latency_and_memory_per_model():
     from psann_stream.scenarios.bench import measure
 
-    for name, n in (("psann_stream learn_batch", 2000), ("psann_stream learn_one", 300), ("river LinearRegression", 300)):
+    for name, n in (("psann_stream learn_batch", 2000), ("psann_stream learn_one", 300),
+                    ("psann_stream recommended learn_batch", 2000), ("river LinearRegression", 300)):
         r = measure(name, n)
         assert r["events"] == n and r["events_per_s"] > 0 and r["peak_mb"] >= 0
         assert 0 < r["p50_us"] <= r["p99_us"]
