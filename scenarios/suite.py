@@ -4,9 +4,10 @@
 
 Per scenario, model and seed: the cumulative prequential MAE, the normalised MSE over the last 20% of
 the stream (1.0 = no better than the target's mean; the delayed-copy criterion) and the NRMSE over
-its last quarter, and the MAE over the 500 events after each abrupt change. Stream lengths follow the
-issue that asked for each scenario: 30,000 events for delayed copies, 20,000 for NARMA10, 6,000
-otherwise.
+its last quarter, and the MAE over the 500 events after each abrupt change. Stream lengths: 20,000
+events for NARMA10 (the length its criterion is stated for), 10,000 for the delayed copies (the
+adaptive random forest needs ~10 ms per event on them; psann_stream's 30,000-event delayed-copy
+numbers are in docs/learner.md), 6,000 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .streams import SCENARIOS
 
 __all__ = ["LENGTH", "main", "markdown", "run_suite", "tail_scores"]
 
-LENGTH = {**{name: 30_000 for name in SCENARIOS if name.startswith("delayed-copy")}, "narma10": 20_000}
+LENGTH = {**{name: 10_000 for name in SCENARIOS if name.startswith("delayed-copy")}, "narma10": 20_000}
 POST_CHANGE = 500
 
 

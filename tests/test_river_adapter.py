@@ -61,6 +61,24 @@ def test_emerging_feature_keeps_everything_learned():
     assert math.isclose(a.predict_one(feature_first), b.predict_one(feature_first), rel_tol=1e-12, abs_tol=1e-12)
 
 
+@pytest.mark.parametrize("state", [None, {"mode": "trace", "oscillatory": True}])
+def test_an_emerging_feature_moves_the_traces_with_the_weights(state):
+    """Traced learning: when a new feature sorts before the others, each feature's weight column, its
+    optimiser moments and its eligibility traces move together (a later event then learns exactly as
+    if the feature order had always been the new one)."""
+    a, b = (StatefulRegressor(hidden=(6,), seed=0, state=state, state_grad="traced", optimizer="adam") for _ in range(2))
+    data = _stream(60)
+    for x, y in data[:40]:
+        a.learn_one(x, y)
+        b.learn_one(x, y)
+    b._admit(["!first"])  # sorts before every existing name: the first layer's columns are permuted
+    for x, y in data[40:]:
+        assert math.isclose(a.predict_one(x), b.predict_one(x), rel_tol=1e-9, abs_tol=1e-12)
+        a.learn_one(x, y)
+        b.learn_one(x, y)
+    assert float(b._learner.state_dict()["traces"].abs().max()) > 0
+
+
 def test_x_is_not_mutated_and_bad_values_are_refused():
     model = StatefulRegressor(hidden=(4,))
     x = {"a": 1.0, "b": 2.0}
