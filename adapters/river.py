@@ -72,6 +72,9 @@ class StatefulRegressor(base.MiniBatchRegressor):
     state_grad
         ``"truncated"`` (default) or ``"traced"``: learn through the state with eligibility traces
         (``Learner(state_grad=...)``; recommended with ``state={"oscillatory": True}``).
+    readout
+        ``"gradient"`` (default) or ``"rls"``: learn the output layer by recursive least squares
+        (``Learner(readout=...)``).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
         normalize_y: bool = True,
         seed: int = 0,
         state_grad: str = "truncated",
+        readout: str = "gradient",
     ) -> None:
         self.hidden = hidden
         self.state = state
@@ -93,6 +97,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
         self.normalize_y = normalize_y
         self.seed = seed
         self.state_grad = state_grad
+        self.readout = readout
         self._config = StateConfig() if state is None else StateConfig.from_mapping(state)
         self._features: list[Hashable] = []
         self._learner: Learner | None = None
@@ -103,7 +108,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
         yield {"hidden": (8, 8), "seed": 1}
         yield {"hidden": (6,), "optimizer": "intentional", "state": {"mode": "gain", "init": 0.5}, "seed": 2}
         yield {"hidden": (6,), "optimizer": "obgd", "state": {"mode": "trace", "oscillatory": True}, "seed": 3,
-               "state_grad": "traced"}
+               "state_grad": "traced", "readout": "rls"}
 
     # ------------------------------------------------------------------ features
     def _new_learner(self, n: int) -> Learner:
@@ -115,6 +120,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
             normalize_x=False,
             normalize_y=self.normalize_y,
             state_grad=self.state_grad,
+            readout=self.readout,
         )
 
     def _admit(self, names: list[Hashable]) -> None:

@@ -1010,6 +1010,64 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
 
 
 @njit(**_KERNEL)
+def _rls_gain(P, z, a, lam):
+    """Recursive least squares, first half: ``a = P z`` (``P`` row-major ``n x n``) and the returned
+    denominator ``lam + z . a`` (> 0 while ``P`` is positive definite). Writes only ``a``."""
+    n = z.shape[0]
+    for i in range(n):
+        acc = 0.0
+        row = i * n
+        for j in range(n):
+            acc += P[row + j] * z[j]
+        a[i] = acc
+    d = lam
+    for i in range(n):
+        d += z[i] * a[i]
+    return d
+
+
+@njit(cache=True, inline="always")
+def _rls_error(P, delta, clip):
+    """The error the readout learns: ``delta`` limited to ``clip`` times the RMS of the errors it
+    learned before (``P``'s last two entries: their discounted sum of squares and weight; ``clip <= 0``:
+    no limit), which then folds the limited error in. One absurd target cannot throw a second-order
+    readout across the whole space (the shock scenario's 1e6 outliers)."""
+    n2 = P.shape[0] - 2
+    e = delta
+    if clip > 0.0 and P[n2 + 1] > 0.0:
+        limit = clip * math.sqrt(P[n2] / P[n2 + 1])
+        e = max(-limit, min(limit, e))
+    return e
+
+
+@njit(**_KERNEL)
+def _rls_update(P, w, a, d, e, lam, cap):
+    """Recursive least squares, second half (Sherman-Morrison with forgetting ``lam``): the readout
+    ``w`` (head weights then bias, contiguous) moves by ``a e / d`` (``e`` the a-priori error) and
+    ``P <- (P - a a^T / d) / f`` with ``f = max(lam, trace / cap)``: the forgetting never lifts the
+    trace of ``P`` above ``cap`` (no wind-up while the inputs do not excite every direction). Each
+    element is ``P_ij - (a_i a_j) / d`` with the product formed first, so ``P`` stays exactly
+    symmetric. ``P``'s two last entries, the error statistics of :func:`_rls_error`, take ``e``."""
+    n = a.shape[0]
+    P[n * n] = 0.999 * P[n * n] + e * e
+    P[n * n + 1] = 0.999 * P[n * n + 1] + 1.0
+    g = e / d
+    for i in range(n):
+        w[i] += a[i] * g
+    inv = 1.0 / d
+    tr = 0.0
+    for i in range(n):
+        row = i * n
+        ai = a[i]
+        for j in range(n):
+            P[row + j] -= (ai * a[j]) * inv
+        tr += P[row + i]
+    scale = 1.0 / max(lam, tr / cap)
+    for q in range(n * n):
+        P[q] *= scale
+
+
+@njit(**_KERNEL)
 def _monitor(mon, lay, SN, A, m, gsq, tl1, l1, eff, n_layers):
     """Fold one learned event into the monitor's moving averages (layout in the module doc)."""
     dec = MON_DECAY
@@ -1087,14 +1145,18 @@ def _on_drift(ph, pcfg, e, state, E, init, reset_state, reset_opt, kind, buf1, s
 def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
            kind, hyp, buf1, buf2, scal,
            xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-           mon, mon_on, work, A, G, NS, traced, E, EN):
+           mon, mon_on, work, A, G, NS, traced, E, EN, rls, P, rcfg, RZ):
     """Predict one event, learn from it if ``learn``, advance the state and the normalisers.
     Returns (prediction in target units, status) with status 0 ok, 1 non-finite prediction,
     2 non-finite update (in both cases nothing was changed). Scratch: ``work`` (n_layers, W_ROWS, widest layer),
     ``A`` the activations of all units (for the monitor), ``G`` the gradient, ``NS`` of shape (2, F + 1):
     row 0 the normalised input (then the target), row 1 their standard deviations. With ``traced``,
     the gradient sees the state through the eligibility traces ``E`` (laid out like ``theta``), which
-    advance with the state, learned or not (``EN``: scratch of the same size, zero where unused)."""
+    advance with the state, learned or not (``EN``: scratch of the same size, zero where unused). With
+    ``rls`` the head (readout) is learned by recursive least squares on the last layer's outputs and
+    a constant (``P`` its inverse-correlation matrix, then two error statistics; ``rcfg = (forgetting,
+    trace cap, error clip)``, ``RZ`` scratch of shape (2, h_last + 1)) and the optimiser moves every
+    other parameter."""
     F = x.shape[0]
     XN, SD = NS[0, :F], NS[1, :F]
     if xon:
@@ -1117,7 +1179,23 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
         _backward_traced(theta, lay, head, cfg, mode, state, XN, work, G, E, EN)
     if learn:
         delta = (y - my) / sy - yh
-        if traced:
+        d = 0.0
+        if rls:  # the readout's gain first: nothing is written before every part of the step is finite
+            hw, hl = head[0], head[2]
+            top = work[lay.shape[0] - 1]
+            for j in range(hl):
+                RZ[0, j] = top[R_H, j]
+            RZ[0, hl] = 1.0
+            d = _rls_gain(P, RZ[0], RZ[1], rcfg[0])
+            if not (math.isfinite(d) and d > 0.0):
+                return pred, 2
+            e_rls = _rls_error(P, delta, rcfg[2])
+        if traced or rls:
+            if not traced:
+                _backward(theta, lay, head, cfg, mode, state, XN, work, G, True)
+            if rls:  # the optimiser moves everything but the readout
+                for j in range(head[2] + 1):
+                    G[head[0] + j] = 0.0
             l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         else:
             plain = kind == 0 and hyp[2] == 0.0
@@ -1128,6 +1206,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
                 l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
+        if rls:
+            _rls_update(P, theta[head[0]:head[0] + head[2] + 1], RZ[1], d, e_rls, rcfg[0], rcfg[1])
         eff = along / delta if delta != 0.0 else 0.0
     for l in range(lay.shape[0]):
         os_ = lay[l, 8]
@@ -1153,8 +1233,9 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
 def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, X, Y, learn, skip, order,
               starts, keys, kind, hyp, buf1, buf2, scal,
               xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out, status,
-              ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
-    """Per-key weights: row ``r`` of every per-key array belongs to key row ``r``. Events are grouped
+              ph, pcfg, ph_on, init, reset_state, reset_opt, drifted, rls, P, rcfg):
+    """Per-key weights: row ``r`` of every per-key array belongs to key row ``r`` (``P[r]``: the key's
+    readout matrix with ``rls``, ``[rows, 0]`` otherwise). Events are grouped
     by key (``order`` sorted stably by key, segment ``s`` = ``order[starts[s]:starts[s+1]]`` of key row
     ``keys[s]``); keys run in parallel, each key's events in their original order. ``traces`` holds
     each row's eligibility traces (``[rows, P]`` with ``traced``, else ``[rows, 0]``)."""
@@ -1165,6 +1246,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
         work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
         G, NS = np.empty(theta.shape[1]), np.empty((2, X.shape[1] + 1))
         EN = np.zeros(traces.shape[1])
+        RZ = np.empty((2, head[2] + 1))
         status[s] = 0
         for q in range(starts[s], starts[s + 1]):
             n = order[q]
@@ -1174,7 +1256,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
             pred, st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
                               kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
                               ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, work, A, G, NS,
-                              traced, traces[r], EN)
+                              traced, traces[r], EN, rls, P[r], rcfg, RZ)
             out[n] = pred
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
@@ -1189,8 +1271,9 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
 def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
                xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out,
-               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted):
-    """Walk events ``X[n], Y[n]`` in order with one set of weights; event ``n`` uses the state row
+               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted, rls, P, rcfg):
+    """Walk events ``X[n], Y[n]`` in order with one set of weights (``P``: the readout matrix with
+    ``rls``); event ``n`` uses the state row
     ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
     Events with ``skip[n]`` are left out (prediction NaN, nothing changes). With ``ph_on``, each
     learned event's absolute error over the target scale feeds the Page-Hinkley detector of its
@@ -1203,13 +1286,14 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
     work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
     G, NS = np.empty(theta.shape[0]), np.empty((2, X.shape[1] + 1))
     EN = np.zeros(traces.shape[1])
+    RZ = np.empty((2, head[2] + 1))
     for n in range(X.shape[0]):
         if skip[n]:
             out[n] = np.nan
             continue
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[rows[n]], X[n], Y[n], learn,
                               kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-                              mon, mon_on, work, A, G, NS, traced, traces[rows[n]], EN)
+                              mon, mon_on, work, A, G, NS, traced, traces[rows[n]], EN, rls, P, rcfg, RZ)
         out[n] = pred
         if status != 0:
             return n, status

@@ -38,6 +38,7 @@ from .drift import DriftPolicy, drift_kernel_args, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
+from .readout import Readout, initial_readout_matrix, readout_config
 from .traces import StateGrad, check_state_grad
 
 __all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
@@ -45,7 +46,7 @@ __all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
 FORMAT = "psann_stream.keyed/1"
 
 # Per-key arrays (row r = one key). With shared weights only "state" and "seen" are per key.
-_WEIGHT_ROWS = ("theta", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon")
+_WEIGHT_ROWS = ("theta", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon", "rls")
 
 
 def _sort_key(key: Hashable) -> tuple[str, str]:
@@ -71,6 +72,8 @@ class KeyedLearner:
             (:attr:`last_drifted` marks the batch's events that triggered one).
         state_grad: ``"truncated"`` or ``"traced"`` (eligibility traces per key, as for
             :class:`~psann_stream.learner.Learner`).
+        readout, rls_forgetting, rls_prior: how the output layer learns, as for
+            :class:`~psann_stream.learner.Learner` (with per-key weights, each key has its own RLS).
 
     >>> from psann_stream import StatefulNet
     >>> kl = KeyedLearner(StatefulNet(2, hidden=(8,), seed=0), per_key_weights=True)
@@ -100,11 +103,17 @@ class KeyedLearner:
         threads: int | None = None,
         drift: DriftPolicy | None = None,
         state_grad: StateGrad = "truncated",
+        readout: Readout = "gradient",
+        rls_forgetting: float = 0.999,
+        rls_prior: float = 10.0,
+        rls_error_clip: float | None = 10.0,
     ) -> None:
         why = fast_path_unsupported(model)
         if why:
             raise ConfigError(f"KeyedLearner runs on the compiled loop, which cannot run this model: {why}.")
         check_state_grad(state_grad, model.state_config, "KeyedLearner")
+        self._rcfg = readout_config(readout, rls_forgetting, rls_prior, rls_error_clip, model.hidden[-1], "KeyedLearner")
+        self.readout, self.rls_prior = readout, float(rls_prior)
         self.state_grad = state_grad
         self._traced = state_grad == "traced"
         for name, v in (("max_keys", max_keys), ("ttl", ttl), ("threads", threads)):
@@ -145,6 +154,7 @@ class KeyedLearner:
             "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
             "mon": np.zeros(monitor_size(L.widths)),
             "ph": fresh_detector(),
+            "rls": initial_readout_matrix(readout, model.hidden[-1], float(rls_prior)),  # the readout's P (RLS)
         }
         per_key = set(("state", "traces", "ph") + (_WEIGHT_ROWS if self.per_key_weights else ()))
         self._rows = {k: np.empty((0, *v.shape)) for k, v in self._template.items() if k in per_key}
@@ -286,7 +296,7 @@ class KeyedLearner:
                          self._traced, X, Yv, learn, skip, order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                          g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                          g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, self.normalize_clip or 0.0,
-                         g("mon"), mon_on, out, status, *drift_args)
+                         g("mon"), mon_on, out, status, *drift_args, self.readout == "rls", g("rls"), self._rcfg)
             if status.any():
                 code = int(status[np.nonzero(status)[0][0]])
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
@@ -295,7 +305,8 @@ class KeyedLearner:
                                             g("traces"), self._traced, rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
                                             g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
                                             g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
-                                            self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args)
+                                            self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args,
+                                            self.readout == "rls", g("rls"), self._rcfg)
             if code:
                 self._raise_state_error(done, code, keys)
         self.last_drifted = drifted if (self.drift is not None and learn) else None
@@ -379,12 +390,16 @@ class KeyedLearner:
                 row["traces"][:] = 0.0
         if optimizer:
             name = restart_buffer(self.optimizer_name)
+            prior = self._template["rls"]  # the readout restarts from its prior too
             if self.per_key_weights:
                 self._rows[name][hot] = 0.0
+                self._rows["rls"][hot] = prior
                 for row in cold:
                     row[name][:] = 0.0
+                    row["rls"][:] = prior
             else:
                 self._shared[name][:] = 0.0
+                self._shared["rls"][:] = prior
 
     def state_of(self, key: Hashable) -> np.ndarray:
         """The current state vector of ``key`` (all layers' units, concatenated)."""
@@ -407,6 +422,7 @@ class KeyedLearner:
             "per_key_weights": self.per_key_weights,
             "optimizer": self.optimizer_name,
             "state_grad": self.state_grad,
+            "readout": self.readout,
             "keys": [self._row_key[r] for r in order],
             "rows": {k: torch.from_numpy(v[:n][order].copy()) for k, v in self._rows.items()},
             "seen": torch.from_numpy(self._seen[:n][order].copy()),
@@ -424,17 +440,24 @@ class KeyedLearner:
         if sd.get("format") != FORMAT:
             raise CheckpointError(f"unknown keyed learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
         saved_grad = sd.get("state_grad", "truncated")  # older states: truncated learning, no traces
+        saved_readout = sd.get("readout", "gradient")  # older states: gradient readout
         if (sd.get("per_key_weights") != self.per_key_weights or sd.get("optimizer") != self.optimizer_name
-                or saved_grad != self.state_grad):
+                or saved_grad != self.state_grad or saved_readout != self.readout):
             raise CheckpointError(
                 f"the saved keyed learner used per_key_weights={sd.get('per_key_weights')}, optimizer="
-                f"{sd.get('optimizer')!r}, state_grad={saved_grad!r}; build this one with the same settings."
+                f"{sd.get('optimizer')!r}, state_grad={saved_grad!r}, readout={saved_readout!r}; build this one with "
+                "the same settings."
             )
         try:
             rows = {k: v.numpy().copy() for k, v in sd["rows"].items()}
             if "traces" not in rows and not self._traced and "state" in rows:  # saved before traces existed
                 rows["traces"] = np.zeros((rows["state"].shape[0], 0))
             shared = {k: v.numpy().copy() for k, v in sd["shared"].items()}
+            if saved_readout == "gradient":  # saved before readouts existed: no readout matrix
+                if self.per_key_weights and "rls" not in rows and "state" in rows:
+                    rows["rls"] = np.zeros((rows["state"].shape[0], 0))
+                if not self.per_key_weights:
+                    shared.setdefault("rls", np.zeros(0))
             keys = list(sd["keys"])
             if set(rows) != set(self._rows) or set(shared) != set(self._shared):
                 raise KeyError("array names differ")
@@ -448,6 +471,8 @@ class KeyedLearner:
                     for k, row in zip(sd["cold_keys"], sd["cold"])}
             for row in cold.values():
                 row.setdefault("traces", np.zeros(0))  # saved before traces existed (truncated learning)
+                if self.per_key_weights:
+                    row.setdefault("rls", np.zeros(0))  # saved before readouts existed (gradient readout)
             c = sd["counters"]
             seen, learned = sd["seen"].numpy().copy(), sd["n_learned_rows"].numpy().copy()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -485,7 +510,7 @@ def select_keys(sd: Mapping[str, Any], keep: Callable[[Hashable], bool], *, tota
     learned = sd["n_learned_rows"][idx]
     c = sd["counters"]
     return {
-        **{k: sd[k] for k in ("format", "per_key_weights", "optimizer") + (("state_grad",) if "state_grad" in sd else ())},
+        **{k: sd[k] for k in ("format", "per_key_weights", "optimizer", "state_grad", "readout") if k in sd},
         "keys": [k for k, m in zip(sd["keys"], mask) if m],
         "rows": {name: t[idx].clone() for name, t in sd["rows"].items()},
         "seen": sd["seen"][idx].clone(),
@@ -512,8 +537,8 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         _require_per_key(p, "merge_key_states")
     if len({p["optimizer"] for p in parts}) > 1:
         raise CheckpointError("merge_key_states: the parts were learned with different optimizers.")
-    if len({p.get("state_grad", "truncated") for p in parts}) > 1:
-        raise CheckpointError("merge_key_states: the parts were learned with different state_grad settings.")
+    if len({(p.get("state_grad", "truncated"), p.get("readout", "gradient")) for p in parts}) > 1:
+        raise CheckpointError("merge_key_states: the parts were learned with different state_grad or readout settings.")
     clock = max(int(p["counters"]["clock"]) for p in parts)
     keys: list[Hashable] = []
     for p in parts:
@@ -531,7 +556,7 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     cold = sorted(((k, row) for p in parts for k, row in zip(p["cold_keys"], p["cold"])), key=lambda t: _sort_key(t[0]))
     total = lambda name: sum(int(p["counters"][name]) for p in parts)  # noqa: E731
     return {
-        **{k: parts[0][k] for k in ("format", "per_key_weights", "optimizer") + (("state_grad",) if "state_grad" in parts[0] else ())},
+        **{k: parts[0][k] for k in ("format", "per_key_weights", "optimizer", "state_grad", "readout") if k in parts[0]},
         "keys": [k for k, _, _ in hot],
         "rows": rows,
         "seen": seen,

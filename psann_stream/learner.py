@@ -54,6 +54,7 @@ from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
 from .optim import make_optimizer
+from .readout import Readout, initial_readout_matrix, readout_config
 from .traces import StateGrad, StateTraces, check_state_grad
 
 __all__ = ["Learner"]
@@ -106,6 +107,12 @@ class Learner:
         state_grad: ``"truncated"`` (default: the gradient stops at the previous state) or
             ``"traced"`` (exact online gradients through the state by eligibility traces, so the
             state learns a memory; modes 'trace' and 'gain', bounds 'clip' and 'tanh').
+        readout: ``"gradient"`` (default: the optimiser learns the output layer with the rest) or
+            ``"rls"`` (recursive least squares on the last layer's outputs, :mod:`psann_stream.readout`;
+            the optimiser learns the layers below).
+        rls_forgetting: RLS forgetting factor, ``(0, 1]`` (memory ``1 / (1 - forgetting)`` events).
+        rls_prior: RLS's initial ``P = prior * I``; also caps ``trace(P)`` at the prior's trace.
+        rls_error_clip: limit the error RLS learns to this many RMS of its past errors (``None``: no limit).
 
     >>> from psann_stream import StatefulNet
     >>> lrn = Learner(StatefulNet(2, hidden=(8,), seed=0))
@@ -133,9 +140,15 @@ class Learner:
         backend: Backend = "auto",
         drift: DriftPolicy | None = None,
         state_grad: StateGrad = "truncated",
+        readout: Readout = "gradient",
+        rls_forgetting: float = 0.999,
+        rls_prior: float = 10.0,
+        rls_error_clip: float | None = 10.0,
     ) -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "state_config"):
             raise ConfigError(f"Learner needs a StatefulNet, got {type(model).__name__}.")
+        self._rcfg = readout_config(readout, rls_forgetting, rls_prior, rls_error_clip, model.hidden[-1], "Learner")
+        self.readout, self.rls_prior = readout, float(rls_prior)
         check_state_grad(state_grad, model.state_config, "Learner")
         self.state_grad = state_grad
         if model.out_features != 1:
@@ -184,6 +197,7 @@ class Learner:
         self._since_check = 0
         self._traced = state_grad == "traced"
         self._traces_ref: StateTraces | None = None
+        self._P = initial_readout_matrix(readout, model.hidden[-1], self.rls_prior)
         if self.backend == "numba":
             self._theta = flat_params(model)
             self._state = self._flat_state()
@@ -297,9 +311,9 @@ class Learner:
             raise ConfigError(f"learn_batch: mode = {mode!r} is not one of 'exact', 'batched'.")
         skip = self._check_rows(X, Y)
         if mode == "batched":
-            if self._traced:
-                raise ConfigError("learn_batch(mode='batched') truncates the state gradient; with state_grad='traced' "
-                                  "use mode='exact'.")
+            if self._traced or self.readout != "gradient":
+                raise ConfigError("learn_batch(mode='batched') takes one gradient step per batch: it supports neither "
+                                  "state_grad='traced' nor readout='rls'; use mode='exact'.")
             if self.drift is not None:
                 raise ConfigError("learn_batch(mode='batched') has no per-event errors to test for drift; use mode='exact'.")
             return self._learn_batched(X, Y, skip)
@@ -354,6 +368,9 @@ class Learner:
     def _drift_args(self, drifted: np.ndarray) -> tuple[Any, ...]:
         return drift_kernel_args(self.drift, self._ph, self._model.state_config.init, drifted)
 
+    def _readout_args(self) -> tuple[Any, ...]:
+        return self.readout == "rls", self._P, self._rcfg
+
     def _learn_exact(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
                      offset: int) -> None:
         if self.backend == "numba":
@@ -362,7 +379,7 @@ class Learner:
             done, status = fp.run_events(self._theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
                                          self._state[None, :], self._traces, self._traced,
                                          np.zeros(X.shape[0], dtype=np.int64), X, Y, True, skip,
-                                         *args, out, *self._drift_args(drifted))
+                                         *args, out, *self._drift_args(drifted), *self._readout_args())
             self._after_kernel()
             if status:
                 self._raise_state_error(done, status, offset)
@@ -377,9 +394,14 @@ class Learner:
         model, xs, ys, traces = self._model, self.x_stats, self.y_stats, self._traces_ref
         xn = xs.transform(x) if self.normalize_x else x
         acts: list[torch.Tensor] = []
-        with torch.enable_grad():
-            held = model.held_state() if traces is None else traces.surrogate(model.held_state())
-            pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], held, acts)
+        acts_out: list[np.ndarray] = []  # the readout's input, for RLS
+        hook = model.head.register_forward_pre_hook(lambda m, inp: acts_out.append(inp[0].detach().numpy()[0].copy()))
+        try:
+            with torch.enable_grad():
+                held = model.held_state() if traces is None else traces.surrogate(model.held_state())
+                pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], held, acts)
+        finally:
+            hook.remove()
         sy = float(ys.std[0]) if self.normalize_y else 1.0
         my = float(ys.mean[0]) if self.normalize_y else 0.0
         yh = float(pred.detach())
@@ -394,6 +416,9 @@ class Learner:
             traces.advance(new_state)
         self._opt.zero_grad(set_to_none=True)
         pred.sum().backward()
+        if self.readout == "rls":  # the optimiser moves everything but the readout
+            for q in (model.head.weight, model.head.bias):
+                q.grad.zero_()
         try:
             self._opt.step(delta=delta)
             failed = not np.isfinite(self._opt.last_update_l1)
@@ -406,6 +431,8 @@ class Learner:
             if traces is not None:
                 traces.traces = traces_before
             self._raise_state_error(index, 2, 0)
+        if self.readout == "rls":
+            self._rls_reference(acts_out[0], delta)
         model.commit_state(new_state, force_detach=True)
         if self.normalize_x:
             xs.update(x)
@@ -423,6 +450,27 @@ class Learner:
             )
         return p
 
+    def _rls_reference(self, h: np.ndarray, e: float) -> None:
+        """The torch backend's RLS readout step, written from the textbook equations (module doc of
+        :mod:`psann_stream.readout`) in numpy float64, independently of the compiled loop's."""
+        z = np.append(h, 1.0)
+        n = z.shape[0]
+        P, (err_sq, err_w) = self._P[: n * n].reshape(n, n), self._P[n * n:]
+        lam, cap, clip = self._rcfg
+        a = P @ z
+        d = lam + z @ a
+        if not (np.isfinite(d) and d > 0):
+            raise NonFiniteStateError("the RLS readout's gain became non-finite; lower rls_prior.")
+        if clip > 0 and err_w > 0:
+            e = float(np.clip(e, -clip * np.sqrt(err_sq / err_w), clip * np.sqrt(err_sq / err_w)))
+        head = self._model.head
+        with torch.no_grad():
+            head.weight += torch.from_numpy(a[:-1] * (e / d))[None, :]
+            head.bias += float(a[-1] * (e / d))
+        P = P - np.outer(a, a) / d
+        P = P / max(lam, np.trace(P) / cap)
+        self._P = np.concatenate([P.reshape(-1), [0.999 * err_sq + e * e, 0.999 * err_w + 1.0]])
+
     def _predict(self, X: np.ndarray, *, advance: bool) -> np.ndarray:
         out = np.empty(X.shape[0])
         if self.backend == "numba":
@@ -435,7 +483,7 @@ class Learner:
                                          state[None, :], traces, self._traced,
                                          np.zeros(X.shape[0], dtype=np.int64), X, np.zeros(X.shape[0]),
                                          False, np.zeros(X.shape[0], dtype=np.bool_), *args, out,
-                                         *self._drift_args(np.zeros(X.shape[0], dtype=np.bool_)))
+                                         *self._drift_args(np.zeros(X.shape[0], dtype=np.bool_)), *self._readout_args())
             self._after_kernel()
             if saved is not None:
                 self.x_stats._mean, self.x_stats._m2, self.x_stats.weight, self.x_stats.count = saved
@@ -589,6 +637,7 @@ class Learner:
                 self._opt_state[restart_buffer(self.optimizer_name)][:] = 0.0
             else:
                 self._opt.reset()
+            self._P = initial_readout_matrix(self.readout, self._model.hidden[-1], self.rls_prior)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically: weights and held state, optimiser state,
@@ -607,6 +656,7 @@ class Learner:
             "drift": torch.from_numpy(self._ph.copy()),
             "state_grad": self.state_grad,
             "traces": self._flat_traces(),
+            "readout": {"kind": self.readout, "P": torch.from_numpy(self._P.copy())},
             "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped, "since_check": self._since_check},
         }
 
@@ -636,6 +686,8 @@ class Learner:
             mon = _np(sd["monitor"])
             ph = _np(sd["drift"]) if "drift" in sd else fresh_detector()[None, :]  # older states: no detector
             saved_grad = sd.get("state_grad", "truncated")  # older states: truncated learning
+            saved_readout = sd.get("readout", {"kind": "gradient", "P": torch.zeros(0)})  # older states: gradient
+            readout_kind, P = saved_readout["kind"], _np(saved_readout["P"])
             traces = _np(sd["traces"]) if "traces" in sd else np.zeros(0)
             counters = sd["counters"]
         except CheckpointError:
@@ -652,10 +704,15 @@ class Learner:
                 f"the saved learner used state_grad={saved_grad!r} but this one uses {self.state_grad!r}; build the "
                 "Learner with the same state_grad (the traces are part of what it continues from)."
             )
+        if readout_kind != self.readout or P.shape != self._P.shape:
+            raise CheckpointError(
+                f"the saved learner used readout={readout_kind!r} (a readout matrix of {P.shape[0]} values) but this one "
+                f"uses readout={self.readout!r} ({self._P.shape[0]}); build the Learner with the same readout and widths."
+            )
         if traces.shape[0] != (self._layout.n_traces if self._traced else 0):
             raise CheckpointError(f"the saved traces hold {traces.shape[0]} values; expected "
                                   f"{self._layout.n_traces if self._traced else 0}.")
-        self._mon, self._ph = mon, ph
+        self._mon, self._ph, self._P = mon, ph, P.copy()
         self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
         self._since_check = int(counters["since_check"])
         if self.backend == "numba":

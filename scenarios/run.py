@@ -5,8 +5,8 @@
 learning it:
 
 * ``psann_stream``: the recommended configuration, :data:`RECOMMENDED` (a 32x32 StatefulNet whose
-  units are oscillatory pairs, learned with exact traces through the state; ObGD, normalisers), in a
-  :class:`~psann_stream.learner.Learner`, or a :class:`~psann_stream.keyed.KeyedLearner` (shared
+  units are oscillatory pairs, learned with exact traces through the state by ObGD, its readout by
+  recursive least squares; normalisers), in a :class:`~psann_stream.learner.Learner`, or a :class:`~psann_stream.keyed.KeyedLearner` (shared
   weights, a state per key) on keyed streams;
 * ``psann_stream (truncated)``: the library's default settings (one fixed rate per layer, gradient
   truncated at the state): what ``psann_stream`` was before learned memory;
@@ -36,7 +36,7 @@ from .streams import SCENARIOS, Scenario
 __all__ = ["MODELS", "RECOMMENDED", "format_table", "main", "psann_default", "run_scenario", "windowed"]
 
 TRACE_EVERY = 20  # events between state-norm samples of psann_stream
-RECOMMENDED: dict = {"state": {"oscillatory": True}, "learner": {"state_grad": "traced"}}
+RECOMMENDED: dict = {"state": {"oscillatory": True}, "learner": {"state_grad": "traced", "readout": "rls"}}
 """The configuration the suite reports as ``psann_stream``: chosen by measurement over every scenario
 (docs/scenarios.md, "Choosing the default"). ``state`` goes to :class:`StateConfig`, ``learner`` to
 the learner."""

@@ -67,6 +67,22 @@ def _assert_same_keys_state(a: dict, b: dict) -> None:
     assert torch.equal(a["n_learned_rows"], b["n_learned_rows"])
 
 
+def _engine_killing_a_shard(table: pa.Table, lrn: ShardedLearner, tmp_path, *, batch: int, shard: int,
+                            every: int) -> tuple[Engine, list]:
+    """An engine that checkpoints every ``every`` rows and kills shard ``shard`` once, at batch
+    ``batch`` (after a checkpoint, before the next); the list receives the killed actor."""
+    killed: list = []
+
+    def kill_once(pos, ev):
+        if pos.batch == batch and not killed:
+            killed.append(lrn.actors[shard])
+            ray.kill(lrn.actors[shard])
+
+    engine = Engine(TableSource(table, 1000), lrn, COLUMNS, output=tmp_path / "ray",
+                    checkpoint=CheckpointPolicy(tmp_path / "ckpt", every_events=every), hooks={"on_batch": kill_once})
+    return engine, killed
+
+
 def test_two_shards_equal_the_single_process_engine(ray_cluster, tmp_path):
     table = _table()
     want, want_state = _local_run(tmp_path, table)
@@ -99,15 +115,7 @@ def test_a_killed_shard_recovers_to_the_uninterrupted_output(ray_cluster, tmp_pa
     table = _table()
     want, want_state = _local_run(tmp_path, table)
     lrn = ShardedLearner(_net(), 2, num_cpus=0.5)
-    killed = []
-
-    def kill_once(pos, ev):
-        if pos.batch == 7 and not killed:  # after the checkpoint at 5,000 rows, before the next
-            killed.append(lrn.actors[0])
-            ray.kill(lrn.actors[0])
-
-    engine = Engine(TableSource(table, 1000), lrn, COLUMNS, output=tmp_path / "ray",
-                    checkpoint=CheckpointPolicy(tmp_path / "ckpt", every_events=5000), hooks={"on_batch": kill_once})
+    engine, killed = _engine_killing_a_shard(table, lrn, tmp_path, batch=7, shard=0, every=5000)
     try:
         stats = run_with_recovery(engine)
         assert killed and killed[0] not in lrn.actors  # a shard died and was replaced
@@ -208,26 +216,19 @@ def test_drift_resets_on_shards_equal_the_single_process_ones(ray_cluster, tmp_p
     assert read_parts(tmp_path / "ray").equals(read_parts(tmp_path / "local"))
 
 
-def test_traced_oscillatory_shards_recover_to_the_single_process_output(ray_cluster, tmp_path):
-    """Traces are per-key rows like the state: with traced learning and oscillatory pairs, a killed
-    shard that resumes from the last checkpoint gives the single process's output and every key's
-    rows (traces included) bit for bit."""
+def test_traced_oscillatory_rls_shards_recover_to_the_single_process_output(ray_cluster, tmp_path):
+    """Traces and RLS readouts are per-key rows like the state: with the recommended configuration
+    (oscillatory pairs, traced learning, RLS readout), a killed shard that resumes from the last
+    checkpoint gives the single process's output and every key's rows (traces and readout matrices
+    included) bit for bit."""
     table = _table(6000)
     net = lambda: StatefulNet(F, hidden=(8, 8), state=StateConfig(oscillatory=True), seed=3)  # noqa: E731
-    local = KeyedLearner(net(), per_key_weights=True, state_grad="traced")
+    local = KeyedLearner(net(), per_key_weights=True, state_grad="traced", readout="rls")
     Engine(TableSource(table, 1000), local, COLUMNS, output=tmp_path / "local").run()
     want, want_state = read_parts(tmp_path / "local"), local.state_dict()
     assert float(want_state["rows"]["traces"].abs().max()) > 0
-    lrn = ShardedLearner(net(), 2, num_cpus=0.5, state_grad="traced")
-    killed = []
-
-    def kill_once(pos, ev):
-        if pos.batch == 4 and not killed:  # after the checkpoint at 3,000 rows, before the next
-            killed.append(lrn.actors[1])
-            ray.kill(lrn.actors[1])
-
-    engine = Engine(TableSource(table, 1000), lrn, COLUMNS, output=tmp_path / "ray",
-                    checkpoint=CheckpointPolicy(tmp_path / "ckpt", every_events=3000), hooks={"on_batch": kill_once})
+    lrn = ShardedLearner(net(), 2, num_cpus=0.5, state_grad="traced", readout="rls")
+    engine, killed = _engine_killing_a_shard(table, lrn, tmp_path, batch=4, shard=1, every=3000)
     try:
         run_with_recovery(engine)
         assert killed and killed[0] not in lrn.actors

@@ -1,0 +1,206 @@
+"""The RLS readout: P stays symmetric positive definite and bounded under any input, the compiled
+loop equals the numpy reference of the torch backend, forgetting recovers after a change, one absurd
+target cannot wreck it, and it travels in checkpoints and key stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psann_stream import CheckpointError, ConfigError, KeyedLearner, Learner, StateConfig, StatefulNet
+from psann_stream import _fastpath as fp
+from psann_stream.readout import initial_readout_matrix
+
+
+def _rls_steps(Z: np.ndarray, E: np.ndarray, lam: float, prior: float, clip: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The compiled RLS step over rows ``Z`` (errors ``E``): the final ``P`` (n x n) and readout."""
+    n = Z.shape[1]
+    P = initial_readout_matrix("rls", n - 1, prior)
+    w, a = np.zeros(n), np.empty(n)
+    cap = prior * n
+    for z, e in zip(Z, E):
+        d = fp._rls_gain(P, z, a, lam)
+        fp._rls_update(P, w, a, d, fp._rls_error(P, e, clip), lam, cap)
+    return P[: n * n].reshape(n, n), w
+
+
+@given(st.integers(0, 10_000), st.sampled_from([1e-6, 1.0, 1e3, 1e6]), st.floats(0.9, 1.0), st.floats(1e-3, 1e3),
+       st.sampled_from(["dense", "one direction", "zeros"]))
+def test_readout_matrix_stays_symmetric_positive_definite_and_within_its_trace_cap(seed, scale, lam, prior, kind):
+    """Whatever the inputs (tiny, huge, never exciting most directions, all zero), P stays exactly
+    symmetric, positive definite and its trace at most the prior's: forgetting cannot wind it up."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((300, 6)) * scale
+    if kind == "one direction":
+        Z = np.outer(rng.standard_normal(300) * scale, np.r_[1.0, np.zeros(5)])
+    elif kind == "zeros":
+        Z = np.zeros((300, 6))
+    P, w = _rls_steps(Z, rng.standard_normal(300), lam, prior)
+    assert np.array_equal(P, P.T)
+    assert np.all(np.isfinite(P)) and np.all(np.isfinite(w))
+    assert np.linalg.eigvalsh(P).min() > 0
+    assert np.trace(P) <= prior * 6 * (1 + 1e-12)
+
+
+def test_without_the_trace_cap_forgetting_winds_p_up():
+    """The cap is what bounds P: the same steps with an infinite cap let P grow like lam^-t in the
+    directions the inputs never excite."""
+    n, lam = 4, 0.99
+    P = initial_readout_matrix("rls", n - 1, 1.0)
+    w, a = np.zeros(n), np.empty(n)
+    z = np.r_[1.0, 0.0, 0.0, 0.0]
+    for _ in range(500):
+        d = fp._rls_gain(P, z, a, lam)
+        fp._rls_update(P, w, a, d, 0.1, lam, np.inf)
+    assert np.trace(P[: n * n].reshape(n, n)) > 1e2 * n
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 1000), st.sampled_from(["truncated", "traced"]), st.sampled_from(["obgd", "adam"]),
+       st.booleans(), st.floats(0.95, 1.0))
+def test_compiled_rls_readout_matches_the_reference(seed, state_grad, opt, osc, lam):
+    """The compiled loop against the torch backend, whose readout step is numpy's textbook RLS."""
+    cfg = StateConfig(oscillatory=osc)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((60, 3))
+    Y = np.sin(X[:, 0]) + np.roll(X[:, 1], 1)
+    runs = [Learner(StatefulNet(3, hidden=(6, 4), state=cfg, seed=seed), backend=b, optimizer=opt, state_grad=state_grad,
+                    readout="rls", rls_forgetting=lam, monitor=False) for b in ("numba", "torch")]
+    preds = [lrn.learn_batch(X, Y) for lrn in runs]
+    fast, ref = (lrn.state_dict() for lrn in runs)
+    np.testing.assert_allclose(preds[0], preds[1], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fast["readout"]["P"].numpy(), ref["readout"]["P"].numpy(), rtol=1e-6, atol=1e-8)
+    for k in ref["model"]:
+        np.testing.assert_allclose(fast["model"][k].numpy(), ref["model"][k].numpy(), rtol=1e-6, atol=1e-8)
+
+
+def test_rls_readout_solves_a_linear_readout_in_tens_of_events():
+    """Second order: with the layers below all but frozen (lr 1e-12), a target that is a linear
+    function of the last layer's outputs is learned within a few dozen events (to the prior's
+    ridge); the gradient readout is still far off."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    model = StatefulNet(3, hidden=(8,), seed=0).double()
+    h: list[np.ndarray] = []
+    hook = model.head.register_forward_pre_hook(lambda m, inp: h.append(inp[0].detach().numpy()[0].copy()))
+    s = model.initial_state(1)
+    for x in X:  # the last layer's outputs along the stream (weights fixed, state advancing)
+        _, s = model(torch.from_numpy(x)[None, :], s)
+    hook.remove()
+    Y = np.array(h) @ np.linspace(-1, 1, 8) + 0.5
+    err = {}
+    for readout in ("rls", "gradient"):
+        lrn = Learner(StatefulNet(3, hidden=(8,), seed=0), optimizer_kwargs={"lr": 1e-12}, normalize_x=False,
+                      normalize_y=False, readout=readout, rls_forgetting=1.0, rls_prior=1e4)
+        p = lrn.learn_batch(X, Y)
+        err[readout] = float(np.abs(p[50:] - Y[50:]).max())
+    assert err["rls"] < 1e-3  # the ridge of the prior (P0 = 1e4 I) is what is left
+    assert err["gradient"] > 100 * err["rls"]
+
+
+def test_forgetting_recovers_after_a_change():
+    """After an abrupt change of the target map, the readout's error (relative to the target's scale)
+    falls back to its pre-change level with forgetting (0.99), and stays high without it (1.0: every
+    past event weighs the same, so the old map is never forgotten)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((4000, 2))
+    Y = np.where(np.arange(4000) < 2000, X[:, 0] + X[:, 1], 3 * X[:, 1] - 2 * X[:, 0])
+    rel = lambda p, w: float(np.abs(p[w] - Y[w]).mean() / Y[w].std())  # noqa: E731
+    before, after = slice(1500, 2000), slice(3500, 4000)
+    tail = {}
+    for lam in (0.99, 1.0):
+        lrn = Learner(StatefulNet(2, hidden=(8,), seed=0), optimizer_kwargs={"lr": 1e-12}, readout="rls", rls_forgetting=lam)
+        p = lrn.learn_batch(X, Y)
+        tail[lam] = (rel(p, before), rel(p, after))
+    assert tail[0.99][1] < 1.5 * tail[0.99][0], tail
+    assert tail[1.0][1] > 2 * tail[0.99][1], tail
+
+
+def test_one_absurd_target_does_not_wreck_the_readout():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((3000, 2))
+    Y = np.sin(X[:, 0]) + X[:, 1]
+    Y_bad = Y.copy()
+    Y_bad[1500] = 1e6
+    runs = {}
+    for clip in (10.0, None):
+        lrn = Learner(StatefulNet(2, hidden=(8,), seed=0), readout="rls", rls_error_clip=clip)
+        runs[clip] = lrn.learn_batch(X, Y_bad)
+    clean = Learner(StatefulNet(2, hidden=(8,), seed=0), readout="rls").learn_batch(X, Y)
+    late = slice(2500, 3000)
+    assert np.abs(runs[10.0][late] - Y[late]).mean() < 1.5 * np.abs(clean[late] - Y[late]).mean()
+    assert np.abs(runs[None][late] - Y[late]).mean() > 10 * np.abs(clean[late] - Y[late]).mean()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(readout="ls"), "readout = 'ls' is not one of"),
+    (dict(readout="rls", rls_forgetting=0.0), "rls_forgetting = 0.0 is out of range"),
+    (dict(readout="rls", rls_prior=-1.0), "rls_prior = -1.0 is out of range"),
+    (dict(readout="rls", rls_error_clip=0.0), "rls_error_clip = 0.0 is out of range"),
+])
+def test_bad_readout_settings_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Learner(StatefulNet(2, hidden=(4,)), **kwargs)
+    with pytest.raises(ConfigError, match=match):
+        KeyedLearner(StatefulNet(2, hidden=(4,)), **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_a_resumed_rls_run_equals_an_uninterrupted_one_and_reset_restores_the_prior(backend):
+    X = np.random.default_rng(3).standard_normal((100, 2))
+    Y = X[:, 0] - np.roll(X[:, 1], 1)
+    make = lambda seed: Learner(StatefulNet(2, hidden=(6,), seed=seed), readout="rls", backend=backend)  # noqa: E731
+    whole = make(0)
+    want = whole.learn_batch(X, Y)
+    first = make(0)
+    got = [first.learn_batch(X[:60], Y[:60])]
+    second = make(7)
+    second.load_state_dict(first.state_dict())
+    got.append(second.learn_batch(X[60:], Y[60:]))
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    whole.reset(optimizer=True)
+    np.testing.assert_array_equal(whole.state_dict()["readout"]["P"].numpy(), initial_readout_matrix("rls", 6, 10.0))
+    with pytest.raises(CheckpointError, match="readout='rls'"):
+        Learner(StatefulNet(2, hidden=(6,), seed=0), backend=backend).load_state_dict(first.state_dict())
+
+
+@pytest.mark.parametrize("per_key", [True, False])
+def test_keyed_rls_readout_equals_one_learner_per_key_and_survives_a_checkpoint(per_key):
+    rng = np.random.default_rng(4)
+    keys = rng.choice(["a", "b"], size=80)
+    X = rng.standard_normal((80, 2))
+    Y = X[:, 0] * np.where(keys == "a", 1.0, -1.0)
+    kl = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0), per_key_weights=per_key, readout="rls")
+    got = kl.learn_batch(keys, X, Y)
+    if per_key:
+        for k in "ab":
+            m = keys == k
+            want = Learner(StatefulNet(2, hidden=(4,), seed=0), readout="rls").learn_batch(X[m], Y[m])
+            np.testing.assert_allclose(got[m], want, rtol=1e-12, atol=1e-12)
+    back = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0), per_key_weights=per_key, readout="rls")
+    back.load_state_dict(kl.state_dict())
+    more = rng.standard_normal((10, 2))
+    ks = np.array(list("abababbaab"))
+    np.testing.assert_array_equal(back.learn_batch(ks, more, more[:, 0]), kl.learn_batch(ks, more, more[:, 0]))
+
+
+@pytest.mark.parametrize("per_key", [True, False])
+def test_a_keyed_checkpoint_saved_before_traces_and_readouts_still_loads(per_key):
+    """States written before traced learning and readouts existed (no ``traces``/``rls`` arrays, no
+    ``state_grad``/``readout`` entries) load into a default KeyedLearner and continue identically."""
+    rng = np.random.default_rng(5)
+    keys, X = rng.choice(["a", "b"], size=40), rng.standard_normal((40, 2))
+    kl = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0), per_key_weights=per_key)
+    kl.learn_batch(keys, X, X[:, 0])
+    sd = kl.state_dict()
+    old = {k: v for k, v in sd.items() if k not in ("state_grad", "readout")}
+    old["rows"] = {k: v for k, v in sd["rows"].items() if k not in ("traces", "rls")}
+    old["shared"] = {k: v for k, v in sd["shared"].items() if k not in ("traces", "rls")}
+    back = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0), per_key_weights=per_key)
+    back.load_state_dict(old)
+    more = rng.standard_normal((6, 2))
+    ks = np.array(list("abbaab"))
+    np.testing.assert_array_equal(back.learn_batch(ks, more, more[:, 1]), kl.learn_batch(ks, more, more[:, 1]))
