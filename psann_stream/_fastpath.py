@@ -960,6 +960,29 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
 
 
 @njit(**_KERNEL)
+def _obgd_dense(theta, G, delta, hyp):
+    """ObGD without a trace on a fully stored gradient (traced learning, RLS readout): the weights
+    :func:`_optimise` would write (``theta += G * step``, bit for bit) without copying ``G`` into a
+    trace first; the monitor's sums in vector lanes (:func:`_sum_abs`, :func:`_sum_sq`)."""
+    gl1 = _sum_abs(G)
+    step = _obgd_step(_l1_exact(G), delta, hyp[0], hyp[1])
+    if not math.isfinite(step):
+        return math.nan, 0.0, 0.0, 0.0
+    _axpy(theta, G, step)
+    gsq = _sum_sq(G)
+    return abs(step) * gl1, step * gsq, gsq, _sum_abs(theta)
+
+
+@njit(cache=True, inline="always")
+def _l1_exact(G):
+    """``sum(|G|)`` in order (the ObGD step depends on it, so no reassociation: see ``_KERNEL``)."""
+    out = 0.0
+    for p in range(G.shape[0]):
+        out += abs(G[p])
+    return out
+
+
+@njit(**_KERNEL)
 def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
     """Apply one value-form step with the full gradient ``G`` (ObGD here with a trace; without one
     see :func:`_obgd_plain`); returns (l1 of the move, <move, G>, ||G||^2, ||theta||_1 after). A step
@@ -1226,7 +1249,10 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
             if rls:  # the optimiser moves everything but the readout
                 for j in range(head[2] + 1):
                     G[head[0] + j] = 0.0
-            l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+            if kind == 0 and hyp[2] == 0.0:
+                l1, along, gsq, tl1 = _obgd_dense(theta, G, delta, hyp)
+            else:
+                l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         else:
             plain = kind == 0 and hyp[2] == 0.0
             gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain)
