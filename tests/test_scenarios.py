@@ -126,3 +126,30 @@ def _continue(sd, X, y):
     ref = Learner(StatefulNet(4, hidden=(8,), seed=0))
     ref.load_state_dict(sd)
     return ref.learn_batch(X, y)
+
+
+def test_suite_scores_every_model_per_seed_and_prints_a_table(monkeypatch):
+    from psann_stream.scenarios import suite
+
+    monkeypatch.setattr(suite, "LENGTH", {})
+    small = {"recurring": lambda n, seed: SCENARIOS["recurring"](900, seed)}
+    monkeypatch.setattr(suite, "SCENARIOS", small)
+    result = suite.run_suite(["recurring"], ["psann_stream", "river LinearRegression", "ESN + RLS"], [0, 1], log=lambda m: None)
+    per = result["recurring"]
+    assert set(per) == {"psann_stream", "river LinearRegression", "ESN + RLS"} and all(set(r) == {"0", "1"} for r in per.values())
+    r = per["psann_stream"]["0"]
+    assert len(r["post_change_mae"]) == 3 and 0 < r["nmse_last20"] < 1.0  # learns the regimes: better than the mean
+    assert per["river LinearRegression"]["0"]["mae"] > r["mae"]  # a linear model cannot tell rising from falling
+    table = suite.markdown(result)
+    assert table.count("**") == 2 and "| recurring |" in table
+
+
+def test_tail_scores_match_their_definitions():
+    from psann_stream.scenarios.suite import tail_scores
+
+    y = np.arange(100.0)
+    pred = y + np.where(np.arange(100) >= 50, 2.0, 1.0)
+    r = tail_scores(pred, y, [50], np.ones(100, dtype=bool))
+    assert r["mae"] == pytest.approx(1.5)
+    assert r["nmse_last20"] == pytest.approx(4.0 / np.var(y[80:]))
+    assert r["post_change_mae"] == [pytest.approx(2.0)]
