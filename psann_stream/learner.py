@@ -395,13 +395,15 @@ class Learner:
         xn = xs.transform(x) if self.normalize_x else x
         acts: list[torch.Tensor] = []
         acts_out: list[np.ndarray] = []  # the readout's input, for RLS
-        hook = model.head.register_forward_pre_hook(lambda m, inp: acts_out.append(inp[0].detach().numpy()[0].copy()))
+        hook = (model.head.register_forward_pre_hook(lambda m, inp: acts_out.append(inp[0].detach().numpy()[0].copy()))
+                if self.readout == "rls" else None)
         try:
             with torch.enable_grad():
                 held = model.held_state() if traces is None else traces.surrogate(model.held_state())
                 pred, new_state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], held, acts)
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         sy = float(ys.std[0]) if self.normalize_y else 1.0
         my = float(ys.mean[0]) if self.normalize_y else 0.0
         yh = float(pred.detach())
