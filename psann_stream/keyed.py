@@ -38,7 +38,7 @@ from .drift import DriftPolicy, drift_kernel_args, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
-from .readout import Readout, initial_readout_matrix, readout_config
+from .readout import RLS_HINT, Readout, initial_readout_matrix, readout_config
 from .traces import StateGrad, check_state_grad
 
 __all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
@@ -329,7 +329,8 @@ class KeyedLearner:
         raise NonFiniteStateError(
             f"event {n} of this batch (key {keys[n]!r}): {what} became non-finite from finite data; that event and "
             "the key's later events in the batch were not learned. Lower the learning rate "
-            f"(optimizer={self.optimizer_name!r}) or use optimizer='obgd', whose steps are bounded."
+            f"(optimizer={self.optimizer_name!r}) or use optimizer='obgd', whose steps are bounded"
+            + (RLS_HINT if self.readout == "rls" else ".")
         )
 
     # ------------------------------------------------------------------ monitor, reset, persistence

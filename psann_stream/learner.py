@@ -54,7 +54,7 @@ from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
 from .optim import make_optimizer
-from .readout import Readout, initial_readout_matrix, readout_config
+from .readout import RLS_HINT, Readout, initial_readout_matrix, readout_config
 from .traces import StateGrad, StateTraces, check_state_grad
 
 __all__ = ["Learner"]
@@ -362,7 +362,7 @@ class Learner:
             f"event {offset + n} of this batch (learned events so far: {self.n_learned}): {what} became non-finite "
             f"from finite data; the event was not learned and the learner is unchanged since the previous event. "
             f"Lower the learning rate (optimizer={self.optimizer_name!r}, settings {self.optimizer_settings}) or use "
-            "optimizer='obgd', whose steps are bounded."
+            "optimizer='obgd', whose steps are bounded" + (RLS_HINT if self.readout == "rls" else ".")
         )
 
     def _drift_args(self, drifted: np.ndarray) -> tuple[Any, ...]:
@@ -411,6 +411,8 @@ class Learner:
         if not np.isfinite(p):
             self._raise_state_error(index, 1, 0)
         delta = (y - my) / sy - yh
+        if self.readout == "rls" and not self._rls_gain_ok(acts_out[0]):
+            self._raise_state_error(index, 2, 0)  # checked before anything moves, as the compiled loop does
         params = list(model.parameters())
         before = [q.detach().clone() for q in params]
         traces_before = None if traces is None else [list(group) for group in traces.traces]
@@ -452,6 +454,13 @@ class Learner:
             )
         return p
 
+    def _rls_gain_ok(self, h: np.ndarray) -> bool:
+        """Whether the RLS step on readout input ``h`` has a finite, positive denominator."""
+        z = np.append(h, 1.0)
+        n = z.shape[0]
+        d = self._rcfg[0] + z @ (self._P[: n * n].reshape(n, n) @ z)
+        return bool(np.isfinite(d) and d > 0)
+
     def _rls_reference(self, h: np.ndarray, e: float) -> None:
         """The torch backend's RLS readout step, written from the textbook equations (module doc of
         :mod:`psann_stream.readout`) in numpy float64, independently of the compiled loop's."""
@@ -460,9 +469,7 @@ class Learner:
         P, (err_sq, err_w) = self._P[: n * n].reshape(n, n), self._P[n * n:]
         lam, cap, clip = self._rcfg
         a = P @ z
-        d = lam + z @ a
-        if not (np.isfinite(d) and d > 0):
-            raise NonFiniteStateError("the RLS readout's gain became non-finite; lower rls_prior.")
+        d = lam + z @ a  # finite and positive: _rls_gain_ok checked it before the optimiser step
         if clip > 0 and err_w > 0:
             e = float(np.clip(e, -clip * np.sqrt(err_sq / err_w), clip * np.sqrt(err_sq / err_w)))
         head = self._model.head
@@ -596,7 +603,7 @@ class Learner:
         for key in ("buf1", "buf2"):
             sd["optimizer"][key] = grow(sd["optimizer"][key])
         if self._traced:  # one block per trace component (two with oscillatory pairs)
-            sd["traces"] = torch.cat([grow(part) for part in sd["traces"].reshape(-1, index.shape[0] - (in_features - old) * self._model.hidden[0])])
+            sd["traces"] = torch.cat([grow(part) for part in sd["traces"].reshape(-1, int(keep.sum()))])
         sd["x_stats"] = {**sd["x_stats"], "n_features": in_features,
                          "mean": torch.zeros(in_features, dtype=torch.float64), "m2": torch.zeros(in_features, dtype=torch.float64)}
         m = self._model

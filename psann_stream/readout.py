@@ -25,10 +25,12 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["Readout", "READOUTS", "initial_readout_matrix", "readout_config"]
+__all__ = ["RLS_HINT", "Readout", "READOUTS", "initial_readout_matrix", "readout_config"]
 
 Readout = Literal["gradient", "rls"]
 READOUTS: tuple[str, ...] = ("gradient", "rls")
+# The end of a non-finite-update message when the readout is RLS: its gain is the other step that can fail.
+RLS_HINT = "; with readout='rls' the readout's gain can also overflow: lower rls_prior or scale the inputs down."
 
 
 def readout_config(readout: object, forgetting: object, prior: object, error_clip: object, width: int,

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psann_stream import CheckpointError, ConfigError, KeyedLearner, Learner, StateConfig, StatefulNet
+from psann_stream import CheckpointError, ConfigError, KeyedLearner, Learner, NonFiniteStateError, StateConfig, StatefulNet
 from psann_stream import _fastpath as fp
 from psann_stream.readout import initial_readout_matrix
 
@@ -204,3 +204,19 @@ def test_a_keyed_checkpoint_saved_before_traces_and_readouts_still_loads(per_key
     more = rng.standard_normal((6, 2))
     ks = np.array(list("abbaab"))
     np.testing.assert_array_equal(back.learn_batch(ks, more, more[:, 1]), kl.learn_batch(ks, more, more[:, 1]))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_an_overflowing_readout_gain_stops_the_event_with_nothing_changed(backend):
+    """P = 1.7e308 I makes z.P.z overflow (the constant input alone nearly does): the event is refused before any parameter, trace or readout
+    moves, and the error names the RLS setting to change."""
+    lrn = Learner(StatefulNet(2, hidden=(4,), seed=0), backend=backend, readout="rls", rls_prior=1.7e308)
+    before = lrn.state_dict()
+    with pytest.raises(NonFiniteStateError, match="rls_prior"):
+        lrn.learn_one(np.array([0.5, -1.0]), 1.0)
+    after = lrn.state_dict()
+    for k in before["model"]:
+        if k.endswith("state"):
+            continue
+        assert torch.equal(before["model"][k], after["model"][k]), k
+    assert torch.equal(before["readout"]["P"], after["readout"]["P"])
