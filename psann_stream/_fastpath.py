@@ -99,9 +99,8 @@ R_BITS = 24  # four rows of int64 scratch: the 2**k of each exp
 R_RD, R_DCZ, R_KZ, R_KS = 28, 29, 30, 31  # traced learning: rho*D, ds/dz this step, gy*ka*da/dz, gy*ks
 R_RHO, R_DRHO, R_GRATE = 32, 33, 34  # each unit's rate, d rate / d raw rate, gradient of the raw rate
 R_PC, R_PS, R_GPH = 35, 36, 37  # oscillatory pairs: cos and sin of the pair's angle, the unit's share of its gradient
-R_PZ = 38  # traced learning with oscillatory pairs: da/dz
-R_ROT = 39  # oscillatory pairs: the rotated previous state R(theta) s (before the rate)
-W_ROWS = 40
+R_ROT = 38  # oscillatory pairs: the rotated previous state R(theta) s (before the rate)
+W_ROWS = 39
 
 
 # Vectorisable transcendentals. libm's exp/log1p/sin/cos are calls LLVM cannot vectorise; these are plain
@@ -673,6 +672,17 @@ def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
     return gl1
 
 
+@njit(cache=True, inline="always")
+def _activation_partials(w, i):
+    """``da/dz`` and ``da`` by the raw amplitude, frequency and decay of unit ``i`` (from its work
+    rows), the one-step sensitivities the traced passes feed their traces with."""
+    z, a = w[R_Z, i], w[R_A, i]
+    env, sin_fz, cos_fz, amp = w[R_ENV, i], w[R_SIN, i], w[R_COS, i], w[R_AMP, i]
+    sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
+    return (amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz), (env * sin_fz) * w[R_SPA, i],
+            amp * env * z * cos_fz * w[R_SPF, i], (-abs(z) * a) * w[R_SPD, i])
+
+
 @njit(**_KERNEL)
 def _units_traced(w, state, mode, beta, geps, E, EN, G, Er, ENr, Gr):
     """Traced learning, one layer's units, from ``R_GY``: the eligibility traces of the bias, raw
@@ -686,9 +696,8 @@ def _units_traced(w, state, mode, beta, geps, E, EN, G, Er, ENr, Gr):
     h = state.shape[0]
     has_rate = Er.shape[0] > 0
     for i in range(h):
-        z, a, sn = w[R_Z, i], w[R_A, i], w[R_SN, i]
+        a, sn = w[R_A, i], w[R_SN, i]
         gam, db = w[R_GAM, i], w[R_DB, i]
-        env, sin_fz, cos_fz = w[R_ENV, i], w[R_SIN, i], w[R_COS, i]
         if mode == 0:
             dphi = 1.0
             ka, ks, gy_gam = 1.0, gam, sn
@@ -700,12 +709,7 @@ def _units_traced(w, state, mode, beta, geps, E, EN, G, Er, ENr, Gr):
         dc = db * ((1.0 - rho) * beta) * dphi
         rd = db * rho
         gy = w[R_GY, i]
-        sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
-        amp = w[R_AMP, i]
-        p_z = amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz)
-        p_a = (env * sin_fz) * w[R_SPA, i]
-        p_f = amp * env * z * cos_fz * w[R_SPF, i]
-        p_d = (-abs(z) * a) * w[R_SPD, i]
+        p_z, p_a, p_f, p_d = _activation_partials(w, i)
         gk, gs = gy * ka, gy * ks
         e = rd * E[i] + dc * p_z
         EN[i] = e
@@ -764,32 +768,25 @@ def _units_traced_osc(w, state, beta, E0, E1, EN0, EN1, G, Er0, Er1, ENr0, ENr1,
     h = state.shape[0]
     has_rate = Er0.shape[0] > 0
     for i in range(h):  # per-unit quantities first: a pair's update needs both of its units'
-        z, a, sn = w[R_Z, i], w[R_A, i], w[R_SN, i]
+        sn = w[R_SN, i]
         gam, db = w[R_GAM, i], w[R_DB, i]
-        env, sin_fz, cos_fz = w[R_ENV, i], w[R_SIN, i], w[R_COS, i]
         rho = w[R_RHO, i]
         dc = db * ((1.0 - rho) * beta)
         gy = w[R_GY, i]
-        sz = 1.0 if z > 0 else (-1.0 if z < 0 else 0.0)
-        amp = w[R_AMP, i]
-        p_z = amp * env * (w[R_F, i] * cos_fz - w[R_D, i] * sz * sin_fz)
+        p_z = _activation_partials(w, i)[0]
         w[R_GZ, i] = gy * (1.0 + gam * dc) * p_z
         w[R_GGAIN, i] = gy * sn * w[R_DGAM, i]
         w[R_RD, i], w[R_DCZ, i], w[R_KZ, i], w[R_KS, i] = db, dc * p_z, gy * p_z, gy * gam
-        w[R_PZ, i] = p_z
     for k in range(h // 2):
         u, v = 2 * k, 2 * k + 1
         du, dv, rho = w[R_DB, u], w[R_DB, v], w[R_RHO, u]
         pc, ps, ksu, ksv = w[R_PC, u], w[R_PS, u], w[R_KS, u], w[R_KS, v]
         for i in (u, v):
-            z, a = w[R_Z, i], w[R_A, i]
-            env, amp = w[R_ENV, i], w[R_AMP, i]
             own = w[R_DB, i] * ((1.0 - rho) * beta)
             cu = own if i == u else 0.0  # the drive enters the parameter's own unit only
             cv = own if i == v else 0.0
             gy = w[R_GY, i]
-            parts = (w[R_PZ, i], (env * w[R_SIN, i]) * w[R_SPA, i], amp * env * z * w[R_COS, i] * w[R_SPF, i],
-                     (-abs(z) * a) * w[R_SPD, i])  # da/d(b, raw amplitude, raw frequency, raw decay)
+            parts = _activation_partials(w, i)  # da/d(b, raw amplitude, raw frequency, raw decay)
             for blk in range(4):
                 part = parts[blk]
                 q = blk * h + i
