@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
+from psann_stream.ensemble import default_ensemble
 from psann_stream.errors import ConfigError
 
 from .baselines import BASELINES, prequential
@@ -82,7 +83,30 @@ def _horizons(s: Scenario, learner, X: np.ndarray, y: np.ndarray) -> dict:
 
 
 def _baseline(factory):
-    return lambda X, y, keys: prequential(factory(X.shape[1]), X, y, keys)
+    return lambda X, y, keys, column=None: prequential(factory(X.shape[1]), X, y, keys)
+
+
+def persistence(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, column: int | None = None) -> np.ndarray:
+    """The last known target value (input ``column``) as the prediction; NaN where the inputs do not
+    carry it (the model is then left out of the scenario)."""
+    return X[:, column].copy() if column is not None else np.full(len(y), np.nan)
+
+
+def ensemble(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, column: int | None = None, *,
+             trace: dict | None = None) -> np.ndarray:
+    """:func:`psann_stream.ensemble.default_ensemble` on the stream (persistence of ``column`` among its
+    members where the inputs carry the last target); with ``trace``, the mixture weights every
+    ``TRACE_EVERY`` events."""
+    ens = default_ensemble(X.shape[1], keyed=keys is not None, persistence_column=column)
+    out, steps, weights = np.empty(len(y)), [], []
+    for lo in range(0, len(y), TRACE_EVERY):
+        hi = min(lo + TRACE_EVERY, len(y))
+        out[lo:hi] = ens.learn_batch(keys[lo:hi], X[lo:hi], y[lo:hi]) if keys is not None else ens.learn_batch(X[lo:hi], y[lo:hi])
+        steps.append(hi)
+        weights.append(list(ens.weights.values()))
+    if trace is not None:
+        trace.update(ensemble={"members": ens.names, "steps": steps, "weights": np.array(weights).T.tolist()})
+    return out
 
 
 def windowed(X: np.ndarray, keys: np.ndarray | None, window: int = 8) -> np.ndarray:
@@ -98,15 +122,17 @@ def windowed(X: np.ndarray, keys: np.ndarray | None, window: int = 8) -> np.ndar
     return out
 
 
-def _recommended(X, y, keys, **kw):
+def _recommended(X, y, keys, column=None, **kw):
     return psann_default(X, y, keys, state=RECOMMENDED["state"], **RECOMMENDED["learner"], **kw)
 
 
 MODELS = {
     "psann_stream": _recommended,
-    "psann_stream (truncated)": lambda X, y, keys: psann_default(X, y, keys),
-    "psann_stream (8-window)": lambda X, y, keys: _recommended(windowed(X, keys), y, keys),
+    "psann_stream (ensemble)": ensemble,
+    "psann_stream (truncated)": lambda X, y, keys, column=None: psann_default(X, y, keys),
+    "psann_stream (8-window)": lambda X, y, keys, column=None: _recommended(windowed(X, keys), y, keys),
     **{name: _baseline(f) for name, f in BASELINES.items()},
+    "persistence": persistence,
 }
 
 
@@ -118,10 +144,12 @@ def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}.")
     chosen = list(MODELS) if models is None else models
+    s = SCENARIOS[name](n_steps, seed)
+    if models is None and s.persistence_column is None:
+        chosen.remove("persistence")
     unknown = [m for m in chosen if m not in MODELS]
     if unknown:
         raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}.")
-    s = SCENARIOS[name](n_steps, seed)
     X, y, keys = s.arrays()
     scored = np.ones(len(y), dtype=bool)
     scored[list(s.outliers)] = False
@@ -129,7 +157,8 @@ def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str
     for model in chosen:
         fn = MODELS[model]
         t = time.perf_counter()
-        pred = fn(X, y, keys, trace=state) if model == "psann_stream" else fn(X, y, keys)
+        column = s.persistence_column
+        pred = fn(X, y, keys, column, trace=state) if model in ("psann_stream", "psann_stream (ensemble)") else fn(X, y, keys, column)
         seconds = time.perf_counter() - t
         # errors of outlier rows are replaced by 0 so change-point windows keep their time axis
         p = np.where(scored, pred, y)

@@ -29,6 +29,11 @@ class Scenario:
     def n_features(self) -> int:
         return self.table.schema.field("x").type.list_size
 
+    @property
+    def persistence_column(self) -> int | None:
+        """The input column holding the target's last value (autoregressive streams), else None."""
+        return self.n_features - 1 if self.autoregressive else None
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(X [N, F] float64, y [N], keys [N] or None)``."""
         x = self.table.column("x").combine_chunks().flatten().to_numpy().astype(np.float64).reshape(-1, self.n_features)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -52,8 +53,10 @@ def run_suite(scenarios: list[str], models: list[str], seeds: list[int], log=pri
             scored = np.ones(len(y), dtype=bool)
             scored[list(s.outliers)] = False
             for model in models:
+                if model == "persistence" and s.persistence_column is None:
+                    continue  # the inputs do not carry the last target
                 t = time.perf_counter()
-                pred = MODELS[model](X, y, keys)
+                pred = MODELS[model](X, y, keys, s.persistence_column)
                 r = tail_scores(pred, y, list(s.change_points), scored) | {"seconds": time.perf_counter() - t}
                 out.setdefault(name, {}).setdefault(model, {})[str(seed)] = r
                 log(f"{name:<18} seed {seed} {model:<26} MAE {r['mae']:.4f} NMSE(last 20%) {r['nmse_last20']:.3f} "
@@ -63,12 +66,12 @@ def run_suite(scenarios: list[str], models: list[str], seeds: list[int], log=pri
 
 def markdown(result: dict, metric: str = "mae") -> str:
     """A table of ``metric`` (mean over seeds) per scenario and model, the lowest per row in bold."""
-    models = list(next(iter(result.values())))
+    models = list(dict.fromkeys(m for per_model in result.values() for m in per_model))
     lines = ["| scenario | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
     for name, per_model in result.items():
-        vals = [float(np.mean([r[metric] for r in per_model[m].values()])) for m in models]
-        best = min(vals)
-        cells = [f"**{v:.4g}**" if v == best else f"{v:.4g}" for v in vals]
+        vals = [float(np.mean([r[metric] for r in per_model[m].values()])) if m in per_model else math.nan for m in models]
+        best = np.nanmin(vals)
+        cells = ["-" if math.isnan(v) else f"**{v:.4g}**" if v == best else f"{v:.4g}" for v in vals]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

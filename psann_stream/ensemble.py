@@ -1,0 +1,346 @@
+"""Ensemble: several learners on the same events, predicting with an online mixture of them that
+follows whichever predicts best now (fixed-share exponentially weighted averaging).
+
+No single configuration wins every stream (measured in docs/scenarios.md): traced memory wins on
+chaotic and regime-switching streams, Adam on a drifting static regression, persistence on slow
+real series. An :class:`Ensemble` runs K members side by side, each in its own compiled loop, and
+for every event predicts ``sum_k w_k p_k`` with weights learned from the members' past errors:
+
+1. each member predicts the event (its own prequential prediction) and learns it, as it would alone
+   (the members never see the mixture; they learn the same events whatever the weights);
+2. the members' predictions are limited to ``mean_y +- prediction_clip * std_y`` (the running target
+   statistics before the event): one member's absurd prediction cannot move the mixture further;
+3. ``y_hat = sum_k w_k p_k`` with the weights before the event;
+4. with the losses ``l_k = ((p_k - y) / std_y)^2`` (squared error in target standard deviations):
+   ``v_k = w_k exp(-eta l_k)``, normalised, then ``w_k = (1 - share) v_k + share / K`` (fixed share,
+   Herbster & Warmuth 1998); ``y`` is folded into the target statistics.
+
+What the share guarantees: every weight stays ``>= share / K`` however long its member was worse.
+With two members, once one predicts better by a loss margin of at least ``g`` per event, its weight
+passes one half within ``floor(ln((2 - share) / share) / (eta g)) + 1`` events, whatever came before
+(its odds start at ``share / (2 - share)`` or better and grow by ``exp(eta g)`` per event; the share
+step only pulls a weight below one half up). Without the share, a member that lost for T events
+needs about T events to recover. The weights always sum to 1. (Both tested.)
+
+Events whose input or target is not finite never reach a member (``on_nonfinite``: ``"raise"``, or
+``"skip"`` with a NaN prediction and nothing changed). A member that raises (e.g. a non-finite
+update) stops the batch with that member named; members before it in order have learned the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from numba import njit
+
+from . import _fastpath as fp
+from .errors import CheckpointError, ConfigError, NonFiniteInputError
+from .experts import LinearRLS, Persistence, _np
+from .keyed import KeyedLearner
+from .learner import Learner
+from .model import StatefulNet
+from .monitor import Alert
+from .normalize import RunningStats
+from .state import StateConfig
+
+__all__ = ["DEFAULT_ETA", "DEFAULT_SHARE", "Ensemble", "default_ensemble"]
+
+DEFAULT_ETA = 1.0  # learning rate of the weights, per squared target-std of error (chosen on the suite)
+DEFAULT_SHARE = 0.01  # fixed share: the weight every member keeps, times K
+FORMAT = "psann_stream.ensemble/1"
+
+
+@njit(cache=True, error_model="numpy")
+def _mix_events(P, Y, learn, w, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, scratch):
+    """The mixture over the members' predictions ``P [N, K]`` of consecutive events (module doc,
+    steps 2-4): ``out[n]`` is event ``n``'s prediction with the weights ``W[n]`` held before it;
+    with ``learn`` the weights ``w`` and the target statistics (``ym, ym2, yws``) then take ``Y[n]``."""
+    N, K = P.shape
+    for n in range(N):
+        sy = fp._std(ym, ym2, yws, yf, ye, 0)
+        my = ym[0]
+        limit = pclip > 0.0 and yws[1] >= 2.0
+        acc = 0.0
+        for k in range(K):
+            p = P[n, k]
+            if limit:
+                p = min(max(p, my - pclip * sy), my + pclip * sy)
+            loss[k] = p
+            W[n, k] = w[k]
+            acc += w[k] * p
+        out[n] = acc
+        if not learn:
+            continue
+        low = math.inf
+        for k in range(K):
+            r = (loss[k] - Y[n]) / sy
+            loss[k] = r * r
+            low = min(low, loss[k])
+        total = 0.0
+        for k in range(K):
+            w[k] *= math.exp(-eta * (loss[k] - low))  # the best member's factor is 1: no underflow to 0/0
+            total += w[k]
+        for k in range(K):
+            w[k] = (1.0 - share) * (w[k] / total) + share / K
+        scratch[0], scratch[1] = Y[n], sy
+        fp._stats_update(ym, ym2, yws, yf, nclip, scratch[:1], scratch[1:])
+
+
+def _number(owner: str, name: str, v: object, low: float, high: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low < v <= high:
+        raise ConfigError(f"{owner}.{name} = {v!r} is out of range: need {low} < {name} <= {high:.12g}.")
+    return float(v)
+
+
+class Ensemble:
+    """Learners side by side on the same events, predicting with an online fixed-share mixture
+    (module doc). ``members`` maps a name to a learner: a :class:`~psann_stream.learner.Learner`, a
+    :class:`~psann_stream.keyed.KeyedLearner`, an expert of :mod:`psann_stream.experts`, or any object
+    with ``in_features``, ``keyed``, ``learn_batch``, ``predict_batch``, ``state_dict`` and
+    ``load_state_dict``. The ensemble is keyed when a member is: then ``learn_batch(keys, X, Y)`` and
+    ``predict_batch(keys, X)``, keyed members get the keys and the others the events in order; the
+    mixture weights are shared by all keys.
+
+    Args:
+        members: name -> learner, at least two, all with the same ``in_features``.
+        eta: how fast the weights follow the errors (per squared target standard deviation), > 0.
+        share: fixed share in ``(0, 1)``: each weight stays ``>= share / K``, so a member that was
+            worse for long can lead again soon after a change (a tiny share, e.g. 1e-9, is close to
+            plain exponential weighting).
+        prediction_clip: limit each member's prediction to ``mean_y +- clip * std_y`` before it is
+            mixed (``None``: no limit).
+        on_nonfinite: ``"raise"`` or ``"skip"`` for events holding NaN or inf (module doc).
+
+    >>> from psann_stream.experts import LinearRLS, Persistence
+    >>> X = np.random.default_rng(0).standard_normal((2000, 2))
+    >>> ens = Ensemble({"last": Persistence(2, column=0), "linear": LinearRLS(2)})
+    >>> _ = ens.learn_batch(X, 2 * X[:, 1])  # the linear member is right, persistence is not
+    >>> ens.weights["linear"] > 0.98
+    True
+    """
+
+    def __init__(self, members: Mapping[str, Any], *, eta: float = DEFAULT_ETA, share: float = DEFAULT_SHARE,
+                 prediction_clip: float | None = 10.0, on_nonfinite: Literal["raise", "skip"] = "raise") -> None:
+        if not isinstance(members, Mapping) or len(members) < 2:
+            raise ConfigError("Ensemble needs a mapping of at least two named members (name -> learner), "
+                              f"got {type(members).__name__} of {len(members) if hasattr(members, '__len__') else '?'}.")
+        for name, m in members.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"Ensemble member names must be non-empty strings, got {name!r}.")
+            lacking = [a for a in ("in_features", "learn_batch", "predict_batch", "state_dict", "load_state_dict")
+                       if not hasattr(m, a)]
+            if lacking:
+                raise ConfigError(f"Ensemble member {name!r} ({type(m).__name__}) lacks {', '.join(lacking)}: a member must "
+                                  "follow the learner protocol (Learner, KeyedLearner, psann_stream.experts).")
+        widths = {name: int(m.in_features) for name, m in members.items()}
+        if len(set(widths.values())) != 1:
+            raise ConfigError(f"Ensemble members take different input widths {widths}; every member must see the same events.")
+        self.members: dict[str, Any] = dict(members)
+        self.names = list(self.members)
+        self.eta = _number("Ensemble", "eta", eta, 0.0, math.inf)
+        # share > 0 keeps the best member's weight > 0, so the normalisation never divides 0 by 0
+        self.share = _number("Ensemble", "share", share, 0.0, 1.0 - 1e-12)
+        if prediction_clip is not None:
+            prediction_clip = _number("Ensemble", "prediction_clip", prediction_clip, 0.0, math.inf)
+        self.prediction_clip = prediction_clip
+        if on_nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"Ensemble.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
+        self.on_nonfinite = on_nonfinite
+        self.keyed = any(getattr(m, "keyed", False) for m in self.members.values())
+        self.y_stats = RunningStats(1, clip=10.0)
+        self._w = np.full(len(self.names), 1.0 / len(self.names))
+        self._yws = np.zeros(2)
+        self._alerts: list[Alert] = []
+        self._seen = {name: 0 for name in self.names}
+        self.n_learned = 0
+        self.n_skipped = 0
+        self.last_weights: np.ndarray | None = None  # [N, K]: the weights each event of the last batch was mixed with
+        self.last_drifted = None
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def in_features(self) -> int:
+        return int(next(iter(self.members.values())).in_features)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The mixture weights the next event will be predicted with (sum 1)."""
+        return {name: float(v) for name, v in zip(self.names, self._w)}
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """The members' alerts in the order they were raised (each names its member's model)."""
+        return self._alerts
+
+    # ------------------------------------------------------------------ learning
+    def _split(self, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        want = (3 if learn else 2) if self.keyed else (2 if learn else 1)
+        call = "learn_batch" if learn else "predict_batch"
+        if len(args) != want:
+            form = ("keys, X, Y" if learn else "keys, X") if self.keyed else ("X, Y" if learn else "X")
+            raise ConfigError(f"Ensemble.{call} takes ({form}) for this {'keyed ' if self.keyed else ''}ensemble; "
+                              f"got {len(args)} argument(s).")
+        keys = args[0] if self.keyed else None
+        X = np.ascontiguousarray(np.asarray(args[1 if self.keyed else 0], dtype=np.float64))
+        if X.ndim != 2 or X.shape[1] != self.in_features:
+            raise ConfigError(f"Ensemble.{call}: X must have shape [N, {self.in_features}], got {X.shape}.")
+        Y = None
+        if learn:
+            Y = np.ascontiguousarray(np.asarray(args[-1], dtype=np.float64).reshape(-1))
+            if Y.shape[0] != X.shape[0]:
+                raise ConfigError(f"Ensemble.learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
+        if keys is not None and len(keys) != X.shape[0]:
+            raise ConfigError(f"Ensemble.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
+        return keys, X, Y
+
+    def _bad_rows(self, X: np.ndarray, Y: np.ndarray | None) -> np.ndarray:
+        bad = ~np.isfinite(X).all(axis=1)
+        if Y is not None:
+            bad |= ~np.isfinite(Y)
+        if bad.any() and self.on_nonfinite == "raise":
+            n = int(np.argmax(bad))
+            col = np.flatnonzero(~np.isfinite(X[n]))
+            what = f"x column {int(col[0])} is {float(X[n, col[0]])!r}" if len(col) else f"y is {float(Y[n])!r}"  # type: ignore[index]
+            raise NonFiniteInputError(f"Ensemble: event {n} of this batch (learned events so far: {self.n_learned}): {what}; "
+                                      "no member learned this batch. Clean the data, or use on_nonfinite='skip'.")
+        return bad
+
+    def _run(self, args: Sequence[Any], learn: bool) -> np.ndarray:
+        keys, X, Y = self._split(args, learn)
+        bad = self._bad_rows(X, Y)
+        good = ~bad
+        if bad.any():
+            X, Y = X[good], None if Y is None else Y[good]
+            keys = None if keys is None else np.asarray(keys, dtype=object)[good]
+        P = np.empty((X.shape[0], len(self.names)))
+        for k, (name, m) in enumerate(self.members.items()):
+            with_keys = getattr(m, "keyed", False)
+            if learn:
+                P[:, k] = m.learn_batch(keys, X, Y) if with_keys else m.learn_batch(X, Y)
+            else:
+                P[:, k] = m.predict_batch(keys, X) if with_keys else m.predict_batch(X)
+            new = m.alerts[self._seen[name]:]
+            self._alerts.extend(new)
+            self._seen[name] += len(new)
+        mixed = np.empty(X.shape[0])
+        W = np.empty_like(P)
+        ys = self.y_stats
+        self._yws[0], self._yws[1] = ys.weight, ys.count
+        _mix_events(P, np.zeros(0) if Y is None else Y, learn, self._w, ys._mean, ys._m2, self._yws, ys.forget, ys.eps,
+                    ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0, mixed, W,
+                    np.empty(len(self.names)), np.empty(2))
+        ys.weight, ys.count = float(self._yws[0]), int(self._yws[1])
+        out = np.full(good.shape[0], np.nan)
+        out[good] = mixed
+        self.last_weights = np.full((good.shape[0], len(self.names)), np.nan)
+        self.last_weights[good] = W
+        if learn:
+            self.n_learned += int(good.sum())
+            self.n_skipped += int(bad.sum())
+        return out
+
+    def learn_batch(self, *args: Any) -> np.ndarray:
+        """``(X [N, F], Y [N])``, or ``(keys [N], X, Y)`` when keyed: every member learns the events
+        in order; returns the mixture's prequential predictions (NaN for skipped events)."""
+        return self._run(args, True)
+
+    def predict_batch(self, *args: Any) -> np.ndarray:
+        """``(X)``, or ``(keys, X)`` when keyed: the mixture's predictions without targets; each
+        member advances as its own ``predict_batch`` does; the weights do not change."""
+        return self._run(args, False)
+
+    def learn_one(self, *args: Any) -> float:
+        """``(x, y)``, or ``(key, x, y)`` when keyed: one event; returns its prediction."""
+        *key, x, y = args
+        X = np.asarray(x, dtype=np.float64).reshape(1, -1)
+        return float(self.learn_batch(*([[key[0]]] if key else []), X, np.array([y], dtype=np.float64))[0])
+
+    def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
+        """Forward a reset to every member (``keys`` to the keyed ones; the others reset whole);
+        ``optimizer=True`` also returns the mixture to equal weights."""
+        for m in self.members.values():
+            if getattr(m, "keyed", False):
+                m.reset(keys, state=state, optimizer=optimizer)
+            else:
+                m.reset(state=state, optimizer=optimizer)
+        if optimizer:
+            self._w[:] = 1.0 / len(self.names)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The mixture (weights, target statistics, settings, counters) and every member's own state."""
+        return {
+            "format": FORMAT,
+            "names": list(self.names),
+            "weights": torch.from_numpy(self._w.copy()),
+            "settings": {"eta": self.eta, "share": self.share, "prediction_clip": self.prediction_clip},
+            "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
+                        for k, v in self.y_stats.state_dict().items()},
+            "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped},
+            "members": {name: m.state_dict() for name, m in self.members.items()},
+        }
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into an ensemble built with the same members (names and
+        learners); the settings may differ (they change how it goes on, not what it saved)."""
+        try:
+            if sd.get("format") != FORMAT:
+                raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}.")
+            if list(sd["names"]) != self.names:
+                raise CheckpointError(f"the saved ensemble has members {list(sd['names'])} but this one has {self.names}; "
+                                      "build it with the same members in the same order.")
+            w = _np(sd["weights"])
+            if w.shape != self._w.shape or not np.isfinite(w).all() or abs(w.sum() - 1.0) > 1e-9 or (w < 0).any():
+                raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {len(self.names)} weights summing to 1.")
+            y_stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["y_stats"].items()}
+            counters = sd["counters"]
+            for name, m in self.members.items():
+                try:
+                    m.load_state_dict(sd["members"][name])
+                except CheckpointError as exc:
+                    raise CheckpointError(f"ensemble member {name!r}: {exc}") from None
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"the ensemble state cannot be loaded: {exc!r}; was it saved by Ensemble.state_dict()?") from None
+        self.y_stats.load_state_dict(y_stats)
+        self._w = w.copy()
+        self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
+
+
+def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | None = None, seed: int = 0,
+                     eta: float = DEFAULT_ETA, share: float = DEFAULT_SHARE) -> Ensemble:
+    """The ensemble chosen by measurement over the scenario suite (docs/scenarios.md, "Choosing the
+    default"): four StatefulNet learners that win on different kinds of stream, a linear model, and
+    persistence of ``persistence_column`` when the inputs carry the target's last value.
+
+    * ``memory``: 32x32 oscillatory pairs, traced gradients through the state, RLS readout;
+    * ``wide memory``: one layer of 64 oscillatory units (32 pairs), traced, RLS readout;
+    * ``fixed state``: 32x32 with the default fixed-rate state, truncated gradient, RLS readout;
+    * ``adam``: 32x32, truncated gradient, Adam (lr 3e-3) on every weight;
+    * ``linear``: :class:`~psann_stream.experts.LinearRLS`;
+    * ``persistence``: :class:`~psann_stream.experts.Persistence` (only with ``persistence_column``).
+
+    ``keyed=True`` builds :class:`~psann_stream.keyed.KeyedLearner` members (a state per key, shared
+    weights). Cost: the members' costs added (docs/learner.md has the measured events/s).
+    """
+    make = KeyedLearner if keyed else Learner
+
+    def net(hidden: tuple[int, ...], **state: Any) -> StatefulNet:
+        return StatefulNet(in_features, hidden=hidden, state=StateConfig(mode="trace", **state), seed=seed)
+
+    members: dict[str, Any] = {
+        "memory": make(net((32, 32), oscillatory=True), state_grad="traced", readout="rls"),
+        "wide memory": make(net((64,), oscillatory=True), state_grad="traced", readout="rls"),
+        "fixed state": make(net((32, 32)), readout="rls"),
+        # Adam at this rate overshoots now and then by design (it is here for fast, large moves); the mixture
+        # discounts it when it does, so its monitor would only repeat warnings the user cannot act on
+        "adam": make(net((32, 32)), optimizer="adam", optimizer_kwargs={"lr": 3e-3}, monitor=False),
+        "linear": LinearRLS(in_features),
+    }
+    if persistence_column is not None:
+        members["persistence"] = Persistence(in_features, column=persistence_column)
+    return Ensemble(members, eta=eta, share=share)

@@ -1,0 +1,216 @@
+"""Simple experts for an :class:`~psann_stream.ensemble.Ensemble`: the forecasts a user would try first,
+with the learner protocol (``learn_batch``, ``predict_batch``, ``state_dict``), so that a mixture that
+holds them is never worse than them for long.
+
+* :class:`Persistence`: the prediction is one input column, e.g. the current reading when the target
+  is the same reading one step ahead ("tomorrow = today"), the baseline every forecast must beat;
+* :class:`LinearRLS`: a linear model of the online-standardised inputs, learned by recursive least
+  squares with forgetting (the readout rule of :mod:`psann_stream.readout`, same code).
+
+Both are key-agnostic (``keyed = False``): in a keyed ensemble they see every key's events as one
+stream, as the keyed learner's shared weights do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from numba import njit
+
+from . import _fastpath as fp
+from .errors import CheckpointError, ConfigError, NonFiniteStateError
+from .normalize import RunningStats
+from .readout import initial_readout_matrix, readout_config
+
+__all__ = ["LinearRLS", "Persistence"]
+
+
+def _np(v: Any) -> np.ndarray:
+    """A float64 numpy copy of a saved tensor or array-like."""
+    return v.detach().double().numpy().copy() if isinstance(v, torch.Tensor) else np.array(v, dtype=np.float64)
+
+
+def _rows(X: Any, width: int, owner: str) -> np.ndarray:
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    if X.ndim != 2 or X.shape[1] != width:
+        raise ConfigError(f"{owner}: X must have shape [N, {width}], got {X.shape}.")
+    return X
+
+
+class Persistence:
+    """Predicts input column ``column``: ``y_hat = x[column]``. Learns nothing; has no state.
+
+    >>> Persistence(2, column=1).learn_batch(np.array([[0.5, 3.0]]), np.array([3.5])).tolist()
+    [3.0]
+    """
+
+    keyed = False
+    FORMAT = "psann_stream.persistence/1"
+
+    def __init__(self, in_features: int, *, column: int) -> None:
+        for name, v in (("in_features", in_features), ("column", column)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"Persistence.{name} = {v!r} must be an integer.")
+        if not 0 <= column < in_features:
+            raise ConfigError(f"Persistence.column = {column} is out of range for {in_features} input column(s): "
+                              "name the column that holds the last known value of the target.")
+        self.in_features, self.column = int(in_features), int(column)
+
+    @property
+    def alerts(self) -> list:
+        return []
+
+    def learn_batch(self, X: Any, Y: Any) -> np.ndarray:
+        return _rows(X, self.in_features, "Persistence.learn_batch")[:, self.column].copy()
+
+    def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
+        return _rows(X, self.in_features, "Persistence.predict_batch")[:, self.column].copy()
+
+    def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
+        """Nothing to reset (the learner protocol's hook)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": self.FORMAT, "column": self.column}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        if sd.get("format") != self.FORMAT or sd.get("column") != self.column:
+            raise CheckpointError(f"the saved expert is {dict(sd)!r}, not persistence of column {self.column}; "
+                                  "build the ensemble with the same members.")
+
+
+@njit(cache=True, error_model="numpy")
+def _linear_rls_events(X, Y, learn, w, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, a, sd):
+    """Predict each event with the weights ``w`` on ``z = ((x - mean) / std, 1)`` (statistics before the
+    event, as in the learner's loop), then (``learn``) learn its target by the readout's RLS step and
+    fold ``x`` into the statistics. Returns (events done, status): status 1 a non-finite prediction,
+    2 a non-finite gain; that event changed nothing."""
+    F = X.shape[1]
+    for n in range(X.shape[0]):
+        fp._stds(xm, xm2, xws, xf, xe, sd)
+        for j in range(F):
+            z[j] = (X[n, j] - xm[j]) / sd[j]
+        z[F] = 1.0
+        yh = 0.0
+        for j in range(F + 1):
+            yh += w[j] * z[j]
+        out[n] = yh
+        if not np.isfinite(out[n]):
+            return n, 1
+        if learn and xws[1] >= 2.0:  # before two inputs were seen, z is not yet on the standard scale
+            d = fp._rls_gain(P, z, a, rcfg[0])
+            if not (np.isfinite(d) and d > 0.0):
+                return n, 2
+            e = fp._rls_error(P, Y[n] - yh, rcfg[2])
+            fp._rls_update(P, w, a, d, e, rcfg[0], rcfg[1])
+        fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
+    return X.shape[0], 0
+
+
+class LinearRLS:
+    """A linear model ``y_hat = w . ((x - mean_x) / std_x, 1)`` learned online by recursive least
+    squares with forgetting (:mod:`psann_stream.readout`: the rule, its bounds and the error clip).
+
+    The inputs are standardised online (statistics before each event; values limited to
+    ``normalize_clip`` std when folded in), which keeps ``P`` well conditioned whatever their units;
+    the target is not: least squares is equivariant to the target's scale and offset, and a moving
+    target normalisation would make every past target stale. Learning starts at the third event,
+    once the input statistics have a spread (the first two would be learned on the raw scale).
+
+    Args:
+        in_features: input width ``F``.
+        forgetting: RLS forgetting factor in ``(0, 1]`` (memory ``1 / (1 - forgetting)`` events).
+        prior: the initial ``P = prior * I``, which also caps ``trace(P)``.
+        error_clip: limit the learned error to this many RMS of the past ones (``None``: no limit).
+        normalize_clip: limit values folded into the statistics to ``mean +- clip * std``.
+
+    >>> lin = LinearRLS(2)
+    >>> X = np.random.default_rng(0).standard_normal((3000, 2))
+    >>> p = lin.learn_batch(X, 3 * X[:, 0] - X[:, 1] + 5)
+    >>> bool(np.abs(p[-100:] - (3 * X[-100:, 0] - X[-100:, 1] + 5)).max() < 0.1)
+    True
+    """
+
+    keyed = False
+    FORMAT = "psann_stream.linear_rls/1"
+
+    def __init__(self, in_features: int, *, forgetting: float = 0.999, prior: float = 10.0,
+                 error_clip: float | None = 10.0, normalize_clip: float | None = 10.0) -> None:
+        if isinstance(in_features, bool) or not isinstance(in_features, (int, np.integer)) or in_features < 1:
+            raise ConfigError(f"LinearRLS.in_features = {in_features!r} must be an integer >= 1.")
+        self.in_features = int(in_features)
+        self._rcfg = readout_config("rls", forgetting, prior, error_clip, self.in_features, "LinearRLS")
+        self.prior = float(prior)
+        self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
+        self.reset(optimizer=True)
+
+    @property
+    def alerts(self) -> list:
+        return []
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``[F + 1]``: the weights of the standardised inputs, then the bias (target units)."""
+        return self._w.copy()
+
+    def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool) -> np.ndarray:
+        xs = self.x_stats
+        xws = np.array([xs.weight, xs.count])
+        out = np.empty(X.shape[0])
+        F = self.in_features
+        done, status = _linear_rls_events(X, Y, learn, self._w, self._P, self._rcfg, xs._mean, xs._m2, xws, xs.forget,
+                                          xs.eps, xs.clip or 0.0, out, np.zeros(F + 1), np.zeros(F + 1), np.zeros(F))
+        xs.weight, xs.count = float(xws[0]), int(xws[1])
+        if status:
+            raise NonFiniteStateError(f"LinearRLS: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
+                                      "became non-finite from finite data; that event and those after it were not "
+                                      "learned. Lower prior or scale the inputs down.")
+        return out
+
+    def learn_batch(self, X: Any, Y: Any) -> np.ndarray:
+        """Prequential predictions of ``X [N, F]``, each made before its target ``Y [N]`` is learned."""
+        X = _rows(X, self.in_features, "LinearRLS.learn_batch")
+        Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
+        if Y.shape[0] != X.shape[0]:
+            raise ConfigError(f"LinearRLS.learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
+        return self._run(X, Y, True)
+
+    def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
+        """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics (as
+        the learners do for events that will not be learned), ``False`` leaves them as they were."""
+        X = _rows(X, self.in_features, "LinearRLS.predict_batch")
+        saved = self.x_stats.state_dict() if not advance else None
+        out = self._run(X, np.zeros(X.shape[0]), False)
+        if saved is not None:
+            self.x_stats.load_state_dict(saved)
+        return out
+
+    def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
+        """``optimizer=True`` forgets what was learned (weights and ``P``); a linear model holds no state."""
+        if optimizer:
+            self._w = np.zeros(self.in_features + 1)
+            self._P = initial_readout_matrix("rls", self.in_features, self.prior)
+
+    def state_dict(self) -> dict[str, Any]:
+        stats = lambda s: {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)  # noqa: E731
+                           for k, v in s.state_dict().items()}
+        return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
+                "x_stats": stats(self.x_stats)}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        try:
+            if sd.get("format") != self.FORMAT:
+                raise CheckpointError(f"unknown linear expert state format {sd.get('format')!r}; expected {self.FORMAT!r}.")
+            w, P = _np(sd["w"]), _np(sd["P"])
+            if w.shape != self._w.shape or P.shape != self._P.shape:
+                raise CheckpointError(f"the saved linear expert has {w.shape[0] - 1} input(s); this one has "
+                                      f"{self.in_features}. Build it with the same in_features.")
+            self.x_stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                                          for k, v in sd["x_stats"].items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"the linear expert's state cannot be loaded: {exc}; was it saved by "
+                                  "LinearRLS.state_dict()?") from None
+        self._w, self._P = w, P

@@ -1,0 +1,210 @@
+"""The online mixture (psann_stream.ensemble) and the simple experts (psann_stream.experts): the
+mixture against a float64 reference, its switching guarantee, checkpoints, bad data and bad config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psann_stream import KeyedLearner, Learner, StatefulNet, load_checkpoint, save_checkpoint
+from psann_stream.ensemble import Ensemble, default_ensemble
+from psann_stream.errors import CheckpointError, ConfigError, NonFiniteInputError
+from psann_stream.experts import LinearRLS, Persistence
+from psann_stream.normalize import RunningStats
+
+
+class Preset:
+    """A member whose predictions are given in advance (a test double of the learner protocol)."""
+
+    keyed = False
+    in_features = 1
+
+    def __init__(self, preds: np.ndarray) -> None:
+        self.preds, self.at = preds, 0
+        self.alerts: list = []
+
+    def learn_batch(self, X, Y):
+        out = self.preds[self.at:self.at + len(X)]
+        self.at += len(X)
+        return out
+
+    predict_batch = learn_batch
+
+    def state_dict(self):
+        return {"at": self.at}
+
+    def load_state_dict(self, sd):
+        self.at = sd["at"]
+
+
+def reference_mixture(P: np.ndarray, y: np.ndarray, eta: float, share: float, clip: float) -> np.ndarray:
+    """Fixed share written plainly in float64 (module doc of psann_stream.ensemble), the target scale
+    from a RunningStats fed one value at a time."""
+    K = P.shape[1]
+    w, stats, out = np.full(K, 1.0 / K), RunningStats(1, clip=10.0), np.empty(len(y))
+    for n in range(len(y)):
+        m, s = float(stats.mean[0]), float(stats.std[0])
+        p = np.clip(P[n], m - clip * s, m + clip * s) if stats.count >= 2 else P[n]
+        out[n] = float(w @ p)
+        loss = ((p - y[n]) / s) ** 2
+        v = w * np.exp(-eta * (loss - loss.min()))  # the same weights after normalising, without underflow
+        w = (1 - share) * v / v.sum() + share / K
+        stats.update(np.array([[y[n]]]))
+    return out
+
+
+@given(seed=st.integers(0, 2**32 - 1), eta=st.floats(0.05, 5.0), share=st.floats(1e-12, 0.2),
+       clip=st.floats(0.5, 20.0), K=st.integers(2, 5))
+def test_mixture_matches_the_float64_reference(seed, eta, share, clip, K):
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal(300).cumsum() * 0.1
+    P = y[:, None] + rng.standard_normal((300, K)) * rng.uniform(0.01, 2.0, K)  # members of different quality
+    P[rng.integers(0, 300, 5), rng.integers(0, K, 5)] = 1e6  # absurd predictions, limited by the clip
+    ens = Ensemble({f"m{k}": Preset(P[:, k]) for k in range(K)}, eta=eta, share=share, prediction_clip=clip)
+    got = np.concatenate([ens.learn_batch(np.zeros((n, 1)), y[a:a + n]) for a, n in ((0, 1), (1, 150), (151, 149))])
+    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(reference_mixture(P, y, eta, share, clip)))
+    assert np.isclose(ens.last_weights.sum(axis=1), 1.0, rtol=0, atol=1e-12).all()
+    assert (ens.last_weights >= share / K * (1 - 1e-12)).all()
+
+
+@given(before=st.integers(2, 4000), eta=st.floats(0.05, 8.0), share=st.floats(1e-4, 0.3))
+def test_the_better_member_leads_within_the_share_bound_after_a_switch(before, eta, share):
+    """Member a is right for ``before`` events, then member b: b's weight passes 1/2 within the
+    documented number of events, however long a was better (with share = 0 it would need ~before)."""
+    n = before + 200
+    s = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # alternating: mean ~0, sample variance <= 2
+    X = np.stack([s, -s], axis=1)
+    y = np.where(np.arange(n) < before, s, -s)
+    ens = Ensemble({"a": Persistence(2, column=0), "b": Persistence(2, column=1)}, eta=eta, share=share)
+    ens.learn_batch(X, y)
+    W = ens.last_weights
+    g = 4.0 / 2.0  # the wrong member's loss (2 / std)^2 with std^2 <= 2; the right one's is 0
+    bound = math.floor(math.log((2 - share) / share) / (eta * g)) + 1
+    assert (W[1:before, 0] > 0.5).all()
+    lead = before + int(np.argmax(W[before:, 1] > 0.5))
+    assert W[lead, 1] > 0.5 and lead - before <= bound, (lead - before, bound)
+    assert np.isclose(W.sum(axis=1), 1.0, rtol=0, atol=1e-12).all()
+
+
+def test_mixture_beats_each_member_where_the_best_member_changes():
+    """Member a is accurate (noise 0.05) for 2000 events and poor (noise 1) after; member b the
+    reverse: the mixture follows whichever is accurate, so its error is well below both."""
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(4000)
+    first = np.arange(4000) < 2000
+    noise = rng.standard_normal((4000, 2)) * np.where(first[:, None], [0.05, 1.0], [1.0, 0.05])
+    P = y[:, None] + noise
+    ens = Ensemble({"a": Preset(P[:, 0]), "b": Preset(P[:, 1])})
+    mixed = ens.learn_batch(np.zeros((4000, 1)), y)
+    err = np.abs(P - y[:, None]).mean(axis=0)
+    assert np.abs(mixed - y).mean() < 0.25 * err.min(), (np.abs(mixed - y).mean(), err)
+    assert ens.weights["b"] > 0.9
+
+
+def _stream(n: int, F: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, F))
+    return X, np.sin(X[:, 0]) + 0.5 * np.roll(X[:, 1], 1)
+
+
+def test_checkpoint_continues_bit_identically(tmp_path):
+    X, y = _stream(500)
+    ens = default_ensemble(3, persistence_column=1)
+    ens.learn_batch(X[:300], y[:300])
+    path = save_checkpoint(tmp_path, {"learner": ens.state_dict()}, step=300)
+    twin = default_ensemble(3, persistence_column=1)
+    twin.load_state_dict(load_checkpoint(path)["learner"])
+    assert twin.weights == ens.weights
+    np.testing.assert_array_equal(twin.learn_batch(X[300:], y[300:]), ens.learn_batch(X[300:], y[300:]))
+
+
+def test_foreign_or_mismatched_state_is_refused_with_the_reason():
+    ens = default_ensemble(3)
+    sd = ens.state_dict()
+    with pytest.raises(CheckpointError, match="members"):
+        default_ensemble(3, persistence_column=0).load_state_dict(sd)
+    with pytest.raises(CheckpointError, match="format"):
+        ens.load_state_dict(Learner(StatefulNet(3, hidden=(4,))).state_dict())
+    bad = dict(sd, weights=torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]))
+    with pytest.raises(CheckpointError, match="summing to 1"):
+        ens.load_state_dict(bad)
+    other = dict(sd, members={**sd["members"], "linear": LinearRLS(4).state_dict()})
+    with pytest.raises(CheckpointError, match="'linear'.*in_features"):
+        ens.load_state_dict(other)
+
+
+def test_nonfinite_rows_reach_no_member():
+    X, y = _stream(200)
+    ens, twin = default_ensemble(3), default_ensemble(3)
+    before = ens.state_dict()
+    bad = X.copy()
+    bad[150, 2] = np.nan
+    with pytest.raises(NonFiniteInputError, match="event 150.*x column 2.*no member learned"):
+        ens.learn_batch(bad, y)
+    for name, sd in ens.state_dict()["members"].items():
+        assert ens.members[name].state_dict().keys() == before["members"][name].keys()
+    assert ens.n_learned == 0
+    skipping = default_ensemble(3)
+    skipping.on_nonfinite = "skip"
+    got = skipping.learn_batch(bad, y)
+    keep = np.arange(200) != 150
+    assert np.isnan(got[150]) and skipping.n_skipped == 1
+    np.testing.assert_array_equal(got[keep], twin.learn_batch(X[keep], y[keep]))
+
+
+def test_keyed_ensemble_passes_keys_to_keyed_members_only():
+    X, y = _stream(300)
+    keys = np.array(["a", "b", "c"] * 100, dtype=object)
+    ens = default_ensemble(3, keyed=True)
+    assert ens.keyed
+    out = ens.learn_batch(keys, X, y)
+    assert np.isfinite(out).all()
+    assert sorted(ens.members["memory"].keys) == ["a", "b", "c"]
+    assert isinstance(ens.members["memory"], KeyedLearner) and isinstance(ens.members["linear"], LinearRLS)
+    with pytest.raises(ConfigError, match=r"takes \(keys, X, Y\)"):
+        ens.learn_batch(X, y)
+
+
+def test_bad_configuration_says_what_is_wrong():
+    p = Persistence(2, column=0)
+    with pytest.raises(ConfigError, match="at least two"):
+        Ensemble({"only": p})
+    with pytest.raises(ConfigError, match="eta"):
+        Ensemble({"a": p, "b": LinearRLS(2)}, eta=0.0)
+    for share in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="share"):
+            Ensemble({"a": p, "b": LinearRLS(2)}, share=share)
+    with pytest.raises(ConfigError, match="lacks in_features, learn_batch"):
+        Ensemble({"a": p, "b": object()})
+    with pytest.raises(ConfigError, match="different input widths"):
+        Ensemble({"a": p, "b": LinearRLS(3)})
+    with pytest.raises(ConfigError, match="column = 2 is out of range"):
+        Persistence(2, column=2)
+    with pytest.raises(ConfigError, match="rls_forgetting"):
+        LinearRLS(2, forgetting=1.5)
+
+
+def test_linear_expert_learns_an_affine_map_in_any_units():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3000, 3)) * [1e3, 1e-3, 1.0] + [5e3, 0.0, -2.0]
+    y = 2e-3 * X[:, 0] - 4e2 * X[:, 1] + 0.5 * X[:, 2] + 7.0
+    p = LinearRLS(3).learn_batch(X, y)
+    assert np.abs(p[-500:] - y[-500:]).max() < 0.05 * y.std()
+
+
+def test_linear_expert_checkpoint_and_predict_without_advancing():
+    X, y = _stream(400)
+    lin = LinearRLS(3)
+    lin.learn_batch(X[:200], y[:200])
+    twin = LinearRLS(3)
+    twin.load_state_dict(lin.state_dict())
+    stats = lin.x_stats.state_dict()
+    first = lin.predict_batch(X[200:210], advance=False)
+    np.testing.assert_array_equal(lin.x_stats.state_dict()["mean"], stats["mean"])
+    np.testing.assert_array_equal(lin.predict_batch(X[200:210], advance=False), first)
+    np.testing.assert_array_equal(twin.learn_batch(X[200:], y[200:]), lin.learn_batch(X[200:], y[200:]))
