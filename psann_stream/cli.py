@@ -227,8 +227,9 @@ def _scenario(args: argparse.Namespace) -> int:
         return scenario_main([])
     if not args.name:
         raise ConfigError("scenario run needs a NAME; see `psann-stream scenario list`.")
-    extra = ["--steps", str(args.steps), "--seed", str(args.seed)]
-    for flag, value in (("--json", args.json), ("--plot", args.plot), ("--models", args.models)):
+    extra = ["--seed", str(args.seed)]
+    for flag, value in (("--steps", args.steps and str(args.steps)), ("--json", args.json), ("--plot", args.plot),
+                        ("--models", args.models), ("--data", args.data)):
         if value:
             extra += [flag, value]
     return scenario_main([args.name, *extra])
@@ -323,7 +324,8 @@ def _build_parser() -> argparse.ArgumentParser:
     scen = sub.add_parser("scenario", help="list the drift scenarios, or run one against the baselines")
     scen.add_argument("action", choices=("list", "run"))
     scen.add_argument("name", nargs="?", help="scenario name (for run)")
-    scen.add_argument("--steps", type=int, default=6000)
+    scen.add_argument("--steps", type=int, help="events (default 6000; a real feed: all of its file)")
+    scen.add_argument("--data", help="the file of a real-feed scenario (etth1: the path of ETTh1.csv)")
     scen.add_argument("--seed", type=int, default=0)
     scen.add_argument("--json", help="also write the metrics to this JSON file")
     scen.add_argument("--plot", help="also draw faded error and psann state norms to this PNG (needs matplotlib)")

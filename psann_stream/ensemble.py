@@ -38,7 +38,7 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteInputError
-from .experts import LinearRLS, Persistence, _np
+from .experts import Change, LinearRLS, Persistence, _np
 from .keyed import KeyedLearner
 from .learner import Learner
 from .model import StatefulNet
@@ -312,7 +312,8 @@ class Ensemble:
 
 
 def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | None = None, seed: int = 0,
-                     eta: float = DEFAULT_ETA, share: float = DEFAULT_SHARE) -> Ensemble:
+                     target: Literal["level", "change"] = "level", eta: float = DEFAULT_ETA,
+                     share: float = DEFAULT_SHARE) -> Ensemble:
     """The ensemble chosen by measurement over the scenario suite (docs/scenarios.md, "Choosing the
     default"): four StatefulNet learners that win on different kinds of stream, a linear model, and
     persistence of ``persistence_column`` when the inputs carry the target's last value.
@@ -325,8 +326,16 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
     * ``persistence``: :class:`~psann_stream.experts.Persistence` (only with ``persistence_column``).
 
     ``keyed=True`` builds :class:`~psann_stream.keyed.KeyedLearner` members (a state per key, shared
-    weights). Cost: the members' costs added (docs/learner.md has the measured events/s).
+    weights). ``target="change"`` (needs ``persistence_column``) teaches every learning member the
+    change from the last known value (:class:`~psann_stream.experts.Change`) instead of the level:
+    better on slow real series (ETTh1, docs/scenarios.md). Cost: the members' costs added
+    (docs/learner.md has the measured events/s).
     """
+    if target not in ("level", "change"):
+        raise ConfigError(f"default_ensemble: target = {target!r} is not one of 'level', 'change'.")
+    if target == "change" and persistence_column is None:
+        raise ConfigError("default_ensemble(target='change') learns the change from the last known value: name the "
+                          "input column that holds it with persistence_column.")
     make = KeyedLearner if keyed else Learner
 
     def net(hidden: tuple[int, ...], **state: Any) -> StatefulNet:
@@ -341,6 +350,8 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
         "adam": make(net((32, 32)), optimizer="adam", optimizer_kwargs={"lr": 3e-3}, monitor=False),
         "linear": LinearRLS(in_features),
     }
+    if target == "change":
+        members = {name: Change(m, column=persistence_column) for name, m in members.items()}
     if persistence_column is not None:
         members["persistence"] = Persistence(in_features, column=persistence_column)
     return Ensemble(members, eta=eta, share=share)

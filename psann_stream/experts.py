@@ -5,7 +5,10 @@ holds them is never worse than them for long.
 * :class:`Persistence`: the prediction is one input column, e.g. the current reading when the target
   is the same reading one step ahead ("tomorrow = today"), the baseline every forecast must beat;
 * :class:`LinearRLS`: a linear model of the online-standardised inputs, learned by recursive least
-  squares with forgetting (the readout rule of :mod:`psann_stream.readout`, same code).
+  squares with forgetting (the readout rule of :mod:`psann_stream.readout`, same code);
+* :class:`Change`: any learner, taught the change of the target from the last known value (an input
+  column) instead of its level: on slow real series the level is mostly the last value, and what is
+  left to learn is the change (ETTh1, docs/scenarios.md).
 
 Both are key-agnostic (``keyed = False``): in a keyed ensemble they see every key's events as one
 stream, as the keyed learner's shared weights do.
@@ -24,7 +27,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteStateError
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
 
-__all__ = ["LinearRLS", "Persistence"]
+__all__ = ["Change", "LinearRLS", "Persistence"]
 
 
 def _np(v: Any) -> np.ndarray:
@@ -214,3 +217,57 @@ class LinearRLS:
             raise CheckpointError(f"the linear expert's state cannot be loaded: {exc}; was it saved by "
                                   "LinearRLS.state_dict()?") from None
         self._w, self._P = w, P
+
+
+class Change:
+    """``member`` learns ``y - x[column]`` (the change from the last known value); the prediction is
+    ``x[column]`` plus the member's prediction. Keyed when ``member`` is (then ``learn_batch(keys,
+    X, Y)``); checkpoints hold the member's state.
+
+    >>> c = Change(LinearRLS(1), column=0)
+    >>> X = np.arange(3000.0)[:, None]
+    >>> p = c.learn_batch(X, X[:, 0] + 0.5)  # a ramp: the level runs away, the change is constant
+    >>> bool(abs(p[-1] - 2999.5) < 1e-3)
+    True
+    """
+
+    FORMAT = "psann_stream.change/1"
+
+    def __init__(self, member: Any, *, column: int) -> None:
+        width = getattr(member, "in_features", None)
+        if width is None or not hasattr(member, "learn_batch"):
+            raise ConfigError(f"Change needs a learner (Learner, KeyedLearner, an expert), got {type(member).__name__}.")
+        if isinstance(column, bool) or not isinstance(column, (int, np.integer)) or not 0 <= column < width:
+            raise ConfigError(f"Change.column = {column!r} is out of range for {width} input column(s): name the column "
+                              "that holds the last known value of the target.")
+        self.member, self.column = member, int(column)
+        self.keyed = bool(getattr(member, "keyed", False))
+        self.in_features = int(width)
+
+    @property
+    def alerts(self) -> list:
+        return self.member.alerts
+
+    def _last(self, X: Any) -> np.ndarray:
+        return _rows(X, self.in_features, "Change")[:, self.column]
+
+    def learn_batch(self, *args: Any) -> np.ndarray:
+        """``(X, Y)``, or ``(keys, X, Y)`` for a keyed member: prequential predictions of the level."""
+        *head, X, Y = args
+        last = self._last(X)
+        return self.member.learn_batch(*head, X, np.asarray(Y, dtype=np.float64).reshape(-1) - last) + last
+
+    def predict_batch(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self.member.predict_batch(*args, **kwargs) + self._last(args[-1])
+
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        self.member.reset(*args, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": self.FORMAT, "column": self.column, "member": self.member.state_dict()}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        if sd.get("format") != self.FORMAT or sd.get("column") != self.column:
+            raise CheckpointError(f"the saved state is not a Change of column {self.column} (format {sd.get('format')!r}, "
+                                  f"column {sd.get('column')!r}); build it with the same column.")
+        self.member.load_state_dict(sd["member"])

@@ -32,6 +32,7 @@ from psann_stream.errors import ConfigError
 from .baselines import BASELINES, prequential
 from .horizons import horizon_errors
 from .metrics import faded_mae, summary
+from .etth1 import etth1
 from .streams import SCENARIOS, Scenario
 
 __all__ = ["MODELS", "RECOMMENDED", "format_table", "main", "psann_default", "run_scenario", "windowed"]
@@ -93,11 +94,13 @@ def persistence(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, column: i
 
 
 def ensemble(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, column: int | None = None, *,
-             trace: dict | None = None) -> np.ndarray:
+             trace: dict | None = None, target: str = "level") -> np.ndarray:
     """:func:`psann_stream.ensemble.default_ensemble` on the stream (persistence of ``column`` among its
-    members where the inputs carry the last target); with ``trace``, the mixture weights every
-    ``TRACE_EVERY`` events."""
-    ens = default_ensemble(X.shape[1], keyed=keys is not None, persistence_column=column)
+    members where the inputs carry the last target; ``target="change"``: its members learn the change
+    from it, NaN where there is none); with ``trace``, the mixture weights every ``TRACE_EVERY`` events."""
+    if target == "change" and column is None:
+        return np.full(len(y), np.nan)
+    ens = default_ensemble(X.shape[1], keyed=keys is not None, persistence_column=column, target=target)
     out, steps, weights = np.empty(len(y)), [], []
     for lo in range(0, len(y), TRACE_EVERY):
         hi = min(lo + TRACE_EVERY, len(y))
@@ -129,6 +132,7 @@ def _recommended(X, y, keys, column=None, **kw):
 MODELS = {
     "psann_stream": _recommended,
     "psann_stream (ensemble)": ensemble,
+    "psann_stream (change ensemble)": lambda X, y, keys, column=None, **kw: ensemble(X, y, keys, column, target="change", **kw),
     "psann_stream (truncated)": lambda X, y, keys, column=None: psann_default(X, y, keys),
     "psann_stream (8-window)": lambda X, y, keys, column=None: _recommended(windowed(X, keys), y, keys),
     **{name: _baseline(f) for name, f in BASELINES.items()},
@@ -136,17 +140,32 @@ MODELS = {
 }
 
 
-def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str] | None = None,
-                 *, traces: dict | None = None) -> dict:
+def build_scenario(name: str, n_steps: int | None, seed: int, data: str | None = None) -> Scenario:
+    """Scenario ``name``: a synthetic one of ``n_steps`` events (default 6000) from ``seed``, or a
+    real feed (``etth1``) read from ``data`` (all its events unless ``n_steps``)."""
+    if name == "etth1":
+        if data is None:
+            raise ConfigError("scenario etth1 reads a file: pass --data PATH (../shared/data/ETT/ETTh1.csv here).")
+        return etth1(data, n_steps)
+    if name not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}, etth1 (with --data).")
+    return SCENARIOS[name](6000 if n_steps is None else n_steps, seed)
+
+
+NEEDS_LAST_TARGET = ("persistence", "psann_stream (change ensemble)")  # models of streams whose inputs hold the last target
+TRACED = ("psann_stream", "psann_stream (ensemble)")  # models that fill the state trace of a run
+
+
+def run_scenario(name: str, n_steps: int | None = 6000, seed: int = 0, models: list[str] | None = None,
+                 *, traces: dict | None = None, data: str | None = None) -> dict:
     """Metrics of the chosen models (default all) on scenario ``name`` (see
     :func:`scenarios.metrics.summary`), plus seconds, and psann_stream's state-norm trace and alerts.
-    With ``traces`` (a dict), each model's faded MAE after every step is stored there (for plots)."""
-    if name not in SCENARIOS:
-        raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}.")
+    With ``traces`` (a dict), each model's faded MAE after every step is stored there (for plots).
+    ``data``: the file of a real-feed scenario (:func:`build_scenario`)."""
+    s = build_scenario(name, n_steps, seed, data)
     chosen = list(MODELS) if models is None else models
-    s = SCENARIOS[name](n_steps, seed)
     if models is None and s.persistence_column is None:
-        chosen.remove("persistence")
+        chosen = [m for m in chosen if m not in NEEDS_LAST_TARGET]
     unknown = [m for m in chosen if m not in MODELS]
     if unknown:
         raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}.")
@@ -158,7 +177,7 @@ def run_scenario(name: str, n_steps: int = 6000, seed: int = 0, models: list[str
         fn = MODELS[model]
         t = time.perf_counter()
         column = s.persistence_column
-        pred = fn(X, y, keys, column, trace=state) if model in ("psann_stream", "psann_stream (ensemble)") else fn(X, y, keys, column)
+        pred = fn(X, y, keys, column, trace=state) if model in TRACED else fn(X, y, keys, column)
         seconds = time.perf_counter() - t
         # errors of outlier rows are replaced by 0 so change-point windows keep their time axis
         p = np.where(scored, pred, y)
@@ -193,7 +212,8 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help=f"one of: {', '.join(SCENARIOS)} (omit to list)")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, help="events (default 6000; a real feed: all of its file)")
+    p.add_argument("--data", help="the file of a real-feed scenario (etth1: ETTh1.csv)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)} (default all)")
@@ -202,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.name is None:
         for name, fn in SCENARIOS.items():
             print(f"{name:<16} {fn(200, 0).description}")
+        print(f"{'etth1':<16} (real data, --data PATH) ETTh1 oil temperature one hour ahead from the seven current readings")
         return 0
     traces: dict = {}
-    result = run_scenario(a.name, a.steps, a.seed, a.models.split(",") if a.models else None, traces=traces)
+    result = run_scenario(a.name, a.steps, a.seed, a.models.split(",") if a.models else None, traces=traces, data=a.data)
     print(format_table(result))
     if a.plot:
         from .plots import plot_scenario

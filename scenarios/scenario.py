@@ -24,6 +24,7 @@ class Scenario:
     keyed: bool = False
     outliers: tuple[int, ...] = ()  # rows whose target is a deliberate outlier: learned from, not scored
     autoregressive: bool = False  # x[t + 1] = (x[t][1:], y[t]): the inputs are the series' last values
+    last_target_column: int | None = None  # an input column holding the last target value (if not autoregressive)
 
     @property
     def n_features(self) -> int:
@@ -31,8 +32,8 @@ class Scenario:
 
     @property
     def persistence_column(self) -> int | None:
-        """The input column holding the target's last value (autoregressive streams), else None."""
-        return self.n_features - 1 if self.autoregressive else None
+        """The input column holding the target's last value (the last one on autoregressive streams), else None."""
+        return self.n_features - 1 if self.autoregressive else self.last_target_column
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(X [N, F] float64, y [N], keys [N] or None)``."""

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .run import MODELS
+from .run import MODELS, NEEDS_LAST_TARGET
 from .streams import SCENARIOS
 
 __all__ = ["LENGTH", "main", "markdown", "run_suite", "tail_scores"]
@@ -53,7 +53,7 @@ def run_suite(scenarios: list[str], models: list[str], seeds: list[int], log=pri
             scored = np.ones(len(y), dtype=bool)
             scored[list(s.outliers)] = False
             for model in models:
-                if model == "persistence" and s.persistence_column is None:
+                if model in NEEDS_LAST_TARGET and s.persistence_column is None:
                     continue  # the inputs do not carry the last target
                 t = time.perf_counter()
                 pred = MODELS[model](X, y, keys, s.persistence_column)

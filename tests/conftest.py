@@ -35,3 +35,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # One thread: bit-identical results between runs and processes, and no oversubscription on 2 cores.
 torch.set_num_threads(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--data", default=None,
+                     help="path of ETTh1.csv for the real-feed tests (CI: ../shared/data/ETT/ETTh1.csv); skipped without it")

@@ -1,0 +1,46 @@
+"""ETTh1 (electricity transformer temperature, hourly; Zhou et al., AAAI 2021) as a prequential
+scenario: the oil temperature ``OT`` one hour ahead from the seven current readings.
+
+The file is not part of the project (CC BY-ND 4.0): pass its path (``--data PATH``;
+``../shared/data/ETT/ETTh1.csv`` in this workspace). 17,420 hourly rows give 17,419 events: the
+inputs of event ``t`` are row ``t``'s ``HUFL, HULL, MUFL, MULL, LUFL, LULL, OT``, its target row
+``t + 1``'s ``OT``. Input column 6 (the current ``OT``) is the last known target, so persistence
+("the next hour = now") is a model of the scenario and a member of the ensemble. No change points
+are marked: the drift is real and unlabelled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+
+from psann_stream.errors import ConfigError
+
+from .scenario import Scenario, table
+
+__all__ = ["COLUMNS", "etth1"]
+
+COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
+
+
+def etth1(path: str | Path, n: int | None = None) -> Scenario:
+    """The scenario from the CSV at ``path`` (the first ``n`` events; all by default)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"etth1: no file at {p}; pass the path of ETTh1.csv with --data "
+                          "(../shared/data/ETT/ETTh1.csv here; from the ETDataset repository elsewhere).")
+    t = pacsv.read_csv(p)
+    missing = [c for c in COLUMNS if c not in t.column_names]
+    if missing:
+        raise ConfigError(f"etth1: {p} has no column(s) {missing}; expected the ETTh1 header date,{','.join(COLUMNS)}.")
+    v = np.stack([t.column(c).to_numpy().astype(np.float64) for c in COLUMNS], axis=1)
+    if not np.isfinite(v).all():
+        row = int(np.argmax(~np.isfinite(v).all(axis=1)))
+        raise ConfigError(f"etth1: row {row + 2} of {p} holds a missing or non-finite value; the file is not the original.")
+    x, y = v[:-1], v[1:, COLUMNS.index("OT")]
+    if n is not None:
+        x, y = x[:n], y[:n]
+    return Scenario("etth1", "ETTh1 oil temperature one hour ahead from the seven current readings (real data)",
+                    table(x, y), (), last_target_column=COLUMNS.index("OT"))
