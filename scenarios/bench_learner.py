@@ -9,6 +9,8 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
   normalisers and the monitor on (the defaults: gradient truncated at the state);
 * ``Learner, traced``: the same with exact traces through the state (``state_grad="traced"``), and
   with oscillatory pairs as well (the recommended configuration for memory);
+* ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, five learners side by side and their
+  mixture, in 1,000-event calls;
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
   ``torch.optim.Adam`` step per event (what deep-river and psann do);
 * ``river LinearRegression``: ``river.linear_model.LinearRegression`` learn_one/predict_one on dicts;
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
+from psann_stream.ensemble import default_ensemble
 
 
 def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +54,20 @@ def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig 
     lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), state=state, seed=0), **kwargs)
     lrn.learn_batch(X[:500], y[:500])  # compile
     return _best_rate(lambda: len(lrn.learn_batch(X, y)), repeats)
+
+
+def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000) -> float:
+    """:func:`~psann_stream.ensemble.default_ensemble` (five members, no persistence column) in
+    ``batch``-event calls."""
+    ens = default_ensemble(X.shape[1])
+    ens.learn_batch(X[:500], y[:500])  # compile
+
+    def run() -> int:
+        for lo in range(0, len(y), batch):
+            ens.learn_batch(X[lo:lo + batch], y[lo:lo + batch])
+        return len(y)
+
+    return _best_rate(run, repeats)
 
 
 def eager_adam_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         "Learner, traced": learner_rate(X[: a.events], y[: a.events], a.repeats, state_grad="traced"),
         "Learner, traced, oscillatory pairs": learner_rate(X[: a.events], y[: a.events], a.repeats,
                                                            StateConfig(oscillatory=True), state_grad="traced"),
+        "Ensemble (default_ensemble, 5 members)": ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
         "eager torch Adam": eager_adam_rate(X[: a.eager_events], y[: a.eager_events], a.repeats),
         "river LinearRegression": river_linear_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
         f"KeyedLearner ({a.keys} keys, own weights)": keyed_rate(X[:200_000], y[:200_000], a.keys, a.repeats),
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cores: {os.cpu_count()}; 10 features, 32x32 StatefulNet, exact per-event prequential order")
     truncated = rates["Learner (compiled, ObGD)"]
     print(f"traced learning costs {truncated / rates['Learner, traced']:.2f}x the truncated path per event "
-          f"({truncated / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs)")
+          f"({truncated / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
+          f"ensemble {truncated / rates['Ensemble (default_ensemble, 5 members)']:.2f}x")
 
 
 if __name__ == "__main__":
