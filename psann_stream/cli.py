@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``psann-stream`` console script; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "steps", 1) < 1 or getattr(args, "every", 1) < 1:
+    if getattr(args, "steps", None) is not None and args.steps < 1 or getattr(args, "every", 1) < 1:
         parser.error("--steps and --every must be >= 1")
     try:
         return int(args.func(args))
