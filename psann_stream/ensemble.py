@@ -38,9 +38,9 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteInputError
-from .experts import Change, LinearRLS, Persistence, _np
+from .experts import Change, LinearRLS, Persistence
 from .keyed import KeyedLearner
-from .learner import Learner
+from .learner import Learner, _np
 from .model import StatefulNet
 from .monitor import Alert
 from .normalize import RunningStats
@@ -254,9 +254,23 @@ class Ensemble:
 
     def learn_one(self, *args: Any) -> float:
         """``(x, y)``, or ``(key, x, y)`` when keyed: one event; returns its prediction."""
+        if len(args) != (3 if self.keyed else 2):
+            raise ConfigError(f"Ensemble.learn_one takes ({'key, x, y' if self.keyed else 'x, y'}); got {len(args)} argument(s).")
         *key, x, y = args
+        try:
+            target = np.array([float(y)])
+        except (TypeError, ValueError):
+            raise ConfigError(f"Ensemble.learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
         X = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        return float(self.learn_batch(*([[key[0]]] if key else []), X, np.array([y], dtype=np.float64))[0])
+        return float(self.learn_batch(*([[key[0]]] if key else []), X, target)[0])
+
+    def predict_one(self, *args: Any) -> float:
+        """``(x)``, or ``(key, x)`` when keyed: the prediction for one event, as :meth:`predict_batch`
+        (the members advance as their own ``predict_batch`` does)."""
+        if len(args) != (2 if self.keyed else 1):
+            raise ConfigError(f"Ensemble.predict_one takes ({'key, x' if self.keyed else 'x'}); got {len(args)} argument(s).")
+        X = np.asarray(args[-1], dtype=np.float64).reshape(1, -1)
+        return float(self.predict_batch(*([[args[0]]] if self.keyed else []), X)[0])
 
     def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
         """Forward a reset to every member (``keys`` to the keyed ones; the others reset whole);
@@ -285,7 +299,8 @@ class Ensemble:
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` into an ensemble built with the same members (names and
-        learners); the settings may differ (they change how it goes on, not what it saved)."""
+        learners); the settings may differ (they change how it goes on, not what it saved). All or
+        nothing: when a member refuses its state, the members loaded before it are put back."""
         try:
             if sd.get("format") != FORMAT:
                 raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}.")
@@ -296,19 +311,25 @@ class Ensemble:
             if w.shape != self._w.shape or not np.isfinite(w).all() or abs(w.sum() - 1.0) > 1e-9 or (w < 0).any():
                 raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {len(self.names)} weights summing to 1.")
             y_stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["y_stats"].items()}
-            counters = sd["counters"]
-            for name, m in self.members.items():
-                try:
-                    m.load_state_dict(sd["members"][name])
-                except CheckpointError as exc:
-                    raise CheckpointError(f"ensemble member {name!r}: {exc}") from None
+            counters = {k: int(sd["counters"][k]) for k in ("n_learned", "n_skipped")}
+            states = {name: sd["members"][name] for name in self.names}
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"the ensemble state cannot be loaded: {exc!r}; was it saved by Ensemble.state_dict()?") from None
+        before = {name: m.state_dict() for name, m in self.members.items()}
+        for name, m in self.members.items():
+            try:
+                m.load_state_dict(states[name])
+            except Exception as exc:  # all or nothing: members loaded before this one go back to where they were
+                for done, old in before.items():
+                    if done == name:
+                        break
+                    self.members[done].load_state_dict(old)
+                raise CheckpointError(f"ensemble member {name!r}: {exc} Nothing was loaded.") from None
         self.y_stats.load_state_dict(y_stats)
         self._w = w.copy()
-        self.n_learned, self.n_skipped = int(counters["n_learned"]), int(counters["n_skipped"])
+        self.n_learned, self.n_skipped = counters["n_learned"], counters["n_skipped"]
 
 
 def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | None = None, seed: int = 0,

@@ -24,15 +24,11 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteStateError
+from .learner import _np
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
 
 __all__ = ["Change", "LinearRLS", "Persistence"]
-
-
-def _np(v: Any) -> np.ndarray:
-    """A float64 numpy copy of a saved tensor or array-like."""
-    return v.detach().double().numpy().copy() if isinstance(v, torch.Tensor) else np.array(v, dtype=np.float64)
 
 
 def _rows(X: Any, width: int, owner: str) -> np.ndarray:
