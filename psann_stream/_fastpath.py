@@ -899,6 +899,19 @@ def _sum_sq(v):
 
 
 @njit(cache=True, fastmath={"reassoc"})
+def _adam_move_sums(G, m, v, lr, c1, c2, eps):
+    """The monitor's ``sum(|move|)`` and ``<move, G>`` of the Adam step just taken (the move
+    recomputed from the new moments), in vector lanes (see :func:`_sum_sq`)."""
+    l1 = 0.0
+    along = 0.0
+    for p in range(G.shape[0]):
+        mv = -lr * (m[p] / c1) / (math.sqrt(v[p] / c2) + eps)
+        l1 += abs(mv)
+        along += mv * G[p]
+    return l1, along
+
+
+@njit(cache=True, fastmath={"reassoc"})
 def _sum_abs(v):
     """``sum(|v|)`` in vector lanes, for the monitor only (see :func:`_sum_sq`)."""
     out = 0.0
@@ -1036,26 +1049,27 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
         t = scal[0] + 1.0
         c1 = 1.0 - b1**t
         c2 = 1.0 - b2**t
-        # first pass: the step's l1 from the moments it would write (nothing stored yet)
+        # The check before anything is written: every move finite and below 1e308 / P, so that their
+        # l1 is finite too (NaN fails the comparison). A count, not a sum of floats: exact in any
+        # order, so this trial pass vectorises like the step itself (sqrt and / are exact in lanes).
+        limit = 1e308 / P
+        bad = 0
         for p in range(P):
             g = G[p] * (-delta)
-            m = buf1[p] * b1 + g * (1.0 - b1)
-            v = buf2[p] * b2 + g * g * (1.0 - b2)
-            l1 += abs(-lr * (m / c1) / (math.sqrt(v / c2) + eps))
-        if not math.isfinite(l1):
+            mv = -lr * ((buf1[p] * b1 + g * (1.0 - b1)) / c1) / (math.sqrt((buf2[p] * b2 + g * g * (1.0 - b2)) / c2) + eps)
+            if not abs(mv) < limit:
+                bad += 1
+        if bad:
             return math.nan, 0.0, 0.0, 0.0
-        l1 = 0.0
         scal[0] = t
-        for p in range(P):
+        for p in range(P):  # no reduction in this loop either
             g = G[p] * (-delta)
             buf1[p] = buf1[p] * b1 + g * (1.0 - b1)
             buf2[p] = buf2[p] * b2 + g * g * (1.0 - b2)
-            mv = -lr * (buf1[p] / c1) / (math.sqrt(buf2[p] / c2) + eps)
-            theta[p] += mv
-            l1 += abs(mv)
-            along += mv * G[p]
-            gsq += G[p] * G[p]
-            tl1 += abs(theta[p])
+            theta[p] += -lr * (buf1[p] / c1) / (math.sqrt(buf2[p] / c2) + eps)
+        l1, along = _adam_move_sums(G, buf1, buf2, lr, c1, c2, eps)
+        gsq = _sum_sq(G)
+        tl1 = _sum_abs(theta)
     return l1, along, gsq, tl1
 
 
