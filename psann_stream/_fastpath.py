@@ -1334,7 +1334,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
                                        reset_opt, kind, buf1[r], scal[r])
 
 
-@njit(**_KERNEL)
+@njit(nogil=True, **_KERNEL)  # releases the GIL: an Ensemble runs its members' loops in threads
 def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
                xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out,

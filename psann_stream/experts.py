@@ -79,7 +79,7 @@ class Persistence:
                                   "build the ensemble with the same members.")
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _linear_rls_events(X, Y, learn, w, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, a, sd):
     """Predict each event with the weights ``w`` on ``z = ((x - mean) / std, 1)`` (statistics before the
     event, as in the learner's loop), then (``learn``) learn its target by the readout's RLS step and

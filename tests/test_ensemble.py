@@ -4,6 +4,7 @@ mixture against a float64 reference, its switching guarantee, checkpoints, bad d
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +306,24 @@ def test_engine_runs_a_keyed_ensemble_and_resumes_it_exactly(tmp_path):
     assert run("cut", resume=True).rows_in == 400
     assert read_parts(tmp_path / "cut" / "out").equals(read_parts(tmp_path / "ref" / "out"))
     assert same(load_latest(tmp_path / "cut" / "ck")[1]["learner"], load_latest(tmp_path / "ref" / "ck")[1]["learner"])
+
+
+class Failing(Preset):
+    def learn_batch(self, X, Y):
+        raise RuntimeError("member broke")
+
+
+def test_threads_change_no_result_and_a_member_error_reaches_the_caller():
+    X, y = _stream(600)
+    one, many = default_ensemble(3, persistence_column=0), default_ensemble(3, persistence_column=0)
+    one.threads = 1
+    assert many.threads > 1 or (os.cpu_count() or 1) == 1
+    many.threads = 4  # more threads than this machine may have cores: still one member per thread
+    for lo in range(0, 600, 150):
+        np.testing.assert_array_equal(many.learn_batch(X[lo:lo + 150], y[lo:lo + 150]), one.learn_batch(X[lo:lo + 150], y[lo:lo + 150]))
+    assert same(many.state_dict(), one.state_dict())
+    ens = Ensemble({"ok": Preset(np.zeros(10)), "bad": Failing(np.zeros(10))}, threads=2)
+    with pytest.raises(RuntimeError, match="member broke"):
+        ens.learn_batch(np.zeros((10, 1)), np.zeros(10))
+    with pytest.raises(ConfigError, match="threads"):
+        Ensemble({"a": Persistence(2, column=0), "b": LinearRLS(2)}, threads=0)
