@@ -99,10 +99,35 @@ def _load_config(path: str | None) -> dict:
         raise ConfigError(f"--config {path}: cannot be read ({exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc}).") from None
-    unknown = set(cfg) - {"model", "state", "learner"}
+    unknown = set(cfg) - {"model", "state", "learner", "ensemble"}
     if unknown:
-        raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner].")
+        raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner], "
+                          "or [ensemble] alone.")
+    if "ensemble" in cfg and set(cfg) - {"ensemble"}:
+        raise ConfigError(f"--config {path}: [ensemble] builds its own members (psann_stream.ensemble.default_ensemble); "
+                          "drop [model], [state] and [learner], or drop [ensemble].")
     return cfg
+
+
+ENSEMBLE_KEYS = ("persistence", "target", "eta", "share", "seed")
+
+
+def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
+    """The ``[ensemble]`` section: ``persistence`` (the feature holding the target's last value: a
+    name among ``--features``, or an index), ``target`` ("level" or "change"), ``eta``, ``share``, ``seed``."""
+    from .ensemble import default_ensemble
+
+    unknown = sorted(set(section) - set(ENSEMBLE_KEYS))
+    if unknown:
+        raise ConfigError(f"[ensemble] has unknown key(s) {unknown}; known: {', '.join(ENSEMBLE_KEYS)}.")
+    kw = {k: section[k] for k in ("target", "eta", "share", "seed") if k in section}
+    column = section.get("persistence")
+    if isinstance(column, str):
+        if column not in features:
+            raise ConfigError(f"[ensemble] persistence = {column!r} is not one of the --features {features}; name the "
+                              "feature column that holds the target's last value (or give its index).")
+        column = features.index(column)
+    return default_ensemble(width, keyed=keyed, persistence_column=column, **kw)
 
 
 def _source(args: argparse.Namespace):
@@ -139,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     per_key = bool(lcfg.pop("per_key_weights", False))
     ray = None
     if args.ray:
+        if "ensemble" in cfg:
+            raise ConfigError("--ray shards one keyed learner; an [ensemble] runs on one machine: drop one of them.")
         if args.key is None:
             raise ConfigError("--ray shards keys: give --key.")
         from psann_stream.adapters.ray import ShardedLearner, require_ray
@@ -151,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         explicit = {"per_key_weights": per_key} if "per_key_weights" in cfg.get("learner", {}) else {}
         learner = ShardedLearner(net, args.shards, num_cpus=min(1.0, cpus / args.shards), **explicit, **lcfg)
+    elif "ensemble" in cfg:
+        learner = _ensemble(cfg["ensemble"], features, width, keyed=args.key is not None)
     elif args.key is not None:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
@@ -314,7 +343,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=100_000, help="rows between checkpoints (default 100000)")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     run.add_argument("--init-from", help="start from the learner of this checkpoint (file or directory), e.g. after a warm-up run")
-    run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections")
+    run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections, or an [ensemble] section")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")
     run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")

@@ -108,3 +108,26 @@ def test_init_from_continues_a_warm_up_on_another_source(tmp_path, capsys):
     assert main(base + ["--input", str(tmp_path / "live.arrow"), "--init-from", str(tmp_path / "w"), "--resume",
                         "--checkpoint-dir", str(tmp_path / "w")]) == 2
     assert "Use one" in capsys.readouterr().err
+
+
+def test_run_with_an_ensemble_section_resumes_and_refuses_bad_keys(tmp_path, capsys):
+    from psann_stream.engine import read_parts
+
+    _arrow_file(tmp_path / "s.arrow", n=1200)
+    cfg = tmp_path / "e.toml"
+    cfg.write_text('[ensemble]\npersistence = 0\ntarget = "change"\neta = 2.0\n')
+    base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--config", str(cfg),
+            "--checkpoint-every", "500"]
+    assert main(base + ["--output", str(tmp_path / "a"), "--checkpoint-dir", str(tmp_path / "ca")]) == 0
+    assert "done: 1,200 rows in" in capsys.readouterr().out
+    assert main(base + ["--output", str(tmp_path / "b"), "--checkpoint-dir", str(tmp_path / "cb"), "--resume"]) == 0
+    assert read_parts(tmp_path / "a").equals(read_parts(tmp_path / "b"))
+    capsys.readouterr()
+    for text, want in (('[ensemble]\nshares = 0.1\n', "unknown key(s) ['shares']"),
+                       ('[ensemble]\npersistence = "OT"\n', "'OT' is not one of the --features"),
+                       ('[ensemble]\n[learner]\noptimizer = "adam"\n', "drop [model], [state] and [learner]"),
+                       ('[ensemble]\ntarget = "delta"\n', "target = 'delta' is not one of")):
+        cfg.write_text(text)
+        assert main(base[:-2] + ["--output", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err
+        assert want in err and "Traceback" not in err, err
