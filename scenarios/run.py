@@ -181,7 +181,7 @@ def run_scenario(name: str, n_steps: int | None = 6000, seed: int = 0, models: l
         seconds = time.perf_counter() - t
         # errors of outlier rows are replaced by 0 so change-point windows keep their time axis
         p = np.where(scored, pred, y)
-        results[model] = {**summary(p, y, s.change_points), "seconds": seconds}
+        results[model] = {**summary(p, y, s.change_points, scored=scored), "seconds": seconds}
         if traces is not None:
             traces[model] = faded_mae(np.where(np.isfinite(p), np.abs(p - y), 0.0))
     learner = state.pop("learner", None)
@@ -194,12 +194,16 @@ def run_scenario(name: str, n_steps: int | None = 6000, seed: int = 0, models: l
 def format_table(result: dict) -> str:
     lines = [f"{result['scenario']}: {result['description']} ({result['steps']} steps, change points "
              f"{result['change_points'][:6]}{' ...' if len(result['change_points']) > 6 else ''})",
-             f"{'model':<26} {'MAE':>9} {'RMSE':>9} {'faded MAE':>10} {'mean recovery':>14} {'seconds':>8}"]
+             f"{'model':<31} {'MAE':>9} {'RMSE':>9} {'faded MAE':>10} {'post-change MAE':>16} {'mean recovery':>14} "
+             f"{'seconds':>8}"]
     for model, r in result["models"].items():
         rec = [c["recovery_steps"] for c in r["changes"] if c["recovery_steps"] is not None]
         never = sum(c["recovery_steps"] is None for c in r["changes"])
         rec_s = (f"{np.mean(rec):.0f}" if rec else "-") + (f" ({never} never)" if never else "")
-        lines.append(f"{model:<26} {r['mae']:9.4f} {r['rmse']:9.4f} {r['faded_mae']:10.4f} {rec_s:>14} {r['seconds']:8.2f}")
+        post = [c["post_change_mae"] for c in r["changes"]]
+        post_s = f"{np.mean(post):.4f}" if post else "-"
+        lines.append(f"{model:<31} {r['mae']:9.4f} {r['rmse']:9.4f} {r['faded_mae']:10.4f} {post_s:>16} {rec_s:>14} "
+                     f"{r['seconds']:8.2f}")
     hz = result.get("psann_state", {}).get("horizons")
     if hz:
         at = [h for h in (1, 5, 10, 20) if h <= len(hz["h"])]

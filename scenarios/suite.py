@@ -20,18 +20,18 @@ import time
 
 import numpy as np
 
+from .metrics import post_change_mae
 from .run import MODELS, NEEDS_LAST_TARGET
 from .streams import SCENARIOS
 
 __all__ = ["LENGTH", "main", "markdown", "run_suite", "tail_scores"]
 
 LENGTH = {**{name: 10_000 for name in SCENARIOS if name.startswith("delayed-copy")}, "narma10": 20_000}
-POST_CHANGE = 500
 
 
 def tail_scores(pred: np.ndarray, y: np.ndarray, change_points: list[int], scored: np.ndarray) -> dict:
     """MAE, normalised MSE over the last 20%, NRMSE over the last quarter, and the MAE of the
-    ``POST_CHANGE`` events after each change point (``scored`` masks deliberate outliers)."""
+    ``metrics.POST_CHANGE`` events after each change point (``scored`` masks deliberate outliers)."""
     err = np.where(scored, pred - y, 0.0)
     n = len(y)
     t20, t25 = slice(int(0.8 * n), n), slice(int(0.75 * n), n)
@@ -40,7 +40,7 @@ def tail_scores(pred: np.ndarray, y: np.ndarray, change_points: list[int], score
         "mae": float(np.abs(err[scored]).mean()),
         "nmse_last20": float(np.mean(err[t20][scored[t20]] ** 2) / var20) if var20 > 0 else float("nan"),
         "nrmse_last25": float(np.sqrt(np.mean(err[t25][scored[t25]] ** 2) / var25)) if var25 > 0 else float("nan"),
-        "post_change_mae": [float(np.abs(err[c:c + POST_CHANGE][scored[c:c + POST_CHANGE]]).mean()) for c in change_points],
+        "post_change_mae": post_change_mae(err, change_points, scored),
     }
 
 

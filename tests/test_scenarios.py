@@ -67,12 +67,18 @@ def test_summary_ignores_nothing_but_non_finite_predictions():
 
 
 def test_the_plot_shows_every_models_faded_error_the_change_points_and_state_against_max_abs(tmp_path):
+    from psann_stream.scenarios.metrics import POST_CHANGE
     from psann_stream.scenarios.plots import plot_scenario
 
     traces: dict = {}
-    result = run_scenario("sine-switch", 800, 0, ["psann_stream", "river HATR"], traces=traces)
+    result = run_scenario("sine-switch", 800, 0, ["psann_stream", "psann_stream (ensemble)", "river HATR"], traces=traces)
     fig = plot_scenario(result, traces, tmp_path / "p.png")
-    err_ax, state_ax = fig.axes
+    err_ax, state_ax, mix_ax = fig.axes
+    spans = sorted(p.get_x() for p in err_ax.patches)
+    assert spans == result["change_points"] and all(p.get_width() == POST_CHANGE for p in err_ax.patches)
+    mix = result["psann_state"]["ensemble"]
+    assert len(mix_ax.collections) == len(mix["members"]) == len(mix["weights"])
+    np.testing.assert_allclose(np.sum(mix["weights"], axis=0), 1.0, rtol=0, atol=1e-12)
     lines = {line.get_label(): line for line in err_ax.get_lines()}
     for model in ("psann_stream", "river HATR"):
         np.testing.assert_array_equal(lines[model].get_ydata(), traces[model])
