@@ -20,8 +20,8 @@ def _run(code: str) -> dict:
     return scope
 
 
-def test_readme_has_four_python_examples():
-    assert len(_blocks()) == 4
+def test_readme_has_five_python_examples():
+    assert len(_blocks()) == 5
 
 
 def test_readme_model_example_runs_and_learns(capsys):
@@ -47,7 +47,18 @@ def test_readme_memory_example_recovers_a_delayed_value():
     assert scope["nmse"] < 0.1  # the text says ~0.03; no memory at all would give ~1.0
 
 
-def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
+def test_readme_ensemble_example_learns_and_prints_its_weights(capsys):
     scope = _run(_blocks()[3])
+    ens, X = scope["ens"], scope["X"]
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1]
+    err = np.abs(scope["preds"] - y)
+    assert err[-500:].mean() < 0.5 * err[:500].mean()
+    assert list(ens.weights) == ["memory", "wide memory", "fixed state", "adam", "linear"]
+    assert abs(sum(ens.weights.values()) - 1.0) < 1e-12
+    assert "'memory':" in capsys.readouterr().out
+
+
+def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
+    scope = _run(_blocks()[4])
     assert scope["mae"].get() < 2.0  # river's StandardScaler | LinearRegression: 2.23 on this stream
     assert "MAE" in capsys.readouterr().out
