@@ -157,9 +157,10 @@ def _run(args: argparse.Namespace) -> int:
     source = _source(args)
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
-    net = StatefulNet(width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
-                      state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
-                      seed=int(model_cfg.get("seed", 0)))
+    net = None if "ensemble" in cfg else StatefulNet(
+        width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
+        state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
+        seed=int(model_cfg.get("seed", 0)))
     lcfg = dict(cfg.get("learner", {}))
     per_key = bool(lcfg.pop("per_key_weights", False))
     ray = None

@@ -45,10 +45,10 @@ import torch
 from numba import njit
 
 from . import _fastpath as fp
-from .errors import CheckpointError, ConfigError, NonFiniteInputError
+from .errors import CheckpointError, ConfigError
 from .experts import Change, LinearRLS, Persistence
 from .keyed import KeyedLearner
-from .learner import Learner, _np
+from .learner import Learner, _np, nonfinite_rows
 from .model import StatefulNet
 from .monitor import Alert
 from .normalize import RunningStats
@@ -211,21 +211,9 @@ class Ensemble:
             raise ConfigError(f"Ensemble.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
         return keys, X, Y
 
-    def _bad_rows(self, X: np.ndarray, Y: np.ndarray | None) -> np.ndarray:
-        bad = ~np.isfinite(X).all(axis=1)
-        if Y is not None:
-            bad |= ~np.isfinite(Y)
-        if bad.any() and self.on_nonfinite == "raise":
-            n = int(np.argmax(bad))
-            col = np.flatnonzero(~np.isfinite(X[n]))
-            what = f"x column {int(col[0])} is {float(X[n, col[0]])!r}" if len(col) else f"y is {float(Y[n])!r}"  # type: ignore[index]
-            raise NonFiniteInputError(f"Ensemble: event {n} of this batch (learned events so far: {self.n_learned}): {what}; "
-                                      "no member learned this batch. Clean the data, or use on_nonfinite='skip'.")
-        return bad
-
     def _run(self, args: Sequence[Any], learn: bool) -> np.ndarray:
         keys, X, Y = self._split(args, learn)
-        bad = self._bad_rows(X, Y)
+        bad = nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, "no member learned this batch")
         good = ~bad
         if bad.any():
             X, Y = X[good], None if Y is None else Y[good]
