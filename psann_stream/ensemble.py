@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Literal, Mapping, Sequence
 
@@ -165,6 +166,7 @@ class Ensemble:
             raise ConfigError(f"Ensemble.threads = {threads!r} is out of range: need None or an integer >= 1.")
         self.threads = 1 if self.keyed else min(len(self.names), threads or os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
+        self._seconds = np.zeros(len(self.names))  # each member's time on the last batch (thread scheduling)
         self.y_stats = RunningStats(1, clip=10.0)
         self._w = np.full(len(self.names), 1.0 / len(self.names))
         self._yws = np.zeros(2)
@@ -220,23 +222,29 @@ class Ensemble:
             keys = None if keys is None else np.asarray(keys, dtype=object)[good]
         P = np.empty((X.shape[0], len(self.names)))
 
-        def member(k: int, m: Any) -> None:
+        members = list(self.members.values())
+
+        def member(k: int) -> None:
+            m, start = members[k], time.perf_counter()
             with_keys = getattr(m, "keyed", False)
             if learn:
                 P[:, k] = m.learn_batch(keys, X, Y) if with_keys else m.learn_batch(X, Y)
             else:
                 P[:, k] = m.predict_batch(keys, X) if with_keys else m.predict_batch(X)
+            self._seconds[k] = time.perf_counter() - start
 
         if self.threads > 1 and X.shape[0]:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="psann-ensemble")
-            jobs = [self._pool.submit(member, k, m) for k, m in enumerate(self.members.values())]
-            wait(jobs)
-            for job in jobs:
-                job.result()  # the first member's error, in member order, once all have finished
+            # the slowest members (last batch) first, so the threads finish together; the order of
+            # submission changes no result
+            jobs = {k: self._pool.submit(member, k) for k in np.argsort(-self._seconds, kind="stable").tolist()}
+            wait(jobs.values())
+            for k in range(len(members)):
+                jobs[k].result()  # the first member's error, in member order, once all have finished
         else:
-            for k, m in enumerate(self.members.values()):
-                member(k, m)
+            for k in range(len(members)):
+                member(k)
         for name, m in self.members.items():
             new = m.alerts[self._seen[name]:]
             self._alerts.extend(new)
@@ -356,7 +364,8 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
     persistence of ``persistence_column`` when the inputs carry the target's last value.
 
     * ``memory``: 32x32 oscillatory pairs, traced gradients through the state, RLS readout;
-    * ``wide memory``: one layer of 64 oscillatory units (32 pairs), traced, RLS readout;
+    * ``wide memory``: one layer of 128 oscillatory units (64 pairs), traced, RLS readout (the
+      member that holds delayed values: docs/scenarios.md);
     * ``fixed state``: 32x32 with the default fixed-rate state, truncated gradient, RLS readout;
     * ``adam``: 32x32, truncated gradient, Adam (lr 3e-3) on every weight;
     * ``linear``: :class:`~psann_stream.experts.LinearRLS`;
@@ -380,7 +389,7 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
 
     members: dict[str, Any] = {
         "memory": make(net((32, 32), oscillatory=True), state_grad="traced", readout="rls"),
-        "wide memory": make(net((64,), oscillatory=True), state_grad="traced", readout="rls"),
+        "wide memory": make(net((128,), oscillatory=True), state_grad="traced", readout="rls"),
         "fixed state": make(net((32, 32)), readout="rls"),
         # Adam at this rate overshoots now and then by design (it is here for fast, large moves); the mixture
         # discounts it when it does, so its monitor would only repeat warnings the user cannot act on
