@@ -1219,7 +1219,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     advance with the state, learned or not (``EN``: scratch of the same size, zero where unused). With
     ``rls`` the head (readout) is learned by recursive least squares on the last layer's outputs and
     a constant (``P`` its inverse-correlation matrix, then two error statistics; ``rcfg = (forgetting,
-    trace cap, error clip)``, ``RZ`` scratch of shape (2, h_last + 1)) and the optimiser moves every
+    trace cap, error clip, warm-up)``: with ``yon`` it learns once the target statistics hold that
+    many values; ``RZ`` scratch of shape (2, h_last + 1)) and the optimiser moves every
     other parameter."""
     F = x.shape[0]
     XN, SD = NS[0, :F], NS[1, :F]
@@ -1244,7 +1245,8 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     if learn:
         delta = (y - my) / sy - yh
         d = 0.0
-        if rls:  # the readout's gain first: nothing is written before every part of the step is finite
+        readout_learns = rls and (not yon or yws[1] >= rcfg[3])  # after the target statistics' warm-up
+        if readout_learns:  # the readout's gain first: nothing is written before every part of the step is finite
             hw, hl = head[0], head[2]
             top = work[lay.shape[0] - 1]
             for j in range(hl):
@@ -1273,7 +1275,7 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
                 l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return pred, 2
-        if rls:
+        if readout_learns:
             _rls_update(P, theta[head[0]:head[0] + head[2] + 1], RZ[1], d, e_rls, rcfg[0], rcfg[1])
         eff = along / delta if delta != 0.0 else 0.0
     for l in range(lay.shape[0]):

@@ -418,7 +418,8 @@ class Learner:
         if not np.isfinite(p):
             self._raise_state_error(index, 1, 0)
         delta = (y - my) / sy - yh
-        if self.readout == "rls" and not self._rls_gain_ok(acts_out[0]):
+        readout_learns = self.readout == "rls" and (not self.normalize_y or ys.count >= self._rcfg[3])
+        if readout_learns and not self._rls_gain_ok(acts_out[0]):
             self._raise_state_error(index, 2, 0)  # checked before anything moves, as the compiled loop does
         params = list(model.parameters())
         before = [q.detach().clone() for q in params]
@@ -442,7 +443,7 @@ class Learner:
             if traces is not None:
                 traces.traces = traces_before
             self._raise_state_error(index, 2, 0)
-        if self.readout == "rls":
+        if readout_learns:
             self._rls_reference(acts_out[0], delta)
         model.commit_state(new_state, force_detach=True)
         if self.normalize_x:
@@ -474,7 +475,7 @@ class Learner:
         z = np.append(h, 1.0)
         n = z.shape[0]
         P, (err_sq, err_w) = self._P[: n * n].reshape(n, n), self._P[n * n:]
-        lam, cap, clip = self._rcfg
+        lam, cap, clip = self._rcfg[:3]
         a = P @ z
         d = lam + z @ a  # finite and positive: _rls_gain_ok checked it before the optimiser step
         if clip > 0 and err_w > 0:

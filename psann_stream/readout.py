@@ -9,7 +9,12 @@ stateful layer's outputs and a constant) and the a-priori error ``e`` of the nor
 
 ``P`` starts at ``prior * I``; ``cap = prior * (h + 1)`` is the trace of that prior. The error it
 learns is limited to ``rls_error_clip`` (default 10) times the RMS of the errors learned before (a
-discounted mean, 0.999 per event), so one absurd target cannot throw the readout across the space. The update keeps
+discounted mean, 0.999 per event), so one absurd target cannot throw the readout across the space. With a target normaliser, the readout first learns at the event after the target statistics
+hold ``RLS_WARMUP`` (10) values: a second-order step fits the targets it has seen at once, and
+targets normalised by a mean and deviation from one or two values are off by their whole level (the
+first ETTh1 temperatures came out 30 deviations high, and the readout that fitted them predicted
+hundreds of degrees off for a hundred events); the optimiser learns the layers below meanwhile. The
+update keeps
 ``P`` symmetric positive definite (Sherman-Morrison of ``P^-1 + z z^T / lam``), and ``f`` keeps its
 trace at most ``cap`` whatever the inputs: without it, forgetting divides ``P`` by ``lam`` at every
 event in the directions the inputs do not excite, and ``P`` grows without bound (wind-up). The layers
@@ -25,18 +30,20 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["RLS_HINT", "Readout", "READOUTS", "initial_readout_matrix", "readout_config"]
+__all__ = ["RLS_HINT", "RLS_WARMUP", "Readout", "READOUTS", "initial_readout_matrix", "readout_config"]
 
 Readout = Literal["gradient", "rls"]
 READOUTS: tuple[str, ...] = ("gradient", "rls")
 # The end of a non-finite-update message when the readout is RLS: its gain is the other step that can fail.
+RLS_WARMUP = 10  # target values the normaliser holds before the readout learns (module doc)
 RLS_HINT = "; with readout='rls' the readout's gain can also overflow: lower rls_prior or scale the inputs down."
 
 
 def readout_config(readout: object, forgetting: object, prior: object, error_clip: object, width: int,
                    owner: str) -> np.ndarray:
-    """``[forgetting, cap, error clip]`` for the compiled loop (``cap = prior * (width + 1)``, ``width``
-    the last layer's units; error clip 0 for none), after checking every setting (``ConfigError``)."""
+    """``[forgetting, cap, error clip, warm-up]`` for the compiled loop (``cap = prior * (width + 1)``,
+    ``width`` the last layer's units; error clip 0 for none; warm-up ``RLS_WARMUP``), after checking
+    every setting (``ConfigError``)."""
     if readout not in READOUTS:
         raise ConfigError(f"{owner}.readout = {readout!r} is not one of {', '.join(map(repr, READOUTS))}.")
     for name, v in (("rls_forgetting", forgetting), ("rls_prior", prior)):
@@ -50,7 +57,8 @@ def readout_config(readout: object, forgetting: object, prior: object, error_cli
     if error_clip is not None and (isinstance(error_clip, bool) or not isinstance(error_clip, (int, float))
                                    or not math.isfinite(error_clip) or error_clip <= 0):
         raise ConfigError(f"{owner}.rls_error_clip = {error_clip!r} is out of range: need None or a finite value > 0.")
-    return np.array([float(forgetting), float(prior) * (width + 1), 0.0 if error_clip is None else float(error_clip)])
+    return np.array([float(forgetting), float(prior) * (width + 1), 0.0 if error_clip is None else float(error_clip),
+                     float(RLS_WARMUP)])
 
 
 def initial_readout_matrix(readout: str, width: int, prior: float) -> np.ndarray:
