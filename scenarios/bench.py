@@ -15,6 +15,8 @@ added). Rows:
   each call's time;
 * ``psann_stream recommended ...``: the same two with the scenario suite's recommended configuration
   (oscillatory state pairs, learned with exact traces through the state: ``scenarios.run.RECOMMENDED``);
+* ``psann_stream ensemble ...``: the same two with :func:`~psann_stream.ensemble.default_ensemble`
+  (five learners and their mixture; members in threads);
 * the baselines of :mod:`psann_stream.scenarios.baselines`, called once per event.
 
 Slow models learn fewer events (``--slow-events``); rates are per event, so they compare. Machines
@@ -55,6 +57,7 @@ def measure(name: str, n_events: int) -> dict:
 
     torch.set_num_threads(1)
     from psann_stream import Learner, StateConfig, StatefulNet
+    from psann_stream.ensemble import default_ensemble
 
     from .baselines import BASELINES, prequential
     from .run import RECOMMENDED
@@ -66,8 +69,14 @@ def measure(name: str, n_events: int) -> dict:
         rec = "recommended" in name
         cfg = StateConfig.from_mapping({"mode": "trace", **RECOMMENDED["state"]}) if rec else StateConfig()
         kwargs = RECOMMENDED["learner"] if rec else {}
-        Learner(StatefulNet(10, hidden=(32, 32), state=cfg, seed=1), **kwargs).learn_batch(*warm)  # compile the loop
-        lrn = Learner(StatefulNet(10, hidden=(32, 32), state=cfg, seed=0), **kwargs)
+
+        def make(seed: int):
+            if "ensemble" in name:
+                return default_ensemble(10, seed=seed)
+            return Learner(StatefulNet(10, hidden=(32, 32), state=cfg, seed=seed), **kwargs)
+
+        make(1).learn_batch(*warm)  # compile the loops
+        lrn = make(0)
         base = _peak_mb()
         t0 = time.perf_counter()
         if name.endswith("learn_batch"):
@@ -104,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-events", type=int, default=1_000, help=f"events for {', '.join(sorted(SLOW))} (default 1,000)")
     a = p.parse_args(argv)
     names = ["psann_stream learn_batch", "psann_stream learn_one", "psann_stream recommended learn_batch",
-             "psann_stream recommended learn_one", *BASELINES]
+             "psann_stream recommended learn_one", "psann_stream ensemble learn_batch", "psann_stream ensemble learn_one",
+             *BASELINES]
     ctx = mp.get_context("spawn")
     rows = {}
     for name in names:
