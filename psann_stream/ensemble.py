@@ -11,12 +11,20 @@ for every event predicts ``sum_k w_k p_k`` with weights learned from the members
 2. the members' predictions are limited to ``mean_y +- prediction_clip * std_y`` (the running target
    statistics before the event): one member's absurd prediction cannot move the mixture further;
 3. ``y_hat = sum_k w_k p_k`` with the weights before the event;
-4. with the losses ``l_k = ((p_k - y) / std_y)^2`` (squared error in target standard deviations):
-   ``v_k = w_k exp(-eta l_k)``, normalised, then ``w_k = (1 - share) v_k + share / K`` (fixed share,
-   Herbster & Warmuth 1998); ``y`` is folded into the target statistics.
+4. with the losses ``l_k = ((p_k - y) / std_y)^2 / s``: squared error in target standard deviations,
+   over ``s``, the mixture's own recent squared error in the same units (an exponential average,
+   ``LOSS_SCALE_DECAY`` 0.99 per event, limited to ``[1e-6, 1]``): ``v_k = w_k exp(-eta l_k)``,
+   normalised, then ``w_k = (1 - share) v_k + share / K`` (fixed share, Herbster & Warmuth 1998);
+   ``y`` is folded into the target statistics and the mixture's error into ``s``.
+
+Why ``s``: it makes ``eta`` mean the same on an easy stream as on a hard one. Without it a mixture
+whose members err by 0.03 standard deviations sees their losses differ by ~1e-3 per event, and the
+weights need thousands of events to follow the best member (Mackey-Glass one step ahead: the mixture
+2.7x worse than its best member; with ``s``: 1.04x; docs/scenarios.md).
 
 What the share guarantees: every weight stays ``>= share / K`` however long its member was worse.
-With two members, once one predicts better by a loss margin of at least ``g`` per event, its weight
+With two members, once one predicts better by a margin of at least ``g`` per event in squared target
+standard deviations (``s <= 1`` only makes the losses' margin larger), its weight
 passes one half within ``floor(ln((2 - share) / share) / (eta g)) + 1`` events, whatever came before
 (its odds start at ``share / (2 - share)`` or better and grow by ``exp(eta g)`` per event; the share
 step only pulls a weight below one half up). Without the share, a member that lost for T events
@@ -57,16 +65,19 @@ from .state import StateConfig
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_SHARE", "Ensemble", "default_ensemble"]
 
-DEFAULT_ETA = 1.0  # learning rate of the weights, per squared target-std of error (chosen on the suite)
+DEFAULT_ETA = 0.5  # learning rate of the weights, per unit of the scaled loss (chosen on the suite)
+LOSS_SCALE_DECAY = 0.99  # the exponential average of the mixture's squared error that scales the losses
+LOSS_SCALE_FLOOR = 1e-6  # ... and its floor: a mixture that is exact for a while does not divide by 0
 DEFAULT_SHARE = 0.01  # fixed share: the weight every member keeps, times K
 FORMAT = "psann_stream.ensemble/1"
 
 
 @njit(cache=True, error_model="numpy")
-def _mix_events(P, Y, learn, w, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, scratch):
+def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, scratch):
     """The mixture over the members' predictions ``P [N, K]`` of consecutive events (module doc,
     steps 2-4): ``out[n]`` is event ``n``'s prediction with the weights ``W[n]`` held before it;
-    with ``learn`` the weights ``w`` and the target statistics (``ym, ym2, yws``) then take ``Y[n]``."""
+    with ``learn`` the weights ``w``, the loss scale ``scale[0]`` and the target statistics (``ym,
+    ym2, yws``) then take ``Y[n]``."""
     N, K = P.shape
     for n in range(N):
         sy = fp._std(ym, ym2, yws, yf, ye, 0)
@@ -83,10 +94,11 @@ def _mix_events(P, Y, learn, w, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, 
         out[n] = acc
         if not learn:
             continue
+        s = min(max(scale[0], LOSS_SCALE_FLOOR), 1.0)
         low = math.inf
         for k in range(K):
             r = (loss[k] - Y[n]) / sy
-            loss[k] = r * r
+            loss[k] = r * r / s
             low = min(low, loss[k])
         total = 0.0
         for k in range(K):
@@ -94,6 +106,8 @@ def _mix_events(P, Y, learn, w, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, 
             total += w[k]
         for k in range(K):
             w[k] = (1.0 - share) * (w[k] / total) + share / K
+        r = (acc - Y[n]) / sy
+        scale[0] = LOSS_SCALE_DECAY * scale[0] + (1.0 - LOSS_SCALE_DECAY) * r * r
         scratch[0], scratch[1] = Y[n], sy
         fp._stats_update(ym, ym2, yws, yf, nclip, scratch[:1], scratch[1:])
 
@@ -115,7 +129,7 @@ class Ensemble:
 
     Args:
         members: name -> learner, at least two, all with the same ``in_features``.
-        eta: how fast the weights follow the errors (per squared target standard deviation), > 0.
+        eta: how fast the weights follow the errors (per unit of the scaled loss: module doc), > 0.
         share: fixed share in ``(0, 1)``: each weight stays ``>= share / K``, so a member that was
             worse for long can lead again soon after a change (a tiny share, e.g. 1e-9, is close to
             plain exponential weighting).
@@ -169,6 +183,7 @@ class Ensemble:
         self._seconds = np.zeros(len(self.names))  # each member's time on the last batch (thread scheduling)
         self.y_stats = RunningStats(1, clip=10.0)
         self._w = np.full(len(self.names), 1.0 / len(self.names))
+        self._scale = np.ones(1)  # the loss scale s (module doc)
         self._yws = np.zeros(2)
         self._alerts: list[Alert] = []
         self._seen = {name: 0 for name in self.names}
@@ -253,7 +268,7 @@ class Ensemble:
         W = np.empty_like(P)
         ys = self.y_stats
         self._yws[0], self._yws[1] = ys.weight, ys.count
-        _mix_events(P, np.zeros(0) if Y is None else Y, learn, self._w, ys._mean, ys._m2, self._yws, ys.forget, ys.eps,
+        _mix_events(P, np.zeros(0) if Y is None else Y, learn, self._w, self._scale, ys._mean, ys._m2, self._yws, ys.forget, ys.eps,
                     ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0, mixed, W,
                     np.empty(len(self.names)), np.empty(2))
         ys.weight, ys.count = float(self._yws[0]), int(self._yws[1])
@@ -298,7 +313,7 @@ class Ensemble:
 
     def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
         """Forward a reset to every member (``keys`` to the keyed ones; the others reset whole);
-        ``optimizer=True`` also returns the mixture to equal weights."""
+        ``optimizer=True`` also returns the mixture to equal weights and its loss scale to 1."""
         for m in self.members.values():
             if getattr(m, "keyed", False):
                 m.reset(keys, state=state, optimizer=optimizer)
@@ -306,14 +321,16 @@ class Ensemble:
                 m.reset(state=state, optimizer=optimizer)
         if optimizer:
             self._w[:] = 1.0 / len(self.names)
+            self._scale[0] = 1.0
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The mixture (weights, target statistics, settings, counters) and every member's own state."""
+        """The mixture (weights, loss scale, target statistics, settings, counters) and every member's own state."""
         return {
             "format": FORMAT,
             "names": list(self.names),
             "weights": torch.from_numpy(self._w.copy()),
+            "loss_scale": float(self._scale[0]),
             "settings": {"eta": self.eta, "share": self.share, "prediction_clip": self.prediction_clip},
             "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
                         for k, v in self.y_stats.state_dict().items()},
@@ -335,6 +352,9 @@ class Ensemble:
             if w.shape != self._w.shape or not np.isfinite(w).all() or abs(w.sum() - 1.0) > 1e-9 or (w < 0).any():
                 raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {len(self.names)} weights summing to 1.")
             y_stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["y_stats"].items()}
+            scale = float(sd["loss_scale"])
+            if not (math.isfinite(scale) and scale >= 0.0):
+                raise CheckpointError(f"the saved loss scale {scale!r} is not a finite value >= 0.")
             counters = {k: int(sd["counters"][k]) for k in ("n_learned", "n_skipped")}
             states = {name: sd["members"][name] for name in self.names}
         except CheckpointError:
@@ -353,6 +373,7 @@ class Ensemble:
                 raise CheckpointError(f"ensemble member {name!r}: {exc} Nothing was loaded.") from None
         self.y_stats.load_state_dict(y_stats)
         self._w = w.copy()
+        self._scale[0] = scale
         self.n_learned, self.n_skipped = counters["n_learned"], counters["n_skipped"]
 
 

@@ -48,16 +48,17 @@ class Preset:
 
 def reference_mixture(P: np.ndarray, y: np.ndarray, eta: float, share: float, clip: float) -> np.ndarray:
     """Fixed share written plainly in float64 (module doc of psann_stream.ensemble), the target scale
-    from a RunningStats fed one value at a time."""
+    from a RunningStats fed one value at a time, the loss scale an average of the mixture's errors."""
     K = P.shape[1]
-    w, stats, out = np.full(K, 1.0 / K), RunningStats(1, clip=10.0), np.empty(len(y))
+    w, stats, out, scale = np.full(K, 1.0 / K), RunningStats(1, clip=10.0), np.empty(len(y)), 1.0
     for n in range(len(y)):
         m, s = float(stats.mean[0]), float(stats.std[0])
         p = np.clip(P[n], m - clip * s, m + clip * s) if stats.count >= 2 else P[n]
         out[n] = float(w @ p)
-        loss = ((p - y[n]) / s) ** 2
+        loss = ((p - y[n]) / s) ** 2 / min(max(scale, 1e-6), 1.0)
         v = w * np.exp(-eta * (loss - loss.min()))  # the same weights after normalising, without underflow
         w = (1 - share) * v / v.sum() + share / K
+        scale = 0.99 * scale + 0.01 * ((out[n] - y[n]) / s) ** 2
         stats.update(np.array([[y[n]]]))
     return out
 
