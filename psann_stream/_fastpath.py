@@ -38,6 +38,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+F64_MAX = 1.7976931348623157e308  # np.finfo(np.float64).max
 MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 events)
 RATE_CAP = 1.0 - 2.0**-20  # = psann_stream.state.RATE_CAP (the kernel imports nothing from the package)
 
@@ -145,6 +146,12 @@ def _fma(typingctx, a, b, c):
 
 @njit(cache=True, inline="always")
 def _exp_parts(v):
+    """``exp(v)`` as ``(mantissa part, bits of 2**k)``: the caller multiplies the first by the second
+    read as a float64. Below -708 (where ``2**k`` has no normal float64) the mantissa part is 0, so
+    ``exp`` underflows to 0 as libm's does (libm gives subnormals down to -745: a difference below
+    2.3e-308); a floor of ``exp(-708) = 3.3e-308`` instead would make ``|z| exp(-d |z|)``, the
+    decay's gradient, O(1) at ``|z|`` near 1e308 where its limit is 0."""
+    under = v < -708.0
     v = min(max(v, -708.0), 709.0)
     k = math.floor(v * _LOG2E + 0.5)
     r = (v - k * _LN2_HI) - k * _LN2_LO
@@ -161,7 +168,7 @@ def _exp_parts(v):
     p = _fma(r, p, 1.0 / 6)
     p = _fma(r, p, 0.5)
     p = _fma(r, p, 1.0)
-    return _fma(r, p, 1.0), (np.int64(k) + 1023) << 52
+    return (0.0 if under else _fma(r, p, 1.0)), (np.int64(k) + 1023) << 52
 
 @njit(cache=True, inline="always")
 def _log1p_unit(u):
@@ -369,7 +376,7 @@ def _units_forward(w, state, fixed_gain, mode, bound, beta, m, gmax, geps, has_g
         elif mode == 1:
             drive = abs(a)
         else:
-            drive = abs(a * s)
+            drive = min(abs(a * s), F64_MAX)  # state.update_state: inf * (beta = 0) would be NaN
         rho = w[R_RHO, i]
         pre = rho * prev[i] + ((1.0 - rho) * beta) * drive
         w[R_A, i] = a

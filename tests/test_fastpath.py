@@ -42,13 +42,13 @@ def _scale(cfg) -> float:
     return max(1.0, amp) ** 2
 
 
-@given(FAST_CONFIGS, st.integers(0, 10_000))
-def test_hand_derived_gradient_equals_autograd(cfg, seed):
+def _one_step_both_ways(cfg, seed, x):
+    """One step of a 3-5-4-1 net from a random state, by the kernel and by torch autograd (float64):
+    ``(kernel, torch)`` pairs of (prediction, new state, gradient)."""
     net = StatefulNet(3, hidden=(5, 4), state=cfg, seed=seed).double()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # a state away from init, so every term of the derivative is exercised
         state = tuple(torch.rand(s.shape, generator=g, dtype=torch.float64) * (0.5 * cfg.max_abs) for s in net.initial_state(1))
-    x = torch.randn(1, 3, generator=g, dtype=torch.float64)
     y, new_state = net(x, state)
     grads = torch.autograd.grad(y.sum(), list(net.parameters()))
     want = torch.cat([q.reshape(-1) for q in grads]).numpy()
@@ -61,10 +61,42 @@ def test_hand_derived_gradient_equals_autograd(cfg, seed):
     yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work)
     fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True)
     SN = np.concatenate([work[l, fp.R_SN, :h] for l, h in enumerate(L.lay[:, 1])])
+    return (yh, SN, G), (float(y.detach()), torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), want)
+
+
+@given(FAST_CONFIGS, st.integers(0, 10_000))
+def test_hand_derived_gradient_equals_autograd(cfg, seed):
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    (yh, SN, G), (y, s_new, want) = _one_step_both_ways(cfg, seed, x)
     tol = 1e-9 * _scale(cfg)
-    np.testing.assert_allclose(yh, float(y.detach()), rtol=1e-9, atol=tol)
-    np.testing.assert_allclose(SN, torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(yh, y, rtol=1e-9, atol=tol)
+    np.testing.assert_allclose(SN, s_new, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(G, want, rtol=1e-7, atol=tol)
+
+
+@given(FAST_CONFIGS, st.integers(0, 10_000),
+       st.lists(st.sampled_from([1.0, -1.0]), min_size=3, max_size=3),
+       st.lists(st.floats(-3.0, 307.0), min_size=3, max_size=3))
+def test_kernel_and_autograd_agree_across_the_whole_finite_input_range(cfg, seed, signs, exponents):
+    """Inputs from 1e-3 to 1e307 (``z = W x + b`` stays finite): where ``d |z|`` passes 708 the
+    envelope ``exp(-d |z|)`` underflows in both (the kernel to 0, libm through subnormals), so the
+    decay's gradient ``-|z| a`` tends to its limit 0 in both; a floor at exp(-708) made it O(1)
+    at |z| near 1e307 (docs/stability.md section 1)."""
+    x = torch.tensor([[sg * 10.0**e for sg, e in zip(signs, exponents)]], dtype=torch.float64)
+    (yh, SN, G), (y, s_new, want) = _one_step_both_ways(cfg, seed, x)
+    tol = 1e-9 * _scale(cfg)
+    np.testing.assert_allclose(yh, y, rtol=1e-9, atol=tol)
+    np.testing.assert_allclose(SN, s_new, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(G, want, rtol=1e-7, atol=tol)
+
+
+@given(st.lists(st.floats(-1e4, -708.0, exclude_max=True), min_size=1, max_size=16))
+def test_vectorised_exp_underflows_to_zero_below_the_normal_range(xs):
+    """libm returns subnormals down to -745 and 0 below; the kernel returns 0 below -708."""
+    x = np.array(xs)
+    got = fp.vexp(x)
+    assert (got == 0.0).all()
+    np.testing.assert_allclose(got, np.exp(x), rtol=0, atol=np.finfo(np.float64).tiny)
 
 
 @given(FAST_CONFIGS, st.floats(0.01, 50.0) | st.floats(-50.0, -0.01), st.integers(0, 10_000))
