@@ -39,6 +39,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFinite
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .readout import RLS_HINT, Readout, initial_readout_matrix, readout_config
+from .state import check_restored_state
 from .traces import StateGrad, check_state_grad
 
 __all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
@@ -420,6 +421,7 @@ class KeyedLearner:
         cold_keys = sorted(self._cold, key=_sort_key)
         return {
             "format": FORMAT,
+            "state_config": self._model.state_config.to_dict(),
             "per_key_weights": self.per_key_weights,
             "optimizer": self.optimizer_name,
             "state_grad": self.state_grad,
@@ -476,9 +478,12 @@ class KeyedLearner:
                     row.setdefault("rls", np.zeros(0))  # saved before readouts existed (gradient readout)
             c = sd["counters"]
             seen, learned = sd["seen"].numpy().copy(), sd["n_learned_rows"].numpy().copy()
+            saved_states = [rows["state"].reshape(-1)] + [np.asarray(row["state"]).reshape(-1) for row in cold.values()]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"the keyed learner state cannot be loaded: {exc}. Was it saved by "
                                   "KeyedLearner.state_dict() for the same model?") from None
+        check_restored_state(self._model.state_config, sd.get("state_config"), np.concatenate(saved_states),
+                             "KeyedLearner.load_state_dict")
         self._rows, self._shared, self._cold = rows, shared, cold
         self._row_key = keys
         self._key_row = {k: i for i, k in enumerate(keys)}
@@ -511,7 +516,7 @@ def select_keys(sd: Mapping[str, Any], keep: Callable[[Hashable], bool], *, tota
     learned = sd["n_learned_rows"][idx]
     c = sd["counters"]
     return {
-        **{k: sd[k] for k in ("format", "per_key_weights", "optimizer", "state_grad", "readout") if k in sd},
+        **{k: sd[k] for k in ("format", "state_config", "per_key_weights", "optimizer", "state_grad", "readout") if k in sd},
         "keys": [k for k, m in zip(sd["keys"], mask) if m],
         "rows": {name: t[idx].clone() for name, t in sd["rows"].items()},
         "seen": sd["seen"][idx].clone(),
@@ -540,6 +545,8 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise CheckpointError("merge_key_states: the parts were learned with different optimizers.")
     if len({(p.get("state_grad", "truncated"), p.get("readout", "gradient")) for p in parts}) > 1:
         raise CheckpointError("merge_key_states: the parts were learned with different state_grad or readout settings.")
+    if len({repr(sorted(p["state_config"].items())) for p in parts if "state_config" in p}) > 1:
+        raise CheckpointError("merge_key_states: the parts were learned with different state configurations.")
     clock = max(int(p["counters"]["clock"]) for p in parts)
     keys: list[Hashable] = []
     for p in parts:
@@ -557,7 +564,7 @@ def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     cold = sorted(((k, row) for p in parts for k, row in zip(p["cold_keys"], p["cold"])), key=lambda t: _sort_key(t[0]))
     total = lambda name: sum(int(p["counters"][name]) for p in parts)  # noqa: E731
     return {
-        **{k: parts[0][k] for k in ("format", "per_key_weights", "optimizer", "state_grad", "readout") if k in parts[0]},
+        **{k: parts[0][k] for k in ("format", "state_config", "per_key_weights", "optimizer", "state_grad", "readout") if k in parts[0]},
         "keys": [k for k, _, _ in hot],
         "rows": rows,
         "seen": seen,

@@ -23,10 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ConfigError, StateShapeError
-from .state import (StateConfig, carry, contraction_constant, rate_from_raw, raw_phases, raw_rates, steady_state_limit,
+from .state import (StateConfig, carry, check_dtype, check_restored_state, contraction_constant, rate_from_raw, raw_phases, raw_rates, steady_state_limit,
                     update_state)
 
-__all__ = ["SineActivation", "StatefulSineLayer", "StateBounds"]
+__all__ = ["LayerLipschitz", "SineActivation", "StatefulSineLayer", "StateBounds"]
 
 _DECAY_FLOOR = 1e-6  # keeps d > 0 after float32 softplus underflow, so a -> 0 as |z| -> inf
 
@@ -96,29 +96,57 @@ class StateBounds:
     Attributes:
         drive_bound: ``G``, the largest amplitude: every activation satisfies ``|a| <= G``.
         steady_state_limit: ``limsup |s|`` (``min(M, beta * G)``; ``M`` in legacy mode).
-        contraction: ``L``; two states driven by the same inputs approach each other like ``L^t``.
+        contraction: ``L``, *this layer's* rate: two states of this layer driven by the same
+            activations approach each other like ``L^t``. A network of several layers contracts
+            more slowly (:meth:`StatefulNet.gap_bound`).
         max_abs: the hard bound ``M``.
-        clip_inactive: ``True`` when ``beta * G <= M``: once settled, the bound never acts.
+        bound_inactive: ``True`` when the bound provably never acts once the state has settled
+            (trace and gain mode): ``clip`` when ``beta * G <= M``; ``ball`` when
+            ``sqrt(units) * beta * G <= M`` (it bounds the state vector's l2 norm); ``tanh`` never (it
+            shrinks every non-zero value at every step, so its fixed point lies below ``beta * a``:
+            see ``state.fixed_point``).
     """
 
     drive_bound: float
     steady_state_limit: float
     contraction: float
     max_abs: float
-    clip_inactive: bool
+    bound_inactive: bool
 
 
-def bounds_for(cfg: StateConfig, drive_bound: float, rate: float | None = None) -> StateBounds:
-    """:class:`StateBounds` of a layer whose largest amplitude is ``drive_bound`` (and, with learnable
-    rates, whose largest rate is ``rate``: the layer's contraction constant at its parameters)."""
+def bounds_for(cfg: StateConfig, drive_bound: float, rate: float | None = None, units: int = 1) -> StateBounds:
+    """:class:`StateBounds` of a layer of ``units`` units whose largest amplitude is ``drive_bound``
+    (and, with learnable rates, whose largest rate is ``rate``: the layer's contraction constant)."""
     g = float(drive_bound)
+    reach = cfg.beta * g * (math.sqrt(units) if cfg.bound == "ball" else 1.0)
     return StateBounds(
         drive_bound=g,
         steady_state_limit=steady_state_limit(cfg, g),
         contraction=contraction_constant(cfg, g) if rate is None else float(rate),
         max_abs=cfg.max_abs,
-        clip_inactive=cfg.contractive and cfg.beta * g <= cfg.max_abs,
+        bound_inactive=cfg.contractive and cfg.bound != "tanh" and reach <= cfg.max_abs,
     )
+
+
+@dataclass(frozen=True)
+class LayerLipschitz:
+    """Lipschitz constants of one layer's step at its current parameters (l2 norms per stream),
+    the pieces of :meth:`StatefulNet.gap_bound`.
+
+    Attributes:
+        rate: ``L``: ``norm(ds_t) <= L norm(ds_{t-1})`` for the same activation.
+        drive: ``max_i (1 - rho_i) beta``: the state's Lipschitz constant in the activation.
+        activation: ``max_i A_i (f_i + d_i) * sigma_max(W)``: the activation's in the layer input.
+        out_activation, out_state: the output's in the activation and in the state (trace:
+            ``1`` and ``max |gamma|``; gain, whose state is ``>= 0``: ``max |gamma| / gain_eps`` and
+            ``max |gamma| G / gain_eps^2``).
+    """
+
+    rate: float
+    drive: float
+    activation: float
+    out_activation: float
+    out_state: float
 
 
 class StatefulSineLayer(nn.Module):
@@ -173,13 +201,15 @@ class StatefulSineLayer(nn.Module):
             theta = math.atanh(state.gain / state.gain_max)
             self.raw_gain = nn.Parameter(torch.full((out_features,), theta))
         else:
-            self.register_buffer("fixed_gain", torch.full((out_features,), state.gain))
+            # built in float64 and cast: a value beyond float32 becomes inf here and is refused, with
+            # its reason, by state.check_dtype at the first step (the model may still go to float64)
+            self.register_buffer("fixed_gain", torch.full((out_features,), state.gain, dtype=torch.float64).to(torch.get_default_dtype()))
         groups = out_features // 2 if state.oscillatory else out_features  # a rate per pair, or per unit
         if state.learnable_rate:
             self.raw_rate = nn.Parameter(raw_rates(state, groups).to(torch.get_default_dtype()))
         if state.oscillatory:
             self.raw_phase = nn.Parameter(raw_phases(groups).to(torch.get_default_dtype()))
-        self.register_buffer("state", torch.full((1, out_features), state.init))
+        self.register_buffer("state", torch.full((1, out_features), state.init, dtype=torch.float64).to(torch.get_default_dtype()))
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -221,6 +251,7 @@ class StatefulSineLayer(nn.Module):
     # ------------------------------------------------------------------ held state
     def initial_state(self, n_streams: int) -> torch.Tensor:
         """A fresh ``[n_streams, out_features]`` state filled with ``init``."""
+        check_dtype(self.config, self.state.dtype)
         return torch.full(
             (n_streams, self.out_features), self.config.init, dtype=self.state.dtype, device=self.state.device
         )
@@ -250,10 +281,22 @@ class StatefulSineLayer(nn.Module):
         """Make ``s`` the held state (detached if the config says so, or if forced)."""
         self.state = carry(s, self.config, force_detach=force_detach)
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> StatefulSineLayer:
+        super()._apply(fn, *args, **kwargs)
+        # A float32 build stores an init or fixed gain beyond float32's range as inf (__init__); once
+        # the dtype holds them (model.double()), rebuild them from the config.
+        for name, value in (("state", self.config.init), ("fixed_gain", self.config.gain)):
+            t = getattr(self, name, None)
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isinf(t).any()) \
+                    and math.isfinite(float(torch.tensor(value, dtype=torch.float64).to(t.dtype))):
+                setattr(self, name, torch.full_like(t, value))
+        return self
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The held state's stream count is data, not architecture: adopt the checkpoint's shape.
         saved = state_dict.get(prefix + "state")
         if isinstance(saved, torch.Tensor) and saved.dim() == 2 and saved.shape[1] == self.out_features:
+            check_restored_state(self.config, None, saved.detach().cpu(), f"loading {prefix}state")
             self.state = torch.empty_like(saved, dtype=self.state.dtype, device=self.state.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -262,7 +305,30 @@ class StatefulSineLayer(nn.Module):
         """The bounds of :mod:`psann_stream.state` evaluated at this layer's current parameters."""
         rate = self.rate
         return bounds_for(self.config, float(self.activation.amplitude.detach().max()),
-                          None if rate is None else float(rate.detach().max()))
+                          None if rate is None else float(rate.detach().max()), self.out_features)
+
+    def lipschitz(self) -> LayerLipschitz:
+        """:class:`LayerLipschitz` at the current parameters (float64). Legacy mode has none: its
+        drive contains the state (``ConfigError``)."""
+        cfg = self.config
+        if not cfg.contractive:
+            raise ConfigError("mode='psann_legacy' feeds the state into its own drive: the layer is not a contraction, "
+                              "so it has no gap bound (docs/stability.md section 7). Use mode='trace' or 'gain'.")
+        with torch.no_grad():
+            act = self.activation
+            amp = act.amplitude.double()
+            rates = self.rate
+            rate = cfg.rho if rates is None else float(rates.double().max())
+            low = cfg.rho if rates is None else float(rates.double().min())
+            sigma = float(torch.linalg.matrix_norm(self.linear.weight.double(), ord=2))
+            k = float((amp * (act.frequency.double() + act.decay.double())).max()) * sigma
+            gam = float(self.gain.double().abs().max())
+            g = float(amp.max())
+        if cfg.mode == "trace":
+            out_a, out_s = 1.0, gam
+        else:
+            out_a, out_s = gam / cfg.gain_eps, gam * g / cfg.gain_eps / cfg.gain_eps  # (eps**2 may underflow to 0)
+        return LayerLipschitz(rate=rate, drive=(1.0 - low) * cfg.beta, activation=k, out_activation=out_a, out_state=out_s)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.config.mode!r}"

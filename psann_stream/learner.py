@@ -55,6 +55,7 @@ from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
 from .optim import make_optimizer
 from .readout import RLS_HINT, Readout, initial_readout_matrix, readout_config
+from .state import check_restored_state
 from .traces import StateGrad, StateTraces, check_state_grad
 
 __all__ = ["Learner"]
@@ -695,7 +696,8 @@ class Learner:
                     f"the saved optimiser is {sd['optimizer']['name']!r} but this learner uses {self.optimizer_name!r}; "
                     "build the Learner with the same optimizer."
                 )
-            self._model.load_state_dict(sd["model"])
+            check_restored_state(self._model.state_config, sd.get("state_config"), [], "Learner.load_state_dict")
+            self._model.load_state_dict(sd["model"])  # the layers check every saved |s| <= max_abs
             self._model.double()
             opt_state = {k: _np(sd["optimizer"][k]) for k in ("buf1", "buf2", "scal")}
             for name, stats in (("x_stats", self.x_stats), ("y_stats", self.y_stats)):

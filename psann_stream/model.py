@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -132,3 +133,48 @@ class StatefulNet(nn.Module):
     def state_bounds(self) -> list[StateBounds]:
         """Per layer, what the theory guarantees at the current parameters (see :class:`StateBounds`)."""
         return [layer.state_bounds() for layer in self.layers]
+
+    def gap_bound(self, steps: int) -> np.ndarray:
+        """How far apart two trajectories of the whole state can stay: ``[steps + 1]`` factors ``c_t``
+        with ``norm(s_t - s'_t) <= c_t norm(s_0 - s'_0)`` for two initial states driven by the same
+        inputs (l2 over all layers' units of one stream; current parameters; trace and gain mode).
+
+        Each layer contracts at its rate ``L`` for a fixed activation, but a gap in layer ``j`` moves
+        the activations of the layers above it at the same step. With ``e_l`` layer ``l``'s gap,
+        ``e_t <= L T e_{t-1}`` elementwise, where ``T = (I - N)^-1`` and ``N`` (strictly lower
+        triangular, from :meth:`StatefulSineLayer.lipschitz`) says how much of layer ``j``'s gap
+        reaches layer ``l``'s drive. So ``c_t = L^t norm(T^t)_2``: ``L^t`` for one layer, and
+        ``L^t`` times a polynomial of degree ``depth - 1`` in ``t`` otherwise (docs/stability.md
+        section 4): every network forgets its initial state, but the gap may first grow.
+
+        >>> net = StatefulNet(2, hidden=(4,), state=StateConfig(rho=0.5), seed=0)
+        >>> net.gap_bound(3).round(3).tolist()
+        [1.0, 0.5, 0.25, 0.125]
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"gap_bound(steps={steps!r}): need an integer >= 0.")
+        lip = [layer.lipschitz() for layer in self.layers]
+        depth = len(lip)
+        # U[l, j]: how much of layer j's state gap reaches layer l's output (j <= l).
+        U = np.zeros((depth, depth))
+        N = np.zeros((depth, depth))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing constant makes the bound inf
+            for l, p in enumerate(lip):
+                if l > 0:
+                    N[l, :l] = p.drive * p.activation * U[l - 1, :l]
+                    U[l, :l] = p.out_activation * p.activation * U[l - 1, :l]
+                U[l, l] = p.out_state
+        rate = max(p.rate for p in lip)
+        out = np.full(steps + 1, np.inf)
+        out[0] = 1.0
+        if not np.isfinite(N).all():  # a layer's Lipschitz constant overflows: no finite bound at these parameters
+            return out
+        T = np.linalg.inv(np.eye(depth) - N)  # = I + N + ... + N^(depth-1) >= 0 elementwise
+        power = np.eye(depth)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(steps + 1):
+                if not np.isfinite(power).all():
+                    break  # the rest stays inf
+                out[t] = rate**t * np.linalg.norm(power, 2)
+                power = power @ T
+        return out

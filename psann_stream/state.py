@@ -32,7 +32,9 @@ the rest of the package but its error types.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Mapping
@@ -40,7 +42,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 __all__ = [
     "Bound",
@@ -48,6 +50,8 @@ __all__ = [
     "StateConfig",
     "apply_bound",
     "carry",
+    "check_dtype",
+    "check_restored_state",
     "contraction_constant",
     "envelope",
     "fixed_point",
@@ -221,6 +225,7 @@ class StateConfig:
                 "StateConfig.learnable_rate needs mode 'trace' or 'gain': psann_legacy's growth factor depends on rho, "
                 "so a learned rate could make it expand. Use mode='trace'."
             )
+        check_dtype(self, torch.float64)  # the compiled loop's dtype; float32 is checked where it runs
 
     # ------------------------------------------------------------------ derived facts
     @property
@@ -305,12 +310,113 @@ class StateConfig:
         return cfg
 
 
+@functools.lru_cache(maxsize=256)
+def check_dtype(cfg: StateConfig, dtype: torch.dtype) -> None:
+    """Refuse a configuration that the floating-point type ``dtype`` cannot carry out as validated.
+
+    :class:`StateConfig` validates real numbers; the update runs in the state's dtype, where a
+    value can round to a different meaning. In float32 ``rho = 0.99999999`` rounds to 1.0 (the
+    state becomes an integrator), ``beta = 1e40`` to ``inf`` (``inf * 0`` is NaN), ``max_abs = 1e-300``
+    to 0 (``0 / 0`` in the tanh bound) and ``max_abs = 1e300`` overflows. Requirements, with
+    ``finfo = torch.finfo(dtype)``: ``1 - rho >= finfo.eps`` (closer to 1, ``rho * s`` rounds back
+    to ``s`` and the state stops decaying); ``beta``, ``max_abs``, ``gain_max`` and a fixed ``gain``
+    are at most ``finfo.max``; ``max_abs`` and ``gain_eps`` at least ``finfo.tiny`` (normal numbers).
+    Then no valid configuration gives a NaN or non-finite state in that dtype. Cached per
+    ``(cfg, dtype)``: the update calls it on every step for the price of a dictionary lookup.
+
+    >>> check_dtype(StateConfig(rho=0.99999999), torch.float64)
+    >>> check_dtype(StateConfig(rho=0.99999999), torch.float32)
+    Traceback (most recent call last):
+    ...
+    psann_stream.errors.ConfigError: StateConfig.rho = 0.99999999 rounds to 1.0 in torch.float32, where the state would be an integrator that forgets nothing; use rho <= 0.9999998807907104 in float32, or run the model in float64 (model.double()).
+    """
+    if not dtype.is_floating_point:
+        raise ConfigError(f"the state must be a floating-point tensor, got {dtype}; use torch.float32 or torch.float64.")
+    finfo = torch.finfo(dtype)
+    fix = "or run the model in float64 (model.double())" if finfo.bits < 64 else "or change the value"
+    rho = float(torch.tensor(cfg.rho, dtype=dtype))
+    if rho >= 1.0:
+        raise ConfigError(
+            f"StateConfig.rho = {cfg.rho!r} rounds to 1.0 in {dtype}, where the state would be an integrator that "
+            f"forgets nothing; use rho <= {1.0 - finfo.eps!r} in {str(dtype).replace('torch.', '')}, {fix}."
+        )
+    if 1.0 - rho < finfo.eps:
+        raise ConfigError(
+            f"StateConfig.rho = {cfg.rho!r} is closer to 1 than {dtype} resolves (1 - rho < eps = {finfo.eps:.3g}): "
+            f"rho * s rounds back to s, so the state neither decays nor contracts; use rho <= {1.0 - finfo.eps!r} "
+            f"in {str(dtype).replace('torch.', '')}, {fix}."
+        )
+    fixed = () if cfg.learnable_gain else ("gain",)
+    for name in ("beta", "max_abs", "gain_max", *fixed):
+        value = getattr(cfg, name)
+        if abs(value) > finfo.max:
+            raise ConfigError(
+                f"StateConfig.{name} = {value!r} overflows {dtype} (largest {finfo.max:.4g}), where the update would "
+                f"produce inf or NaN; use {name} <= {finfo.max:.4g}, {fix}."
+            )
+    for name in ("max_abs", "gain_eps"):
+        value = getattr(cfg, name)
+        if value < finfo.tiny:
+            raise ConfigError(
+                f"StateConfig.{name} = {value!r} is below the smallest normal number of {dtype} ({finfo.tiny:.4g}), "
+                f"where it rounds to 0 or loses its precision and the update divides 0 by 0; use {name} >= "
+                f"{finfo.tiny:.4g}, {fix}."
+            )
+
+
+def check_restored_state(cfg: StateConfig, saved_config: Mapping[str, Any] | None, states: Any, where: str) -> None:
+    """Refuse to continue from a saved state that this configuration's contract does not cover.
+
+    Args:
+        cfg: the configuration of the learner or model that loads the state.
+        saved_config: ``StateConfig.to_dict()`` as saved with the state (``None``: not saved, e.g.
+            by an older version; then only the values are checked).
+        states: every saved state value (any array-like; all streams, keys and layers).
+        where: what is being loaded, for the message (e.g. ``"Learner.load_state_dict"``).
+
+    Raises :class:`~psann_stream.errors.CheckpointError` naming the fields that differ (saved vs
+    here) or the largest ``|s|`` against ``max_abs`` (with one float32 rounding of slack, ``2**-23``
+    relative, so that a float32 model's states load into a float64 one): a state outside the bound breaks C1 and C2
+    from the first step, and a different configuration changes what the state means.
+    """
+    if saved_config is not None:
+        here = cfg.to_dict()
+        saved = dict(saved_config)
+        differ = [f"{k} {saved.get(k)!r} (saved) vs {here[k]!r} (here)" for k in here if saved.get(k) != here[k]]
+        if differ:
+            raise CheckpointError(
+                f"{where}: the saved state was produced by another state configuration: {'; '.join(differ)}. Build "
+                "the model with the saved configuration (StateConfig.from_mapping(saved['state_config'])) to continue "
+                "from it, or start this configuration from a fresh state."
+            )
+    values = np.asarray(states, dtype=np.float64).reshape(-1)
+    # One float32 rounding of slack: a state at max_abs = 0.1 saved by a float32 model is 0.1f = 0.10000000149.
+    limit = cfg.max_abs * (1.0 + 2.0**-23)
+    if values.size == 0:
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise CheckpointError(
+            f"{where}: the saved state holds {int(bad.sum())} non-finite value(s) (first at flat index "
+            f"{int(np.argmax(bad))}); the file is corrupt or was written by a broken update. Restore an earlier "
+            "checkpoint or start from a fresh state."
+        )
+    peak = float(np.abs(values).max())
+    if np.abs(values).max() > limit:
+        raise CheckpointError(
+            f"{where}: the saved state has |s| = {peak:.6g} at flat index {int(np.argmax(np.abs(values)))}, above this "
+            f"configuration's max_abs = {cfg.max_abs!r}; the bound would hold from the first step only by a jump. Load it "
+            f"into a model with max_abs >= {peak:.6g}, or start from a fresh state."
+        )
+
+
 # ---------------------------------------------------------------------- the update
 def apply_bound(x: torch.Tensor, cfg: StateConfig) -> torch.Tensor:
     """The bound ``B``: clip to ``[-M, M]``, ``M * tanh(x / M)``, or project each stream's vector
     (the last dimension) onto the l2 ball of radius ``M``. All three are 1-Lipschitz, odd, and map
     every finite or infinite value into ``[-M, M]``; NaN stays NaN (callers reject it earlier).
     """
+    check_dtype(cfg, x.dtype)
     m = cfg.max_abs
     if cfg.bound == "clip":
         return x.clamp(-m, m)
@@ -406,12 +512,15 @@ def update_state(s_prev: torch.Tensor, a: torch.Tensor, cfg: StateConfig, rho: t
         state that carries gradients on purpose (the eligibility traces of
         :mod:`psann_stream.traces`).
     """
+    check_dtype(cfg, s_prev.dtype)
     if cfg.mode == "trace":
         drive = a
     elif cfg.mode == "gain":
         drive = a.abs()
     else:
-        drive = (a * s_prev).abs()
+        # |a s| overflows to inf for a huge amplitude; held at the dtype's largest value, so that a
+        # drive coefficient of 0 (beta = 0) gives 0, not 0 * inf = NaN.
+        drive = (a * s_prev).abs().clamp(max=torch.finfo(s_prev.dtype).max)
     if phase is not None:
         r = cfg.rho if rho is None else rho
         keep = 1.0 - (r if rho is None else rho.repeat_interleave(2))
@@ -455,7 +564,10 @@ def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: 
     Trace and gain: ``min(M, rho^t |s_0| + (1 - rho^t) * beta * G)``. With learnable rates every
     unit's ``rho_i`` lies in ``[0, RATE_CAP)`` and the bound is the largest over that range:
     ``max(beta * G, RATE_CAP^t |s_0| + (1 - RATE_CAP^t) * beta * G)``. Legacy:
-    ``min(M, L^t |s_0|)`` with ``L`` from :func:`contraction_constant`.
+    ``min(M, L^t |s_0|)`` with ``L`` from :func:`contraction_constant`. With oscillatory pairs the
+    bound is on each pair's l2 norm: ``|s_0|`` and ``G`` are then a pair's, and the cap is
+    ``sqrt(2) M`` (the elementwise bound allows both units at ``M``; with ``bound="ball"`` the
+    layer's norm is at most ``M``).
 
     >>> float(envelope(StateConfig(rho=0.5, max_abs=3.0), s0_abs=3.0, t=1, drive_bound=1.0))
     2.0
@@ -463,12 +575,15 @@ def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: 
     t = np.asarray(t, dtype=np.float64)
     if cfg.contractive:
         decay = cfg.rate_bound**t
-        bound = decay * s0_abs + (1.0 - decay) * cfg.beta * float(drive_bound)
+        reach = min(cfg.beta * float(drive_bound), sys.float_info.max)  # beta G may overflow: inf * 0 would be NaN
+        with np.errstate(over="ignore"):
+            bound = decay * s0_abs + (1.0 - decay) * reach
         if cfg.learnable_rate:
-            bound = np.maximum(bound, cfg.beta * float(drive_bound))
+            bound = np.maximum(bound, reach)
     else:
         bound = contraction_constant(cfg, drive_bound) ** t * s0_abs
-    return np.minimum(cfg.max_abs, bound)
+    cap = cfg.max_abs * math.sqrt(2.0) if cfg.oscillatory and cfg.bound != "ball" else cfg.max_abs
+    return np.minimum(cap, bound)
 
 
 def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray | None = None) -> np.ndarray:
@@ -494,8 +609,10 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
             return np.clip(c, -m, m)
         if cfg.bound == "ball":
             c1 = np.atleast_1d(c)
-            norm = np.linalg.norm(c1, axis=-1, keepdims=True)
-            return np.where(norm > m, c1 * m / np.maximum(norm, 1e-300), c1).reshape(np.shape(c))
+            peak = np.abs(c1).max(axis=-1, keepdims=True)
+            safe = np.where(peak > 0, peak, 1.0)
+            norm = safe * np.linalg.norm(c1 / safe, axis=-1, keepdims=True)  # scaled: c**2 may overflow
+            return np.where(norm > m, (c1 / np.where(norm > m, norm, 1.0)) * m, c1).reshape(np.shape(c))
         # tanh: s - M tanh((rho s + (1-rho) c)/M) is strictly increasing in s; bisect on [-M, M].
         return _bisect(lambda s: s - m * np.tanh((rho * s + (1.0 - rho) * c) / m), -m, m, np.shape(c))
     s0 = np.asarray(cfg.init if s0 is None else s0, dtype=np.float64)

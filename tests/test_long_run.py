@@ -20,7 +20,6 @@ def test_default_state_stays_within_max_abs_for_100k_steps_of_extreme_input():
     with torch.no_grad():
         for p in net.parameters():  # arbitrary, large raw parameters
             p.copy_(torch.randn(p.shape, generator=g) * 100)
-    assert all(b.contraction < 1 for b in net.state_bounds())
     m = net.state_config.max_abs
     streams = 16
     choices = torch.tensor([1e30, -1e30, 3e38, -3e38, 0.0, 1.0, -1.0, 1e-30])
