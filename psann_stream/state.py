@@ -581,7 +581,8 @@ def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: 
         if cfg.learnable_rate:
             bound = np.maximum(bound, reach)
     else:
-        bound = contraction_constant(cfg, drive_bound) ** t * s0_abs
+        with np.errstate(over="ignore", invalid="ignore"):  # a growth factor > 1 may overflow: inf, capped below
+            bound = np.where(s0_abs > 0, contraction_constant(cfg, drive_bound) ** t * s0_abs, 0.0)
     cap = cfg.max_abs * math.sqrt(2.0) if cfg.oscillatory and cfg.bound != "ball" else cfg.max_abs
     return np.minimum(cap, bound)
 
@@ -604,17 +605,22 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
     a = np.asarray(a, dtype=np.float64)
     m, rho, beta = cfg.max_abs, cfg.rho, cfg.beta
     if cfg.contractive:
-        c = beta * (a if cfg.mode == "trace" else np.abs(a))
+        with np.errstate(over="ignore"):  # beta * phi beyond float64 is inf: the bound's limit
+            c = beta * (a if cfg.mode == "trace" else np.abs(a))
         if cfg.bound == "clip":
             return np.clip(c, -m, m)
         if cfg.bound == "ball":
-            c1 = np.atleast_1d(c)
-            peak = np.abs(c1).max(axis=-1, keepdims=True)
+            # beta * phi * min(1, M / (beta |phi|)), from phi: beta * phi may overflow, its square more so
+            phi = np.atleast_1d(a if cfg.mode == "trace" else np.abs(a))
+            peak = np.abs(phi).max(axis=-1, keepdims=True)
             safe = np.where(peak > 0, peak, 1.0)
-            norm = safe * np.linalg.norm(c1 / safe, axis=-1, keepdims=True)  # scaled: c**2 may overflow
-            return np.where(norm > m, (c1 / np.where(norm > m, norm, 1.0)) * m, c1).reshape(np.shape(c))
+            norm = safe * np.linalg.norm(phi / safe, axis=-1, keepdims=True)
+            with np.errstate(divide="ignore"):
+                scale = np.minimum(beta, m / norm)
+            return (phi * scale).reshape(np.shape(c))
         # tanh: s - M tanh((rho s + (1-rho) c)/M) is strictly increasing in s; bisect on [-M, M].
-        return _bisect(lambda s: s - m * np.tanh((rho * s + (1.0 - rho) * c) / m), -m, m, np.shape(c))
+        with np.errstate(over="ignore"):  # (rho s + c) / M may overflow: tanh(+-inf) = +-1, the limit
+            return _bisect(lambda s: s - m * np.tanh((rho * s + (1.0 - rho) * c) / m), -m, m, np.shape(c))
     s0 = np.asarray(cfg.init if s0 is None else s0, dtype=np.float64)
     g = rho + (1.0 - rho) * beta * np.abs(a)
     g, s0 = np.broadcast_arrays(g, s0)

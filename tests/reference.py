@@ -18,10 +18,11 @@ def bound(x: np.ndarray, cfg: StateConfig) -> np.ndarray:
     m = cfg.max_abs
     if cfg.bound == "clip":
         return np.clip(x, -m, m)
-    if cfg.bound == "tanh":
-        return m * np.tanh(x / m)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(norm > m, x * (m / np.maximum(norm, 1e-300)), x)
+    with np.errstate(over="ignore"):  # x / m beyond float64 is inf: tanh gives the limit, 1
+        if cfg.bound == "tanh":
+            return m * np.tanh(x / m)
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        return np.where(norm > m, x * (m / np.maximum(norm, 1e-300)), x)
 
 
 @dataclass
