@@ -201,3 +201,8 @@ def test_every_check_has_a_mutation_that_it_catches():
     covered = {name for _, name, _ in NET_MUTATIONS} | {name for _, name in CELL_MUTATIONS}
     names = {c.name for c in yield_checks(lambda: StatefulNet(3, hidden=(4,), seed=0))}
     assert names == ALL_CHECKS and covered == ALL_CHECKS
+
+
+@pytest.mark.parametrize("check", yield_checks(lambda: StatefulNet(4, hidden=(16, 16), seed=0)), ids=lambda c: c.name)
+def test_the_default_model_passes_every_check(check):
+    check()

@@ -16,6 +16,29 @@ One test runs them all::
     def test_stability(check):
         check()
 
+A module of one's own needs ``forward(x, state) -> (y, new_state)``, ``initial_state(n_streams)``
+and ``in_features``; say what it claims (``max_abs``, ``contraction``) and the checks hold it to it:
+
+>>> import torch
+>>> from torch import nn
+>>> class Leaky(nn.Module):
+...     # s' = 0.7 s + 0.3 tanh(W x + b): a contraction at rate 0.7 with |s| <= 1
+...     def __init__(self):
+...         super().__init__()
+...         torch.manual_seed(0)
+...         self.in_features, self.inp, self.head = 3, nn.Linear(3, 4), nn.Linear(4, 1)
+...     def initial_state(self, n):
+...         return torch.zeros(n, 4)
+...     def forward(self, x, s):
+...         s = 0.7 * s + 0.3 * torch.tanh(self.inp(x))
+...         return self.head(s), s
+>>> found = run_checks(Leaky, max_abs=1.0, contraction=0.7, max_input=1e6)
+>>> sorted(name for name, failure in found.items() if failure is None)  # doctest: +NORMALIZE_WHITESPACE
+['bounded', 'checkpoint', 'contraction', 'fixed_point', 'no_collapse', 'nonfinite', 'reset',
+ 'streams_independent']
+>>> print(run_checks(Leaky, max_abs=1.0, contraction=0.5, max_input=1e6)["contraction"])  # doctest: +ELLIPSIS
+contraction: after 1 step(s) of the 'normal' stream, stream ...: the gap between two trajectories is ..., above the claimed 0.5 x its start ...
+
 Needs hypothesis (``pip install 'psann-stream[testing]'``).
 """
 
