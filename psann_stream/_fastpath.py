@@ -39,6 +39,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 F64_MAX = 1.7976931348623157e308  # np.finfo(np.float64).max
+EXP_UNDERFLOW = -708.3964185322641  # ln of the smallest normal float64, 2**-1022
 MON_DECAY = 0.99  # EMA decay of every monitor statistic (time constant 100 events)
 RATE_CAP = 1.0 - 2.0**-20  # = psann_stream.state.RATE_CAP (the kernel imports nothing from the package)
 
@@ -147,12 +148,12 @@ def _fma(typingctx, a, b, c):
 @njit(cache=True, inline="always")
 def _exp_parts(v):
     """``exp(v)`` as ``(mantissa part, bits of 2**k)``: the caller multiplies the first by the second
-    read as a float64. Below -708 (where ``2**k`` has no normal float64) the mantissa part is 0, so
-    ``exp`` underflows to 0 as libm's does (libm gives subnormals down to -745: a difference below
-    2.3e-308); a floor of ``exp(-708) = 3.3e-308`` instead would make ``|z| exp(-d |z|)``, the
+    read as a float64. Below ``EXP_UNDERFLOW = ln(2**-1022)`` (where ``2**k`` has no normal float64)
+    the mantissa part is 0, so ``exp`` underflows to 0 as libm's does (libm gives subnormals down to
+    -745: a difference below 2.3e-308); a floor there instead would make ``|z| exp(-d |z|)``, the
     decay's gradient, O(1) at ``|z|`` near 1e308 where its limit is 0."""
-    under = v < -708.0
-    v = min(max(v, -708.0), 709.0)
+    under = v < EXP_UNDERFLOW
+    v = min(max(v, EXP_UNDERFLOW), 709.0)
     k = math.floor(v * _LOG2E + 0.5)
     r = (v - k * _LN2_HI) - k * _LN2_LO
     p = 1.0 / 6227020800

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Mapping
@@ -436,9 +435,11 @@ def apply_bound(x: torch.Tensor, cfg: StateConfig) -> torch.Tensor:
     u = x / safe_peak
     sq = (u * u).sum(dim=-1, keepdim=True)
     outside = sq > (m / safe_peak) ** 2
-    norm = safe_peak * torch.sqrt(torch.where(outside, sq, one))
+    # Outside, the projection is u * M / ||u||: never the norm itself, which overflows when the
+    # entries are near the dtype's largest value (peak * sqrt(h) > max).
+    scale = m / torch.sqrt(torch.where(outside, sq, one))
     # The final clamp only removes float rounding (an entry 1 ulp above M after scaling).
-    return (x * torch.where(outside, m / norm, one)).clamp(-m, m)
+    return torch.where(outside, u * scale, x).clamp(-m, m)
 
 
 def carry(s: torch.Tensor, cfg: StateConfig, *, force_detach: bool = False) -> torch.Tensor:
@@ -575,11 +576,10 @@ def envelope(cfg: StateConfig, s0_abs: float, t: int | np.ndarray, drive_bound: 
     t = np.asarray(t, dtype=np.float64)
     if cfg.contractive:
         decay = cfg.rate_bound**t
-        reach = min(cfg.beta * float(drive_bound), sys.float_info.max)  # beta G may overflow: inf * 0 would be NaN
-        with np.errstate(over="ignore"):
-            bound = decay * s0_abs + (1.0 - decay) * reach
-        if cfg.learnable_rate:
-            bound = np.maximum(bound, reach)
+        with np.errstate(over="ignore"):  # ((1 - rho^t) beta) G: no inf * 0 at t = 0; an overflow is the true inf
+            bound = decay * s0_abs + ((1.0 - decay) * cfg.beta) * float(drive_bound)
+            if cfg.learnable_rate:
+                bound = np.maximum(bound, cfg.beta * float(drive_bound))
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # a growth factor > 1 may overflow: inf, capped below
             bound = np.where(s0_abs > 0, contraction_constant(cfg, drive_bound) ** t * s0_abs, 0.0)
@@ -615,12 +615,14 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
             peak = np.abs(phi).max(axis=-1, keepdims=True)
             safe = np.where(peak > 0, peak, 1.0)
             norm = safe * np.linalg.norm(phi / safe, axis=-1, keepdims=True)
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", over="ignore"):  # M / |phi| may be inf: then beta
                 scale = np.minimum(beta, m / norm)
             return (phi * scale).reshape(np.shape(c))
-        # tanh: s - M tanh((rho s + (1-rho) c)/M) is strictly increasing in s; bisect on [-M, M].
-        with np.errstate(over="ignore"):  # (rho s + c) / M may overflow: tanh(+-inf) = +-1, the limit
-            return _bisect(lambda s: s - m * np.tanh((rho * s + (1.0 - rho) * c) / m), -m, m, np.shape(c))
+        # tanh: s - M tanh((rho s + (1-rho) c)/M) is strictly increasing in s; bisect on [-M, M]. The
+        # drive is weighted as the update weights it, ((1 - rho) beta) phi, which stays finite where c does not.
+        with np.errstate(over="ignore"):  # drive or (rho s + drive) / M may overflow: tanh(+-inf) = +-1, the limit
+            drive = ((1.0 - rho) * beta) * (a if cfg.mode == "trace" else np.abs(a))
+            return _bisect(lambda s: s - m * np.tanh((rho * s + drive) / m), -m, m, np.shape(c))
     s0 = np.asarray(cfg.init if s0 is None else s0, dtype=np.float64)
     g = rho + (1.0 - rho) * beta * np.abs(a)
     g, s0 = np.broadcast_arrays(g, s0)
@@ -634,13 +636,17 @@ def fixed_point(cfg: StateConfig, a: float | np.ndarray, s0: float | np.ndarray 
     return np.where(g > 1.0, sat * sign, np.where(g < 1.0, 0.0, neutral))
 
 
-def _bisect(f: Any, lo: float, hi: float, shape: tuple[int, ...], iters: int = 200) -> np.ndarray:
-    """Root of an increasing function on ``[lo, hi]`` elementwise, to float64 resolution."""
+def _bisect(f: Any, lo: float, hi: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Root of an increasing function on ``[lo, hi]`` elementwise, to the float64 resolution of ``f``: halves
+    until the ends are adjacent floats (at most ~2,100 steps from ``+-1.8e308`` to a root at 0;
+    ~60 for ``M`` near 1 and a root near 1)."""
     lo_a = np.full(shape, lo, dtype=np.float64)
     hi_a = np.full(shape, hi, dtype=np.float64)
-    for _ in range(iters):
-        mid = 0.5 * (lo_a + hi_a)
+    for _ in range(2200):
+        mid = 0.5 * lo_a + 0.5 * hi_a  # not (lo + hi) / 2: the sum overflows near +-1.8e308
+        if not ((mid > lo_a) & (mid < hi_a)).any():
+            break
         pos = f(mid) > 0
         hi_a = np.where(pos, mid, hi_a)
         lo_a = np.where(pos, lo_a, mid)
-    return 0.5 * (lo_a + hi_a)
+    return 0.5 * lo_a + 0.5 * hi_a

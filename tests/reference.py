@@ -22,7 +22,8 @@ def bound(x: np.ndarray, cfg: StateConfig) -> np.ndarray:
         if cfg.bound == "tanh":
             return m * np.tanh(x / m)
         norm = np.linalg.norm(x, axis=-1, keepdims=True)
-        return np.where(norm > m, x * (m / np.maximum(norm, 1e-300)), x)
+        # (x / norm) * m: m / norm would be a deep subnormal (few bits) when m is near the smallest normal
+        return np.where(norm > m, (x / np.maximum(norm, 1e-300)) * m, x)
 
 
 @dataclass

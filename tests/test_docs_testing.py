@@ -27,8 +27,8 @@ def test_ours_pass_and_legacy_collapse_is_reported():
     assert all(v is None for v in scope["ours"].values())
     msg = str(scope["theirs"]["no_collapse"])
     assert "stopped responding" in msg and "contraction" not in scope["theirs"]
-    early, late = (float(v) for v in re.findall(r"left states (\S+) apart .* and (\S+) apart", msg)[0])
-    assert 0.01 < early < 0.1 and late < 1e-8  # the text: about 0.03, then about 3e-9
+    early, late = (float(v) for v in re.findall(r"differing by (\S+) per unit .* and by (\S+) \(last", msg)[0])
+    assert 0.002 < early < 0.02 and late < 2e-9  # the text: about 0.007, then about 5e-10
 
 
 def test_the_integrator_is_caught_by_the_checks_the_text_names():

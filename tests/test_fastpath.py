@@ -34,7 +34,12 @@ def _well_conditioned(cfg: StateConfig) -> StateConfig:
         return StateConfig.from_mapping({**cfg.to_dict(), "gain_max": g, "gain": gain})
     if cfg.mode != "gain":
         return cfg
-    return StateConfig.from_mapping({**cfg.to_dict(), "beta": max(cfg.beta, 0.5), "gain_eps": max(cfg.gain_eps, 0.25)})
+    # Slow learned rates (memories of 100+ events) leave the state near init for the whole run, so the
+    # gain does not normalise either: the amplification gain / gain_eps is held to 2 (the thorough
+    # profile found 13.5 parting ways by 2e-4 within 25 events, on the code before and after).
+    gain = cfg.gain_max if cfg.learnable_gain else abs(cfg.gain)
+    return StateConfig.from_mapping({**cfg.to_dict(), "beta": max(cfg.beta, 0.5),
+                                     "gain_eps": max(cfg.gain_eps, 0.25, gain / 2)})
 
 
 def _scale(cfg) -> float:
@@ -90,13 +95,19 @@ def test_kernel_and_autograd_agree_across_the_whole_finite_input_range(cfg, seed
     np.testing.assert_allclose(G, want, rtol=1e-7, atol=tol)
 
 
-@given(st.lists(st.floats(-1e4, -708.0, exclude_max=True), min_size=1, max_size=16))
+@given(st.lists(st.floats(-1e4, fp.EXP_UNDERFLOW, exclude_max=True), min_size=1, max_size=16))
 def test_vectorised_exp_underflows_to_zero_below_the_normal_range(xs):
-    """libm returns subnormals down to -745 and 0 below; the kernel returns 0 below -708."""
+    """libm returns subnormals down to -745 and 0 below; the kernel returns 0 below ln(2**-1022)."""
     x = np.array(xs)
     got = fp.vexp(x)
     assert (got == 0.0).all()
     np.testing.assert_allclose(got, np.exp(x), rtol=0, atol=np.finfo(np.float64).tiny)
+
+
+@given(st.lists(st.floats(fp.EXP_UNDERFLOW, -700.0), min_size=1, max_size=16))
+def test_vectorised_exp_is_exact_to_the_last_normal_number(xs):
+    x = np.array(xs)
+    assert _ulps(fp.vexp(x), np.exp(x)) <= 1.0
 
 
 @given(FAST_CONFIGS, st.floats(0.01, 50.0) | st.floats(-50.0, -0.01), st.integers(0, 10_000))

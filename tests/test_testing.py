@@ -37,7 +37,8 @@ def nets(draw):
     return cfg, make
 
 
-@settings(max_examples=10)
+# ~0.7 s per example: 10 in the ci profile, 200 in the thorough one
+@settings(max_examples=10 if settings.default.max_examples <= 100 else 200)
 @given(nets())
 def test_every_check_passes_on_psann_stream_configurations_in_both_dtypes(spec):
     """Across the whole validated range (rho up to 1 - eps of the dtype, beta and max_abs up to the
@@ -203,6 +204,6 @@ def test_every_check_has_a_mutation_that_it_catches():
     assert names == ALL_CHECKS and covered == ALL_CHECKS
 
 
-@pytest.mark.parametrize("check", yield_checks(lambda: StatefulNet(4, hidden=(16, 16), seed=0)), ids=lambda c: c.name)
+@pytest.mark.parametrize("check", list(yield_checks(lambda: StatefulNet(4, hidden=(16, 16), seed=0))), ids=lambda c: c.name)
 def test_the_default_model_passes_every_check(check):
     check()

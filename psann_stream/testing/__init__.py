@@ -12,7 +12,7 @@ One test runs them all::
     import pytest
     from psann_stream.testing import yield_checks
 
-    @pytest.mark.parametrize("check", yield_checks(make_model), ids=lambda c: c.name)
+    @pytest.mark.parametrize("check", list(yield_checks(make_model)), ids=lambda c: c.name)
     def test_stability(check):
         check()
 
