@@ -105,6 +105,8 @@ class Events:
     times: np.ndarray | None
     missing_key: np.ndarray | None = None  # [N] bool where the key is null; None when no key is null
     missing_time: np.ndarray | None = None  # [N] bool where the event time is null; None when none is
+    missing_x: np.ndarray | None = None  # [N, F] bool where a feature is null (x holds NaN there); None when none is
+    missing_y: np.ndarray | None = None  # [N] bool where the target is null (y holds NaN there); None when none is
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -123,8 +125,9 @@ class ColumnMap:
     """Which columns are features, target, key and event time.
 
     Args:
-        features: one ``fixed_size_list<float32|float64>`` column name, or a sequence of numeric
-            column names (in that order).
+        features: one ``fixed_size_list<float32|float64>`` column name, one numeric column name (a
+            feature vector of width 1: univariate streams), or a sequence of numeric column names
+            (in that order).
         target: the target column (numeric), or None for prediction-only streams.
         key: the key column (any type), or None.
         time: the event-time column (timestamp or integer), or None.
@@ -155,10 +158,12 @@ class ColumnMap:
             f = field(names[0], "feature")
             if f is not None:
                 t = f.type
-                if not (pa.types.is_fixed_size_list(t) and _is_float(t.value_type)):
+                if _is_numeric(t):  # one numeric column: a univariate stream, features of width 1
+                    list_column, width = False, 1
+                elif not (pa.types.is_fixed_size_list(t) and _is_float(t.value_type)):
                     problems.append(
-                        f"feature column {f.name!r}: expected fixed_size_list<float32 or float64>[F], got {t}; "
-                        "or name several numeric columns"
+                        f"feature column {f.name!r}: expected a numeric column or fixed_size_list<float32 or "
+                        f"float64>[F], got {t}; or name several numeric columns"
                     )
                 else:
                     width = t.list_size
@@ -180,7 +185,7 @@ class ColumnMap:
                 problems.append(f"time column {self.time!r}: expected a timestamp or integer type, got {f.type}")
         if problems:
             raise ConfigError("the stream's schema does not match the column map:\n  " + "\n  ".join(problems))
-        return BoundColumns(self, schema, width, list_column)
+        return BoundColumns(self, schema, width, list_column, tuple(names))
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,7 @@ class BoundColumns:
     schema: pa.Schema
     n_features: int
     list_column: bool
+    feature_names: tuple[str, ...]  # the list column's name, or the numeric columns' names in order
 
     def read(self, batch: pa.RecordBatch) -> Events:
         """The events of ``batch``; raises ConfigError if its schema differs from the bound one."""
@@ -200,25 +206,31 @@ class BoundColumns:
                 "a stream keeps one schema (start a new run for the new one)."
             )
         c = self.columns
+        missing_x = missing_y = None
+        F = self.n_features
         if self.list_column:
             col = batch.column(c.features)  # type: ignore[arg-type]
-            if col.null_count:
-                row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-                raise ConfigError(f"feature column {c.features!r}: the list at row {row} is null.")
-            # .values ignores a slice's offset and length; .flatten() honours both (a zero-copy slice)
-            values = col.flatten()
-            if values.null_count:
-                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-                raise ConfigError(
-                    f"feature column {c.features!r}: row {first // self.n_features}, element "
-                    f"{first % self.n_features} is null."
-                )
-            x = values.to_numpy(zero_copy_only=False).reshape(-1, self.n_features)
+            # a null list, or a null element, is bad input of its row (raised or dead-lettered by the
+            # engine's policy, with "is null" as the reason): NaN in x, True in missing_x
+            values = col.values.slice(col.offset * F, len(col) * F)  # .values ignores the slice; this does not
+            if col.null_count or values.null_count:
+                missing_x = values.is_null().to_numpy(zero_copy_only=False).reshape(-1, F)
+                missing_x = missing_x | col.is_null().to_numpy(zero_copy_only=False)[:, None]
+                x = values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, F)
+                x[missing_x] = np.nan
+            else:
+                x = values.to_numpy(zero_copy_only=True).reshape(-1, F)
         else:
-            x = batch.select(list(c.features)).to_tensor(null_to_nan=True).to_numpy()
+            cols = [batch.column(n) for n in self.feature_names]
+            x = batch.select(list(self.feature_names)).to_tensor(null_to_nan=True).to_numpy()
+            if any(col.null_count for col in cols):
+                missing_x = np.stack([col.is_null().to_numpy(zero_copy_only=False) for col in cols], axis=1)
         y = keys = times = missing = missing_time = None
         if c.target is not None:
-            y = batch.column(c.target).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            tcol = batch.column(c.target)
+            y = tcol.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            if tcol.null_count:
+                missing_y = tcol.is_null().to_numpy(zero_copy_only=False)
         if c.key is not None:
             kc = batch.column(c.key)
             keys = kc.to_numpy(zero_copy_only=False)
@@ -229,7 +241,8 @@ class BoundColumns:
             times = tc.to_numpy(zero_copy_only=False)
             if tc.null_count:
                 missing_time = tc.is_null().to_numpy(zero_copy_only=False)
-        return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time)
+        return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time,
+                      missing_x=missing_x, missing_y=missing_y)
 
 
 # ---------------------------------------------------------------------- sources

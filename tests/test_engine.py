@@ -193,7 +193,8 @@ def _one_bad(kind: str) -> pa.RecordBatch:
         feats = pa.FixedSizeListArray.from_arrays(flat, 3)
     elif kind != "key":
         feats = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3)
-    return pa.record_batch({"x": feats, "y": pa.array(y), "key": pa.array(keys, pa.string())})
+    target = pa.array([None if (kind == "null-target" and i == 5) else v for i, v in enumerate(y.tolist())], pa.float64())
+    return pa.record_batch({"x": feats, "y": target, "key": pa.array(keys, pa.string())})
 
 
 @pytest.mark.parametrize(
@@ -204,7 +205,8 @@ def _one_bad(kind: str) -> pa.RecordBatch:
         ("huge", BadInputError, r"batch 0, row 5: feature 2 is [0-9.e+]+ \(\|value\| > 1e\+12\)"),
         ("target", NonFiniteInputError, r"batch 0, row 5: target is nan"),
         ("key", BadInputError, r"batch 0, row 5: key is null"),
-        ("null-element", ConfigError, r"feature column 'x': row 5, element 2 is null"),
+        ("null-element", BadInputError, r"batch 0, row 5: feature 2 is null\. Nothing"),
+        ("null-target", BadInputError, r"batch 0, row 5: target is null\. Nothing"),
     ],
 )
 def test_raise_policy_names_each_kind_of_bad_row(kind, error, message):

@@ -56,21 +56,35 @@ def test_schema_problems_are_all_named_with_expected_and_actual_types():
     with pytest.raises(ConfigError) as info:
         ColumnMap("k", target="k", key="nope", time="a").bind(t.schema)
     msg = str(info.value)
-    assert "feature column 'k': expected fixed_size_list<float32 or float64>[F], got string" in msg
+    assert "feature column 'k': expected a numeric column or fixed_size_list<float32 or float64>[F], got string" in msg
     assert "target column 'k': expected a numeric type, got string" in msg
     assert "key column 'nope' is missing" in msg
     assert "time column 'a': expected a timestamp or integer type, got double" in msg
 
 
-def test_schema_change_and_null_features_are_refused():
+def test_schema_change_is_refused_and_null_cells_are_marked_for_the_bad_input_policy():
     t = _table()
     bound = ColumnMap("x", target="y").bind(t.schema)
     with pytest.raises(ConfigError, match="schema changed mid-stream"):
         bound.read(t.drop_columns(["t"]).to_batches()[0])
-    x = pa.FixedSizeListArray.from_arrays(pa.array([1.0, None, 3.0, 4.0], pa.float32()), 2)
-    nulls = pa.record_batch({"x": x})
-    with pytest.raises(ConfigError, match=r"row 0, element 1 is null"):
-        ColumnMap("x").bind(nulls.schema).read(nulls)
+    # a null element, and a null list (in a slice: offsets honoured)
+    x = pa.array([[9.0, 9.0], [1.0, None], None, [5.0, 6.0]], pa.list_(pa.float32(), 2)).slice(1)
+    nulls = pa.record_batch({"x": x, "y": pa.array([1.0, None, 2.0])})
+    ev = ColumnMap("x", target="y").bind(nulls.schema).read(nulls)
+    assert ev.missing_x.tolist() == [[False, True], [True, True], [False, False]]
+    assert np.isnan(ev.x[0, 1]) and np.isnan(ev.x[1]).all() and ev.x[2].tolist() == [5.0, 6.0] and ev.x[0, 0] == 1.0
+    assert ev.missing_y.tolist() == [False, True, False]
+    clean = pa.record_batch({"x": pa.array([[1.0, 2.0]], pa.list_(pa.float32(), 2)), "y": pa.array([1.0])})
+    ev = ColumnMap("x", target="y").bind(clean.schema).read(clean)
+    assert ev.missing_x is None and ev.missing_y is None
+
+
+def test_one_numeric_feature_column_is_a_feature_vector_of_width_one():
+    b = pa.record_batch({"v": pa.array([1.5, None, 3.0]), "y": pa.array([1, 2, 3], pa.int64())})
+    bound = ColumnMap("v", target="y").bind(b.schema)
+    assert bound.n_features == 1 and not bound.list_column
+    ev = bound.read(b)
+    assert ev.x.shape == (3, 1) and ev.x[0, 0] == 1.5 and ev.missing_x.tolist() == [[False], [True], [False]]
 
 
 @pytest.mark.parametrize("kind", ["table", "batches", "ipc_file", "ipc_stream", "parquet"])
