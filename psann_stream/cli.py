@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +58,10 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print("prequential MAE (faded, alpha=0.99) -- each value is predicted before it is learned")
     print(f"{'step':>6} {'regime':>6} {'stateful':>9} {'no state':>9} {'persist.':>9} {'events/s':>9}")
+    notice = _CompileNotice()
+    notice.start()  # a throwaway learner takes the one-time compile, so no rate below includes it
+    Learner(StatefulNet(1, hidden=(4,), seed=0)).learn_batch(x[:2], y[:2])
+    notice.stop()
     started = time.perf_counter()
     for lo in range(0, args.steps, args.every):
         hi = min(lo + args.every, args.steps)
@@ -99,11 +105,15 @@ def _load_config(path: str | None) -> dict:
         raise ConfigError(f"--config {path}: cannot be read ({exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc}).") from None
-    unknown = set(cfg) - {"model", "state", "learner", "ensemble"}
+    unknown = set(cfg) - {"model", "state", "learner", "ensemble", "kafka"}
     if unknown:
         raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner], "
-                          "or [ensemble] alone.")
-    if "ensemble" in cfg and set(cfg) - {"ensemble"}:
+                          "or [ensemble] alone, and [kafka] with --kafka.")
+    for key, value in cfg.get("kafka", {}).items():  # passed to librdkafka as is: plain values only
+        if isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"--config {path}: [kafka] {key} must be a string, number or boolean (a librdkafka "
+                              f"setting), got {type(value).__name__}.")
+    if "ensemble" in cfg and set(cfg) - {"ensemble", "kafka"}:
         raise ConfigError(f"--config {path}: [ensemble] builds its own members (psann_stream.ensemble.default_ensemble); "
                           "drop [model], [state] and [learner], or drop [ensemble].")
     return cfg
@@ -130,12 +140,15 @@ def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
     return default_ensemble(width, keyed=keyed, persistence_column=column, **kw)
 
 
-def _source(args: argparse.Namespace):
+def _source(args: argparse.Namespace, kafka_settings: dict):
     from .io import open_source
 
     if (args.input is None) == (args.kafka is None):
         raise ConfigError("give either --input PATH|- or --kafka HOST:PORT --topic T.")
     if args.kafka is None:
+        if kafka_settings:
+            raise ConfigError("the --config file has a [kafka] section, but the input is not Kafka: drop the section "
+                              "or read with --kafka HOST:PORT --topic T.")
         return open_source(args.input)
     if not args.topic:
         raise ConfigError("--kafka needs --topic.")
@@ -143,7 +156,7 @@ def _source(args: argparse.Namespace):
 
     parts = [int(p) for p in args.partitions.split(",")] if args.partitions else None
     return KafkaSource(args.kafka, args.topic, partitions=parts, group_id=args.group_id,
-                       until=None if args.follow else "end")
+                       until=None if args.follow else "end", config=kafka_settings)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     features = args.features.split(",")
     columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key,
                         time=args.time)
-    source = _source(args)
+    source = _source(args, dict(cfg.get("kafka", {})))
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
     net = None if "ensemble" in cfg else StatefulNet(
@@ -214,36 +227,88 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CompileNotice:
+    """Says, while it happens, that the per-event loop is being compiled. numba compiles it on a
+    machine's first run (~10-20 s; later runs load it from its cache in about a second), inside the
+    first call that learns: :meth:`start` before that call, :meth:`stop` after it. If the call takes
+    longer than ``after`` seconds a line says what is going on, and a second one how long it took."""
+
+    def __init__(self, after: float = 2.0) -> None:
+        self.after = after
+        self._timer: threading.Timer | None = None
+        self._t0 = 0.0
+        self.said = False
+
+    def _say(self) -> None:
+        self.said = True
+        print("compiling the per-event loop (once per machine; later runs start at once) ...", flush=True)
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._timer = threading.Timer(self.after, self._say)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            if self.said:
+                print(f"compiled in {time.perf_counter() - self._t0:.0f} s (cached for later runs)", flush=True)
+
+
 class _Progress:
     """Rows, rows/s, rolling (faded) absolute error and alert count: one updating line on a terminal,
-    plain log lines every ``every`` seconds otherwise."""
+    plain log lines every ``every`` seconds otherwise.
+
+    Targets are matched to predictions batch by batch, in order (the engine finishes batches in the
+    order it reads them, and may read ahead). A batch with dead-lettered rows is left out of the
+    error (its predictions cover only the good rows). The rate starts after the first batch, so the
+    one-time compile of the per-event loop (``_Compiling``) is not in it.
+    """
 
     def __init__(self, tty: bool, every: float) -> None:
         self.tty, self.every = tty, every
         self.start = self.last = time.perf_counter()
-        self.rows = 0
+        self.rows = self.rated_rows = self.printed = self.batches = 0
         self.err = (0.0, 0.0)
-        self._y: np.ndarray | None = None
+        self._targets: deque[np.ndarray | None] = deque()
+        self.compiling = _CompileNotice()
 
     def batch(self, position, events) -> None:
-        self._y = events.y
+        if self.batches == 0:
+            self.compiling.start()
+        self.batches += 1
+        self._targets.append(events.y)
 
     def predictions(self, position, preds: np.ndarray) -> None:
+        y = self._targets.popleft() if self._targets else None
+        if self.rows == 0:  # the first batch carries the one-time compile: the rate starts after it
+            self.compiling.stop()
+            self.start = time.perf_counter()
+        else:
+            self.rated_rows += len(preds)
         self.rows += len(preds)
-        if self._y is not None and len(self._y) == len(preds):
-            self.err = _faded(np.abs(preds - self._y), 0.999, *self.err)
+        if y is not None and len(y) == len(preds):
+            ok = np.isfinite(preds) & np.isfinite(y)
+            self.err = _faded(np.abs(preds[ok] - y[ok]), 0.999, *self.err)
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
             self._print(end="\r" if self.tty else "\n")
 
     def _print(self, end: str) -> None:
-        rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
+        self.printed = self.rows
+        rate = self.rated_rows / max(time.perf_counter() - self.start, 1e-9)
         err = self.err[0] / self.err[1] if self.err[1] else float("nan")
         print(f"rows {self.rows:,}  {rate:,.0f} rows/s  faded MAE {err:.4g}", end=end, flush=True)
 
     def done(self, stats, alerts) -> None:
-        self._print(end="\n")
+        self.compiling.stop()
+        if self.printed != self.rows or self.rows == 0:
+            self._print(end="\n")
+        elif self.tty:
+            print()  # end the updating line
         print(f"done: {stats.rows_in:,} rows in (this and earlier runs), {stats.predicted:,} predicted, "
               f"{stats.dead_lettered:,} dead-lettered, {stats.checkpoints} checkpoint(s), {len(alerts)} alert(s)")
         for a in alerts:

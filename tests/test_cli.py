@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -131,3 +132,50 @@ def test_run_with_an_ensemble_section_resumes_and_refuses_bad_keys(tmp_path, cap
         assert main(base[:-2] + ["--output", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err
         assert want in err and "Traceback" not in err, err
+
+
+def _univariate_file(path, n=3000):
+    """One numeric feature column 'v' (a null at row 1700), a target 'y' (NaN at row 1200), 500-row batches."""
+    import numpy as np
+    import pyarrow as pa
+
+    v = np.sin(np.arange(n) * 0.1)
+    y = np.roll(v, -1)
+    y[1200] = np.nan
+    t = pa.table({"v": pa.array([None if i == 1700 else float(x) for i, x in enumerate(v)], pa.float64()),
+                  "y": pa.array(y)})
+    with pa.ipc.new_file(str(path), t.schema) as w:
+        for b in t.to_batches(max_chunksize=500):
+            w.write_batch(b)
+
+
+def test_a_univariate_stream_with_bad_rows_runs_and_the_progress_stays_honest(tmp_path, capsys):
+    """One numeric --features column is a feature vector of width 1; a null cell is reported as null;
+    the dead-lettered rows do not turn the faded MAE into NaN; the last progress line is printed once."""
+    from psann_stream.engine import read_parts
+
+    _univariate_file(tmp_path / "u.arrow")
+    assert main(["run", "--input", str(tmp_path / "u.arrow"), "--features", "v", "--target", "y",
+                 "--on-bad-input", "dead-letter", "--dead-letter", str(tmp_path / "dead"),
+                 "--progress-every", "0"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("rows ")]
+    assert len(lines) == 6 and "nan" not in " ".join(lines)  # one line per batch, none repeated at the end
+    assert lines[-1].startswith("rows 2,998 ")
+    assert "2,998 predicted, 2 dead-lettered" in out
+    dead = read_parts(tmp_path / "dead")
+    assert dead.column("reason").to_pylist() == ["target is nan", "feature 0 is null"]
+
+
+def test_the_compile_notice_says_what_is_happening_while_it_happens(capsys):
+    from psann_stream.cli import _CompileNotice
+
+    notice = _CompileNotice(after=0.05)
+    notice.start()
+    time.sleep(0.3)
+    notice.stop()
+    quiet = _CompileNotice(after=5.0)
+    quiet.start()
+    quiet.stop()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("compiling the per-event loop") and out[1].startswith("compiled in ") and len(out) == 2
