@@ -45,6 +45,35 @@ def _kafka() -> Any:
     return confluent_kafka
 
 
+# librdkafka settings whose values are secrets (sasl.password, ssl.key.password, ssl.key.pem,
+# sasl.oauthbearer.client.secret, sasl.jaas.config, ...): never shown in an error or a log line.
+_SECRET_MARKERS = ("password", "secret", "token", "jaas", "key.pem", "private", "credential")
+
+
+def redact(text: str, config: Mapping[str, Any] | None) -> str:
+    """``text`` with the value of every secret setting in ``config`` replaced by ``***`` (librdkafka
+    echoes a rejected value, e.g. a password pasted into the wrong setting).
+
+    >>> redact('Invalid value "hunter2" for "security.protocol"', {"sasl.password": "hunter2"})
+    'Invalid value "***" for "security.protocol"'
+    """
+    for key, value in (config or {}).items():
+        if any(m in str(key).lower() for m in _SECRET_MARKERS) and str(value):
+            text = text.replace(str(value), "***")
+    return text
+
+
+def _client(kind: str, config: Mapping[str, Any], where: str) -> Any:
+    """A confluent-kafka ``Consumer`` or ``Producer``; a rejected setting becomes a ConfigError that
+    names it, with secret values redacted."""
+    ck = _kafka()
+    try:
+        return getattr(ck, kind)(dict(config))
+    except (ck.KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: librdkafka refused the {kind.lower()} settings: {redact(str(exc), config)} "
+                          "(settings: https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md).") from None
+
+
 @dataclass(frozen=True)
 class KafkaPosition:
     """Where a Kafka source is: ``offsets`` = ``((partition, next offset, rows done in it), ...)`` by
@@ -142,7 +171,7 @@ class KafkaSource(Source):
             **dict(config or {}),
         }
         self._consumer: Any = None
-        probe = ck.Consumer(self._config)
+        probe = _client("Consumer", self._config, f"Kafka at {bootstrap}")
         try:
             meta = probe.list_topics(topic, timeout=10)
             info = meta.topics.get(topic)
@@ -167,7 +196,7 @@ class KafkaSource(Source):
                         self._committed[tp.partition] = int(tp.offset)
             self.schema = schema if schema is not None else self._first_schema(probe)
         except ck.KafkaException as exc:
-            raise ConfigError(f"Kafka at {bootstrap}: {exc}") from None
+            raise ConfigError(f"Kafka at {bootstrap}: {redact(str(exc), self._config)}") from None
         finally:
             probe.close()
 
@@ -205,7 +234,7 @@ class KafkaSource(Source):
     def batches(self, start: KafkaPosition) -> Iterator[tuple[KafkaPosition, pa.RecordBatch]]:
         ck = _kafka()
         self.close()
-        consumer = self._consumer = ck.Consumer(self._config)
+        consumer = self._consumer = _client("Consumer", self._config, f"Kafka at {self.bootstrap}")
         next_offset = {p: o for p, o, _ in start.offsets}
         skip_rows = {p: r for p, o, r in start.offsets if r}
         end = {}
@@ -287,8 +316,8 @@ def produce_table(bootstrap: str, topic: str, table: pa.Table, *, key: str | Non
     ``take``); without, batches go round robin. Idempotent producer, ``acks=all``; flushed before
     returning."""
     ck = _kafka()
-    producer = ck.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                            "linger.ms": 5, **dict(config or {})})
+    producer = _client("Producer", {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                    "linger.ms": 5, **dict(config or {})}, f"Kafka at {bootstrap}")
     if partitions is None:
         meta = producer.list_topics(topic, timeout=10)
         info = meta.topics.get(topic)

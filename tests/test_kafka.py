@@ -230,3 +230,28 @@ def test_following_a_topic_stops_at_max_events_and_resumes_there(broker, tmp_pat
     out = read_parts(tmp_path / "out")
     _assert_each_row_once(out, 3000)
     _assert_equal_per_key(_per_key(out, ["partition", "offset", "row"]), _reference(tmp_path, table))
+
+
+def test_a_kafka_config_section_reaches_librdkafka_and_never_echoes_a_secret(broker, tmp_path, capsys):
+    """[kafka] settings are passed to the consumer (a bad one is refused by librdkafka, named); a
+    secret pasted into the wrong setting is redacted from the error; the section needs --kafka."""
+    from psann_stream.cli import main
+
+    topic = _topic(broker, "cfg-section", _table(300))
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('[kafka]\n"client.id" = "psann-test"\n"sasl.password" = "hunter2"\n"security.protocol" = "hunter2"\n')
+    base = ["run", "--kafka", broker, "--topic", topic, "--features", "x", "--target", "y", "--key", "k"]
+    assert main([*base, "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "security.protocol" in err and "***" in err and "hunter2" not in err and "Traceback" not in err
+    with pytest.raises(ConfigError) as info:
+        KafkaSource(broker, topic, config={"ssl.key.password": "s3cret", "security.protocol": "s3cret"})
+    assert "security.protocol" in str(info.value) and "s3cret" not in str(info.value)
+    cfg.write_text('[kafka]\n"client.id" = "psann-test"\n')
+    assert main([*base, "--config", str(cfg), "--output", str(tmp_path / "out")]) == 0
+    assert read_parts(tmp_path / "out").num_rows == 300
+    table = tmp_path / "t.arrow"
+    with pa.ipc.new_file(str(table), _table(10).schema) as w:
+        w.write_table(_table(10))
+    assert main(["run", "--input", str(table), "--features", "x", "--target", "y", "--config", str(cfg)]) == 2
+    assert "[kafka] section, but the input is not Kafka" in capsys.readouterr().err
