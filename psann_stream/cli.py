@@ -15,7 +15,6 @@ import argparse
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Sequence
 
@@ -26,17 +25,10 @@ from .errors import ConfigError, PsannStreamError
 from .keyed import KeyedLearner
 from .learner import Learner
 from .model import StatefulNet
+from .observe import FadedError
 from .state import StateConfig
 
 __all__ = ["main"]
-
-
-def _faded(errors: np.ndarray, alpha: float, s: float, n: float) -> tuple[float, float]:
-    """Fold ``errors`` into a faded sum (Gama et al. 2013): ``S = e + alpha S``, ``N = 1 + alpha N``."""
-    for e in errors:
-        s = float(e) + alpha * s
-        n = 1.0 + alpha * n
-    return s, n
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -50,7 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
             StatefulNet(1, hidden=(32, 32), state=StateConfig(gain=0.0, learnable_gain=False), seed=args.seed)
         ),
     }
-    faded = {k: (0.0, 0.0) for k in (*learners, "persistence")}
+    faded = {k: FadedError(alpha=0.99) for k in (*learners, "persistence")}
     total = {k: 0.0 for k in faded}
     print(
         f"psann-stream demo: {args.steps} steps of a sine whose period/amplitude switch at steps "
@@ -70,9 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
         rate = (hi - lo) * len(learners) / (time.perf_counter() - t0)
         errs["persistence"] = np.abs(x[lo:hi, 0] - y[lo:hi])
         for k, e in errs.items():
-            faded[k] = _faded(e, 0.99, *faded[k])
+            faded[k].add(e)
             total[k] += float(e.sum())
-        row = " ".join(f"{faded[k][0] / faded[k][1]:9.4f}" for k in ("stateful", "no state", "persistence"))
+        row = " ".join(f"{faded[k].value:9.4f}" for k in ("stateful", "no state", "persistence"))
         print(f"{hi:6d} {stream.regime_at(hi - 1):6d} {row} {rate:9,.0f}", flush=True)
     n = args.steps
     print(
@@ -206,6 +198,13 @@ def _run(args: argparse.Namespace) -> int:
         on_bad_input=args.on_bad_input, time_order=args.time_order,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
     )
+    metrics = None
+    if args.metrics_port is not None:
+        from .observe import EngineMetrics
+
+        metrics = EngineMetrics(engine, max_keys=args.metrics_keys)
+        port = metrics.serve(args.metrics_port, host=args.metrics_host)
+        print(f"metrics: http://{args.metrics_host}:{port}/metrics", flush=True)
     if args.init_from:
         if args.resume:
             raise ConfigError("--init-from starts a new run from a learned state; --resume continues one. Use one.")
@@ -219,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
             stats = engine.run(resume=args.resume)
         progress.done(stats, learner.alerts)
     finally:
+        if metrics is not None:
+            metrics.close()
         if hasattr(source, "close"):
             source.close()
         if ray is not None:
@@ -258,40 +259,33 @@ class _CompileNotice:
 
 
 class _Progress:
-    """Rows, rows/s, rolling (faded) absolute error and alert count: one updating line on a terminal,
-    plain log lines every ``every`` seconds otherwise.
-
-    Targets are matched to predictions batch by batch, in order (the engine finishes batches in the
-    order it reads them, and may read ahead). A batch with dead-lettered rows is left out of the
-    error (its predictions cover only the good rows). The rate starts after the first batch, so the
-    one-time compile of the per-event loop (``_Compiling``) is not in it.
+    """Rows, rows/s, rolling (faded) absolute error (:class:`~psann_stream.observe.FadedError`) and
+    alert count: one updating line on a terminal, plain log lines every ``every`` seconds otherwise.
+    The rate starts after the first batch, so the one-time compile of the per-event loop
+    (:class:`_CompileNotice`) is not in it.
     """
 
     def __init__(self, tty: bool, every: float) -> None:
         self.tty, self.every = tty, every
         self.start = self.last = time.perf_counter()
         self.rows = self.rated_rows = self.printed = self.batches = 0
-        self.err = (0.0, 0.0)
-        self._targets: deque[np.ndarray | None] = deque()
+        self.error = FadedError()
         self.compiling = _CompileNotice()
 
     def batch(self, position, events) -> None:
         if self.batches == 0:
             self.compiling.start()
         self.batches += 1
-        self._targets.append(events.y)
+        self.error.batch(position, events)
 
     def predictions(self, position, preds: np.ndarray) -> None:
-        y = self._targets.popleft() if self._targets else None
+        self.error.predictions(position, preds)
         if self.rows == 0:  # the first batch carries the one-time compile: the rate starts after it
             self.compiling.stop()
             self.start = time.perf_counter()
         else:
             self.rated_rows += len(preds)
         self.rows += len(preds)
-        if y is not None and len(y) == len(preds):
-            ok = np.isfinite(preds) & np.isfinite(y)
-            self.err = _faded(np.abs(preds[ok] - y[ok]), 0.999, *self.err)
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
@@ -300,8 +294,7 @@ class _Progress:
     def _print(self, end: str) -> None:
         self.printed = self.rows
         rate = self.rated_rows / max(time.perf_counter() - self.start, 1e-9)
-        err = self.err[0] / self.err[1] if self.err[1] else float("nan")
-        print(f"rows {self.rows:,}  {rate:,.0f} rows/s  faded MAE {err:.4g}", end=end, flush=True)
+        print(f"rows {self.rows:,}  {rate:,.0f} rows/s  faded MAE {self.error.value:.4g}", end=end, flush=True)
 
     def done(self, stats, alerts) -> None:
         self.compiling.stop()
@@ -415,6 +408,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")
     run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one; "
+                     "needs psann-stream[metrics])")
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)")
+    run.add_argument("--metrics-keys", type=int, default=20,
+                     help="keys with a series of their own in psann_key_rows_total (default 20; the rest as 'other')")
     run.set_defaults(func=_run)
     scen = sub.add_parser("scenario", help="list the drift scenarios, or run one against the baselines")
     scen.add_argument("action", choices=("list", "run"))

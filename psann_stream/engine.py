@@ -72,6 +72,8 @@ class RunStats:
     checkpoints: int = 0
     drifts: int = 0  # drift detections (each reset that key at that event)
     position: Any = field(default_factory=Position)  # the source's position type
+    last_checkpoint_at: float | None = None  # wall-clock time (time.time()) of the last checkpoint of this process
+    last_checkpoint_seconds: float = 0.0  # how long it took (drain, parts commit, state write)
 
 
 class _Parts:
@@ -345,6 +347,7 @@ class Engine:
         return start
 
     def _checkpoint(self, position: Any) -> None:
+        started = time.perf_counter()
         self._drain(0)
         parts = dead = 0
         if self.output is not None:
@@ -374,6 +377,7 @@ class Engine:
             keep_last=self.policy.keep_last,
         )
         self.source.commit(position)
+        s.last_checkpoint_at, s.last_checkpoint_seconds = time.time(), time.perf_counter() - started
         if "on_checkpoint" in self.hooks:
             self.hooks["on_checkpoint"](s.rows_in, path)
 

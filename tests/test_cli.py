@@ -179,3 +179,17 @@ def test_the_compile_notice_says_what_is_happening_while_it_happens(capsys):
     quiet.stop()
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("compiling the per-event loop") and out[1].startswith("compiled in ") and len(out) == 2
+
+
+def test_run_serves_metrics_and_closes_the_endpoint(tmp_path, capsys):
+    """--metrics-port 0 picks a free port on 127.0.0.1 and says where; the endpoint is gone after the run."""
+    import urllib.error
+    import urllib.request
+
+    _arrow_file(tmp_path / "s.arrow")
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--key", "key",
+                 "--metrics-port", "0", "--progress-every", "1000"]) == 0
+    out = capsys.readouterr().out
+    url = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", out).group(1)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=2)
