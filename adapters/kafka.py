@@ -271,6 +271,24 @@ class KafkaSource(Source):
                 live.remove(p)
                 consumer.incremental_unassign([ck.TopicPartition(self.topic, p)])
 
+    def lag(self, position: KafkaPosition) -> dict[int, int]:
+        """Messages per partition from ``position`` (the engine's next unread row) to the end of the
+        partition as the broker has it now: how far the run is behind its input. Empty while no
+        consumer is open (before the run, after :meth:`close`). Safe to call from another thread
+        (the metrics endpoint): it asks the broker for watermarks, it does not poll."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        ck = _kafka()
+        out = {}
+        for p, nxt, _ in position.offsets:
+            try:
+                _, high = consumer.get_watermark_offsets(ck.TopicPartition(self.topic, p), timeout=2)
+            except (ck.KafkaException, RuntimeError):  # closed meanwhile, or the broker is away: no number
+                continue
+            out[int(p)] = max(int(high) - int(nxt), 0)
+        return out
+
     def commit(self, position: KafkaPosition) -> None:
         """Commit ``position``'s offsets (the first message not fully processed, per partition) to
         the consumer group; called by the engine after each checkpoint."""

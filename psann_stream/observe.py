@@ -20,6 +20,8 @@ series                                 type     meaning
 ``psann_checkpoint_duration_seconds``  gauge    how long the last checkpoint took
 ``psann_key_rows_total{key}``          counter  rows per key for the first ``max_keys`` keys seen; the
                                                 rest under ``key="other"`` (bounded cardinality)
+``psann_input_lag_messages{partition}``  gauge  Kafka: messages from the next unread row to the end of
+                                                each partition (sources with a ``lag(position)`` method)
 =====================================  =======  ============================================================
 
 Needs ``prometheus-client`` (``pip install 'psann-stream[metrics]'``), imported only when an
@@ -169,6 +171,13 @@ class EngineMetrics:
                         value=time.time() - s.last_checkpoint_at)
             yield gauge("psann_checkpoint_duration_seconds", "duration of the last checkpoint",
                         value=s.last_checkpoint_seconds)
+        lag = getattr(self.engine.source, "lag", None)
+        if callable(lag):  # a broker source: how far behind its input the run is
+            family = gauge("psann_input_lag_messages", "messages from the next unread row to the partition's end",
+                           labels=["partition"])
+            for part, n in sorted(lag(s.position).items()):
+                family.add_metric([str(part)], n)
+            yield family
         if self.max_keys:
             keys = counter("psann_key_rows", f"rows per key (first {self.max_keys} keys; the rest as 'other')",
                            labels=["key"])

@@ -255,3 +255,36 @@ def test_a_kafka_config_section_reaches_librdkafka_and_never_echoes_a_secret(bro
         w.write_table(_table(10))
     assert main(["run", "--input", str(table), "--features", "x", "--target", "y", "--config", str(cfg)]) == 2
     assert "[kafka] section, but the input is not Kafka" in capsys.readouterr().err
+
+
+def test_the_metrics_endpoint_reports_the_input_lag_per_partition(broker, tmp_path):
+    """Mid-run the run is behind its topic by the messages it has not read; at the end by none."""
+    import urllib.request
+
+    from psann_stream.observe import EngineMetrics
+
+    topic = _topic(broker, "lag", _table(3000), batch_size=100)  # 30 messages over 2 partitions
+    engine = Engine(KafkaSource(broker, topic), KeyedLearner(_net()), ColumnMap("x", target="y", key="k"),
+                    checkpoint=CheckpointPolicy(tmp_path / "ckpt", every_events=1000))
+    metrics = EngineMetrics(engine, max_keys=0)
+    port = metrics.serve(0)
+
+    def lag() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("psann_input_lag_messages{")]
+        return {ln.split('"')[1]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
+
+    seen = []
+    engine.hooks["on_checkpoint"] = lambda step, path: seen.append((step, lag()))
+    try:
+        engine.run()
+        end = lag()
+    finally:
+        metrics.close()
+        engine.source.close()
+    total = sum(_ends(broker, topic))
+    step, first = seen[0]
+    assert 1000 <= step < 3000 and set(first) == {"0", "1"}
+    assert 0 < sum(first.values()) < total  # part of the topic read at the first checkpoint
+    assert [sum(lagged.values()) for _, lagged in seen] == sorted((sum(lagged.values()) for _, lagged in seen), reverse=True)
+    assert end == {"0": 0.0, "1": 0.0}
