@@ -20,6 +20,7 @@ Needs ``pip install 'psann-stream[kafka]'``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -31,7 +32,7 @@ from psann_stream.errors import BadInputError, ConfigError, PsannStreamError
 from psann_stream.io import Source
 from psann_stream.keyed import shard_of
 
-__all__ = ["KafkaPosition", "KafkaSource", "create_topic", "produce_table"]
+__all__ = ["KafkaPosition", "KafkaSink", "KafkaSource", "create_topic", "produce_table", "read_predictions"]
 
 
 def _kafka() -> Any:
@@ -306,6 +307,143 @@ class KafkaSource(Source):
 
 
 # ---------------------------------------------------------------------- writing
+class KafkaSink:
+    """Prediction rows to a Kafka topic: an :class:`~psann_stream.engine.OutputSink` of the engine.
+
+    At every checkpoint the rows since the last one are produced and flushed (all acknowledged by the
+    broker) before the checkpoint is written: ``fmt="arrow"`` sends one Arrow IPC stream per key
+    and commit with the key as the message key (rows without a key column: one message per
+    commit, round robin), ``fmt="json"`` one JSON object per row with its key. A key's messages go
+    to partition ``shard_of(key, partitions)``, so each key's predictions stay in order.
+
+    **At least once plus dedupe, not transactions.** The producer is idempotent (no duplicates from
+    its own retries). A crash after a flush and before the checkpoint repeats, on resume, the rows
+    since the last checkpoint: the engine recomputes them bit for bit, and every row carries its
+    source position (``batch, row`` for files; ``partition, offset, row`` for a Kafka source), so a
+    consumer keeps the first row per position (:func:`read_predictions` does). Kafka transactions
+    would make the output exactly once for ``read_committed`` consumers; the broker the tests run
+    does not hide aborted messages from them (measured, docs/scale-out.md), so that path could not be
+    tested here and is not offered.
+    """
+
+    exact = False
+
+    def __init__(self, bootstrap: str, topic: str, *, fmt: Literal["arrow", "json"] = "arrow",
+                 config: Mapping[str, Any] | None = None) -> None:
+        if fmt not in ("arrow", "json"):
+            raise ConfigError(f"KafkaSink.fmt = {fmt!r} is not 'arrow' or 'json'.")
+        self.bootstrap, self.topic, self.fmt = bootstrap, topic, fmt
+        settings = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                    **dict(config or {})}
+        self._settings = settings
+        self._producer = _client("Producer", settings, f"Kafka at {bootstrap}")
+        meta = self._producer.list_topics(timeout=10)  # all topics: asking for one may auto-create it
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise ConfigError(f"Kafka output topic {topic!r} at {bootstrap} does not exist; create it first "
+                              "(create_topic, or your cluster's tools).")
+        self.partitions = len(info.partitions)
+        self.count = 0
+        self.pending: list[pa.RecordBatch] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+
+    def truncate(self, count: int) -> None:
+        """A topic keeps what was produced: forget only the unflushed rows (the engine recomputes them)."""
+        self.count = count
+        self.pending = []
+
+    def commit(self) -> pa.Table | None:
+        if not self.pending:
+            return None
+        table = pa.Table.from_batches(self.pending)
+        errors: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, part in self._messages(table):
+            partition = None if key is None else shard_of(key, self.partitions)
+            kw = {} if partition is None else {"partition": partition}
+            payload = part if isinstance(part, (bytes, str)) else _ipc_bytes(part)
+            while True:
+                try:
+                    self._producer.produce(self.topic, value=payload, key=None if key is None else str(key),
+                                           on_delivery=delivered, **kw)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    self._producer.poll(0.1)
+        left = self._producer.flush(30)
+        if errors or left:
+            raise PsannStreamError(
+                f"Kafka output topic {self.topic!r} at {self.bootstrap}: {left} message(s) undelivered"
+                f"{', ' + redact(errors[0], self._settings) if errors else ''}. No checkpoint was written; resume "
+                "(--resume) when the broker is reachable: the rows since the last checkpoint are produced again.")
+        self.count += 1
+        self.pending = []
+        return table
+
+    def _messages(self, table: pa.Table) -> Iterator[tuple[Any, Any]]:
+        has_key = "key" in table.column_names
+        if self.fmt == "json":
+            for row in table.to_pylist():
+                yield (row["key"] if has_key else None), json.dumps(row, default=str)
+            return
+        if not has_key:
+            yield None, table.combine_chunks().to_batches()[0]
+            return
+        groups: dict[Any, list[int]] = {}  # per key, its rows in order (plain Python keys, as shard_of hashes them)
+        for i, k in enumerate(table.column("key").to_pylist()):
+            groups.setdefault(k, []).append(i)
+        for k, idx in groups.items():
+            yield k, table.take(pa.array(idx, pa.int64())).combine_chunks().to_batches()[0]
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+def read_predictions(bootstrap: str, topic: str, *, timeout: float = 10.0) -> pa.Table:
+    """Every prediction row in ``topic`` (as :class:`KafkaSink` wrote it, either format), with the
+    repeats a crash produced dropped: the first row per source position (the output's position
+    columns) is kept. Reads to the partitions' current ends."""
+    ck = _kafka()
+    consumer = _client("Consumer", {"bootstrap.servers": bootstrap, "group.id": "psann-stream-read-predictions",
+                                    "enable.auto.commit": False}, f"Kafka at {bootstrap}")
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout)
+        parts = sorted(meta.topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
+        consumer.assign([ck.TopicPartition(topic, p, 0) for p in parts if ends[p] > 0])
+        tables, rows, left = [], [], {p: e for p, e in ends.items() if e > 0}
+        while left:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise PsannStreamError(f"read_predictions: no message from {topic!r} within {timeout} s; "
+                                       f"{sum(left.values())} expected.")
+            if msg.error() is not None:
+                raise PsannStreamError(f"read_predictions: {msg.error()}")
+            value = msg.value()
+            if value[:1] == b"{":
+                rows.append(json.loads(value))
+            else:
+                tables.append(pa.Table.from_batches([decode_message(value, f"{topic}/{msg.partition()}@{msg.offset()}")]))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                left.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+    table = pa.concat_tables(tables) if tables else pa.Table.from_pylist(rows)
+    position = [c for c in ("partition", "offset", "batch", "row") if c in table.column_names]
+    seen, keep = set(), []
+    for i, pos in enumerate(zip(*(table.column(c).to_pylist() for c in position))):
+        if pos not in seen:
+            seen.add(pos)
+            keep.append(i)
+    return table.take(pa.array(keep, pa.int64()))
+
+
 def create_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float = 10.0) -> None:
     """Create ``topic`` with ``partitions`` partitions (an error if it exists)."""
     ck = _kafka()

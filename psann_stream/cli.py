@@ -138,9 +138,9 @@ def _source(args: argparse.Namespace, kafka_settings: dict):
     if (args.input is None) == (args.kafka is None):
         raise ConfigError("give either --input PATH|- or --kafka HOST:PORT --topic T.")
     if args.kafka is None:
-        if kafka_settings:
-            raise ConfigError("the --config file has a [kafka] section, but the input is not Kafka: drop the section "
-                              "or read with --kafka HOST:PORT --topic T.")
+        if kafka_settings and args.kafka_out is None:
+            raise ConfigError("the --config file has a [kafka] section, but neither the input nor the output is Kafka: "
+                              "drop the section, or use --kafka HOST:PORT --topic T or --kafka-out HOST:PORT.")
         return open_source(args.input)
     if not args.topic:
         raise ConfigError("--kafka needs --topic.")
@@ -191,9 +191,18 @@ def _run(args: argparse.Namespace) -> int:
     else:
         learner = Learner(net, **lcfg)
     progress = _Progress(sys.stdout.isatty(), every=args.progress_every)
+    output = args.output
+    if args.kafka_out is not None:
+        if args.output is not None or not args.out_topic:
+            raise ConfigError("--kafka-out HOST:PORT needs --out-topic T, and replaces --output: give one of them.")
+        from psann_stream.adapters.kafka import KafkaSink
+
+        output = KafkaSink(args.kafka_out, args.out_topic, fmt=args.out_format, config=cfg.get("kafka", {}))
+    elif args.out_topic:
+        raise ConfigError("--out-topic needs --kafka-out HOST:PORT.")
     engine = Engine(
         source, learner, columns,
-        output=args.output, output_format=args.output_format, dead_letter=args.dead_letter,
+        output=output, output_format=args.output_format, dead_letter=args.dead_letter,
         checkpoint=CheckpointPolicy(args.checkpoint_dir, every_events=args.checkpoint_every) if args.checkpoint_dir else None,
         on_bad_input=args.on_bad_input, time_order=args.time_order,
         hooks={"on_batch": progress.batch, "on_prediction": progress.predictions},
@@ -405,6 +414,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections, or an [ensemble] section")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")
+    run.add_argument("--kafka-out", help="write predictions to Kafka at HOST:PORT (with --out-topic; at least once: "
+                     "every row carries its source position for dedupe, see docs/scale-out.md)")
+    run.add_argument("--out-topic", help="the Kafka topic for predictions (it must exist)")
+    run.add_argument("--out-format", choices=("arrow", "json"), default="arrow",
+                     help="Kafka message values: Arrow IPC per key and checkpoint, or one JSON object per row")
     run.add_argument("--on-bad-input", choices=("raise", "dead-letter"), default="raise")
     run.add_argument("--dead-letter", help="directory for dead-lettered rows (with --on-bad-input dead-letter)")
     run.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2)")

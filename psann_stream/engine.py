@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,7 @@ from .io import BoundColumns, ColumnMap, Events, Position
 from .keyed import KeyedLearner
 from .learner import Learner
 
-__all__ = ["CheckpointPolicy", "Engine", "RunStats", "read_parts"]
+__all__ = ["CheckpointPolicy", "Engine", "OutputSink", "RunStats", "read_parts"]
 
 BadInputPolicy = Literal["raise", "dead-letter"]
 TimeOrder = Literal["strict", "non-decreasing", "off"]
@@ -76,9 +76,32 @@ class RunStats:
     last_checkpoint_seconds: float = 0.0  # how long it took (drain, parts commit, state write)
 
 
+class OutputSink(Protocol):
+    """Where prediction rows go. The engine calls ``write(batch)`` for each batch's rows (in order),
+    ``commit()`` before every checkpoint (durably store the rows written since the last commit;
+    return them as a table, or None if there were none), and, when a run starts or resumes,
+    ``truncate(count)`` with the number of commits the checkpoint covers. ``count`` is the number
+    of commits the sink holds. ``exact``: True if ``truncate`` removes what was committed after the
+    checkpoint (part files: output exactly once with the input); False if it cannot (a Kafka topic:
+    a crash repeats the rows after the last checkpoint, each carrying its source position, so a
+    consumer drops the repeats: at least once plus dedupe).
+    """
+
+    count: int
+    exact: bool
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def commit(self) -> pa.Table | None: ...
+
+    def truncate(self, count: int) -> None: ...
+
+
 class _Parts:
     """A directory of part files (Arrow IPC file or stream, or Parquet); rows are buffered and become a
     part at commit."""
+
+    exact = True
 
     def __init__(self, directory: str | Path, fmt: str = "arrow") -> None:
         if fmt not in _SUFFIX:
@@ -165,7 +188,8 @@ class Engine:
             ``submit_batch(keys, x, y) -> handle`` (``handle.result()``: the predictions), such as
             :class:`psann_stream.adapters.ray.ShardedLearner`, runs asynchronously.
         columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a keyed learner).
-        output: directory for prediction part files, or None.
+        output: directory for prediction part files, an :class:`OutputSink` (e.g.
+            :class:`psann_stream.adapters.kafka.KafkaSink`), or None.
         output_format: ``"arrow"`` (IPC files), ``"arrow-stream"`` (IPC streams, ``.arrows``: readable
             as they are piped or concatenated) or ``"parquet"``.
         dead_letter: directory for dead-lettered rows (needed with ``on_bad_input="dead-letter"``).
@@ -195,7 +219,7 @@ class Engine:
         learner: Learner | KeyedLearner | Any,
         columns: ColumnMap,
         *,
-        output: str | Path | None = None,
+        output: str | Path | OutputSink | None = None,
         output_format: str = "arrow",
         dead_letter: str | Path | None = None,
         checkpoint: CheckpointPolicy | None = None,
@@ -225,7 +249,14 @@ class Engine:
         if self.bound.n_features != width:
             raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
         self.keyed = keyed
-        self.output = _Parts(output, output_format) if output is not None else None
+        if output is None or isinstance(output, (str, Path)):
+            self.output: Any = _Parts(output, output_format) if output is not None else None
+        else:
+            missing = [m for m in ("write", "commit", "truncate", "count", "exact") if not hasattr(output, m)]
+            if missing:
+                raise ConfigError(f"Engine.output must be a directory or an OutputSink; {type(output).__name__} has no "
+                                  f"{', '.join(missing)}.")
+            self.output = output
         self.dead = _Parts(dead_letter) if dead_letter is not None else None
         self.policy = checkpoint
         self.on_bad_input = on_bad_input
@@ -328,7 +359,7 @@ class Engine:
                 f"(no {', '.join(sorted(missing))}); point --checkpoint-dir at the engine's own directory."
             )
         for sink, n, name in ((self.output, payload["parts"], "output"), (self.dead, payload["dead_parts"], "dead-letter")):
-            if sink is not None and sink.count < int(n):
+            if sink is not None and sink.exact and sink.count < int(n):
                 raise CheckpointError(
                     f"the checkpoint (step {step}) covers {int(n)} committed {name} part(s) but {sink.dir} holds "
                     f"{sink.count}: rows already learned would be missing from the output. Restore the {name} "
