@@ -319,7 +319,8 @@ def check_dtype(cfg: StateConfig, dtype: torch.dtype) -> None:
     to 0 (``0 / 0`` in the tanh bound) and ``max_abs = 1e300`` overflows. Requirements, with
     ``finfo = torch.finfo(dtype)``: ``1 - rho >= finfo.eps`` (closer to 1, ``rho * s`` rounds back
     to ``s`` and the state stops decaying); ``beta``, ``max_abs``, ``gain_max`` and a fixed ``gain``
-    are at most ``finfo.max``; ``max_abs`` and ``gain_eps`` at least ``finfo.tiny`` (normal numbers).
+    are at most ``finfo.max``, and ``max_abs`` at most ``finfo.max / 4`` (headroom for the update's
+    intermediate values); ``max_abs`` and ``gain_eps`` at least ``finfo.tiny`` (normal numbers).
     Then no valid configuration gives a NaN or non-finite state in that dtype. Cached per
     ``(cfg, dtype)``: the update calls it on every step for the price of a dictionary lookup.
 
@@ -353,6 +354,12 @@ def check_dtype(cfg: StateConfig, dtype: torch.dtype) -> None:
                 f"StateConfig.{name} = {value!r} overflows {dtype} (largest {finfo.max:.4g}), where the update would "
                 f"produce inf or NaN; use {name} <= {finfo.max:.4g}, {fix}."
             )
+    if cfg.max_abs > finfo.max / 4:
+        raise ConfigError(
+            f"StateConfig.max_abs = {cfg.max_abs!r} leaves no headroom in {dtype}: the update's intermediate values (an "
+            f"oscillatory pair rotated at the bound reaches sqrt(2) max_abs; rho s plus an overflowing drive must still "
+            f"exceed max_abs) must stay below its largest value {finfo.max:.4g}; use max_abs <= {finfo.max / 4:.4g}, {fix}."
+        )
     for name in ("max_abs", "gain_eps"):
         value = getattr(cfg, name)
         if value < finfo.tiny:

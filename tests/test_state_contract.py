@@ -26,6 +26,7 @@ from psann_stream.testing.strategies import adversarial_streams, dtypes, state_c
     ("beta", dict(beta=1e40), 0.0),  # (1 - rho) beta = inf; inf * 0 = NaN
     ("max_abs", dict(max_abs=1e-300, bound="tanh", beta=0.0), 0.0),  # rounds to 0: 0 / 0
     ("max_abs", dict(max_abs=1e300), 0.5),  # clamp(+-1e300) raised a RuntimeError
+    ("max_abs", dict(max_abs=3.4e38), 0.5),  # no headroom: a rotated pair overflowed (thorough profile)
 ])
 def test_float32_refuses_what_it_cannot_carry_and_float64_runs_it(field, kwargs, a):
     cfg = StateConfig(**kwargs)

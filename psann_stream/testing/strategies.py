@@ -1,8 +1,8 @@
 """Hypothesis strategies for state configurations and adversarial input streams.
 
 Every strategy builds valid objects directly (no filtering), reaching the validation boundaries of
-the dtype it is asked for: ``rho`` up to the largest value the dtype keeps below 1, ``beta`` and
-``max_abs`` across their whole range (up to the dtype's largest finite value, ``max_abs`` and
+the dtype it is asked for: ``rho`` up to ``1 - eps``, ``beta`` and ``max_abs`` across their whole
+range (up to the dtype's largest finite value, a quarter of it for ``max_abs``; ``max_abs`` and
 ``gain_eps`` down to its smallest normal one), inputs up to ``+-1e300`` (float64) or ``+-3e38``
 (float32).
 
@@ -46,15 +46,18 @@ def largest_rate(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(dtype).eps
 
 
-def _positive(dtype: torch.dtype, typical: tuple[float, float], extreme: bool) -> st.SearchStrategy[float]:
-    """Mostly typical values; with ``extreme``, also log-uniform ones across the dtype's normal range."""
+def _positive(dtype: torch.dtype, typical: tuple[float, float], extreme: bool,
+              top: float | None = None) -> st.SearchStrategy[float]:
+    """Mostly typical values; with ``extreme``, also log-uniform ones across the dtype's normal range
+    up to ``top`` (default: its largest value), and both ends."""
     lo, hi = typical
     plain = st.floats(lo, hi)
     if not extreme:
         return plain
     info = torch.finfo(dtype)
-    wide = st.floats(math.log10(info.tiny), math.floor(math.log10(info.max))).map(lambda e: min(max(10.0**e, info.tiny), info.max))
-    return st.one_of(plain, plain, wide, st.sampled_from([info.tiny, info.max]))
+    top = info.max if top is None else top
+    wide = st.floats(math.log10(info.tiny), math.floor(math.log10(top))).map(lambda e: min(max(10.0**e, info.tiny), top))
+    return st.one_of(plain, plain, wide, st.sampled_from([info.tiny, top]))
 
 
 @st.composite
@@ -81,7 +84,7 @@ def state_configs(draw, *, dtype: torch.dtype = torch.float64, modes=MODES, boun
     rho_s = st.floats(0.0, 0.995)
     if extreme:
         rho_s = st.one_of(rho_s, rho_s, st.floats(0.995, top), st.just(top), st.just(0.0))
-    m = draw(_positive(dtype, (0.1, 10.0), extreme))
+    m = draw(_positive(dtype, (0.1, 10.0), extreme, top=torch.finfo(dtype).max / 4))  # check_dtype's headroom
     m_init = m / math.sqrt(units) if bound == "ball" else m
     frac = draw(st.floats(0.0 if mode == "gain" else -1.0, 1.0))
     gain_max = draw(st.floats(0.5, 8.0))
