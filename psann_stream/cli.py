@@ -102,7 +102,7 @@ def _load_config(path: str | None) -> dict:
         raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner], "
                           "or [ensemble] alone, and [kafka] with --kafka.")
     for key, value in cfg.get("kafka", {}).items():  # passed to librdkafka as is: plain values only
-        if isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool)):
+        if not isinstance(value, (str, int, float, bool)):
             raise ConfigError(f"--config {path}: [kafka] {key} must be a string, number or boolean (a librdkafka "
                               f"setting), got {type(value).__name__}.")
     if "ensemble" in cfg and set(cfg) - {"ensemble", "kafka"}:

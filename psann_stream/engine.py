@@ -284,22 +284,24 @@ class Engine:
         nonfinite = ~np.isfinite(x)
         huge = np.abs(x) > self.max_abs_input  # inf counts as non-finite below, not as huge
         bad = nonfinite.any(axis=1) | huge.any(axis=1)
-        null = ev.missing_x if ev.missing_x is not None else np.zeros(x.shape, dtype=bool)
+        null = ev.missing_x  # None unless the batch has a null cell (the reader reads it as NaN)
         for r in np.flatnonzero(bad):
             c = int(np.argmax(nonfinite[r] | huge[r]))
-            if null[r, c]:  # a null cell reads as NaN; say what the data holds
+            if null is not None and null[r, c]:  # say what the data holds, not the NaN it reads as
                 reasons[r] = f"feature {c} is null"
                 continue
             kind = "non-finite" if nonfinite[r, c] else f"|value| > {self.max_abs_input:g}"
             reasons[r] = f"feature {c} is {float(x[r, c])!r} ({kind})"
-        nonfinite_rows = nonfinite.any(axis=1) & ~null.any(axis=1)
+        nonfinite_rows = nonfinite.any(axis=1)
+        if null is not None:
+            nonfinite_rows &= ~null.any(axis=1)  # a null is bad input, not a non-finite value
         if ev.y is not None:
-            ynull = ev.missing_y if ev.missing_y is not None else np.zeros(len(ev.y), dtype=bool)
+            ynull = ev.missing_y
             ynonfinite = ~np.isfinite(ev.y)
             ybad = ynonfinite | (np.abs(ev.y) > self.max_abs_input)
             for r in np.flatnonzero(ybad & ~bad):
-                reasons[r] = "target is null" if ynull[r] else f"target is {float(ev.y[r])!r}"
-            nonfinite_rows |= ynonfinite & ~ynull & ~bad
+                reasons[r] = "target is null" if ynull is not None and ynull[r] else f"target is {float(ev.y[r])!r}"
+            nonfinite_rows |= ynonfinite & ~bad if ynull is None else ynonfinite & ~ynull & ~bad
             bad |= ybad
         if ev.missing_key is not None:
             for r in np.flatnonzero(ev.missing_key & ~bad):

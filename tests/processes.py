@@ -29,10 +29,17 @@ def kill_after_first_checkpoint(cmd: Sequence[str], checkpoint_dir: Path, *, env
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still running at its first checkpoint
     finally:
-        for pid in _session_pids(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+        kill_session(proc)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of ``proc``'s session (it was started with ``start_new_session=True``),
+    by PID, then reap ``proc`` and close its stderr pipe."""
+    for pid in _session_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    if proc.stderr is not None:
         proc.stderr.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,15 +240,6 @@ def test_keyed_change_members_get_the_keys():
     ens = default_ensemble(3, keyed=True, persistence_column=2, target="change")
     assert np.isfinite(ens.learn_batch(keys, X, y)).all()
     assert sorted(ens.members["memory"].member.keys) == ["a", "b"]
-
-
-@pytest.fixture
-def etth1_path(request):
-    path = request.config.getoption("--data")
-    if path is None or not Path(path).is_file():
-        pytest.skip("needs ETTh1.csv, which the project does not ship (CC BY-ND 4.0): run pytest "
-                    "--data=PATH/ETTh1.csv (../shared/data/ETT/ETTh1.csv in this workspace)")
-    return path
 
 
 def test_ensemble_learning_the_change_beats_persistence_on_etth1(etth1_path):

@@ -297,10 +297,9 @@ def test_kafka_output_killed_at_random_points_holds_each_prediction_once_after_d
     documented dedupe (first row per source position, read_predictions) it holds every input row
     exactly once, with the prediction of an uninterrupted run, bit for bit."""
     import random
-    import signal
     import time as clock
 
-    from processes import _session_pids
+    from processes import kill_session
     from psann_stream.adapters.kafka import read_predictions
 
     n = 12000
@@ -332,13 +331,7 @@ def test_kafka_output_killed_at_random_points_holds_each_prediction_once_after_d
         clock.sleep(rng.uniform(0.0, 0.6))  # a random moment after the first checkpoint
         if proc.poll() is None:
             killed += 1
-            for pid in _session_pids(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        proc.wait()
-        proc.stderr.close()
+        kill_session(proc)
         done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         raw = _count_messages_rows(broker, topic)
