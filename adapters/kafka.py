@@ -11,7 +11,7 @@ by the engine), so the group's committed offsets show real progress (lag) and ne
 the saved state.
 
 Order: Kafka keeps order within a partition, not across partitions. :func:`produce_table` puts every
-key in one partition (:func:`~psann_stream.keyed.shard_of` of the key, so the same key always
+key in one partition (:func:`~psann_stream.keys.shard_of` of the key, so the same key always
 lands in the same partition), so each key's events are learned in their order; with per-key weights
 the predictions do not depend on how partitions interleave.
 
@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from psann_stream.errors import BadInputError, ConfigError, PsannStreamError
 from psann_stream.io import Source
-from psann_stream.keyed import shard_of
+from psann_stream.keys import EncodedKeys, shard_of
 
 __all__ = ["KafkaPosition", "KafkaSink", "KafkaSource", "create_topic", "produce_table", "read_predictions"]
 
@@ -308,7 +308,7 @@ class KafkaSource(Source):
 
 # ---------------------------------------------------------------------- writing
 class KafkaSink:
-    """Prediction rows to a Kafka topic: an :class:`~psann_stream.engine.OutputSink` of the engine.
+    """Prediction rows to a Kafka topic: an :class:`~psann_stream.sinks.OutputSink` of the engine.
 
     At every checkpoint the rows since the last one are produced and flushed (all acknowledged by the
     broker) before the checkpoint is written: ``fmt="arrow"`` sends one Arrow IPC stream per key
@@ -395,11 +395,11 @@ class KafkaSink:
         if not has_key:
             yield None, table.combine_chunks().to_batches()[0]
             return
-        groups: dict[Any, list[int]] = {}  # per key, its rows in order (plain Python keys, as shard_of hashes them)
-        for i, k in enumerate(table.column("key").to_pylist()):
-            groups.setdefault(k, []).append(i)
-        for k, idx in groups.items():
-            yield k, table.take(pa.array(idx, pa.int64())).combine_chunks().to_batches()[0]
+        keys = EncodedKeys.from_arrow(table.column("key"))  # codes in order of first appearance
+        order = np.argsort(keys.codes, kind="stable")  # each key's rows, in order, key after key
+        starts = np.flatnonzero(np.diff(keys.codes[order], prepend=-2))
+        for lo, hi in zip(starts.tolist(), starts[1:].tolist() + [len(order)]):
+            yield keys[int(order[lo])], table.take(pa.array(order[lo:hi])).combine_chunks().to_batches()[0]
 
     def close(self) -> None:
         self._producer.flush(30)

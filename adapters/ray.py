@@ -12,7 +12,7 @@ batches are in flight (backpressure); the engine finishes them in order.
 Checkpoints: the engine finishes every in-flight batch, then :meth:`ShardedLearner.state_dict`
 asks every shard for its keys (Ray runs one caller's calls to an actor in submission order, so each
 answer reflects exactly the batches before it) and merges them into one canonical keyed state
-(:func:`~psann_stream.keyed.merge_key_states`), saved with the source position and the output part
+(:func:`~psann_stream.sharding.merge_key_states`), saved with the source position and the output part
 count. That state does not depend on the number of shards: :meth:`load_state_dict` splits it by
 :func:`shard_of` for however many shards this learner has, which is how a run rescales (a
 checkpoint of N shards restores into M), and a single-process engine with a
@@ -39,7 +39,9 @@ import numpy as np
 
 from psann_stream.engine import Engine, RunStats
 from psann_stream.errors import ConfigError, PsannStreamError
-from psann_stream.keyed import KeyedLearner, merge_key_states, select_keys, shard_of
+from psann_stream.keyed import KeyedLearner
+from psann_stream.keys import EncodedKeys, shard_of
+from psann_stream.sharding import merge_key_states, select_keys
 from psann_stream.model import StatefulNet
 from psann_stream.monitor import Alert
 
@@ -198,22 +200,26 @@ class ShardedLearner:
             ) from exc
 
     # ------------------------------------------------------------------ routing and learning
-    def shards_for(self, keys: np.ndarray) -> np.ndarray:
+    def shards_for(self, keys: np.ndarray | EncodedKeys) -> np.ndarray:
         """Shard of every key, ``[N]`` int64: one hash per distinct key ever seen (cached)."""
-        uniq, inverse = np.unique(np.asarray(keys), return_inverse=True)
+        if isinstance(keys, EncodedKeys):
+            uniq, index = keys.present()
+        else:
+            found, inverse = np.unique(np.asarray(keys), return_inverse=True)
+            uniq, index = found.tolist(), inverse.reshape(-1)
         table = np.empty(len(uniq), dtype=np.int64)
         cache, n = self._shard_cache, self.shards
-        for i, k in enumerate(uniq.tolist()):
+        for i, k in enumerate(uniq):
             s = cache.get(k)
             if s is None:
                 s = cache[k] = shard_of(k, n)
             table[i] = s
-        return table[inverse.reshape(-1)]
+        return table[index]
 
-    def submit_batch(self, keys: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> _Pending:
+    def submit_batch(self, keys: np.ndarray | EncodedKeys, x: np.ndarray, y: np.ndarray | None) -> _Pending:
         """Send the events to their shards (learn when ``y`` is given, else predict); returns a handle
         whose ``result()`` is the predictions ``[N]`` in row order."""
-        keys = np.asarray(keys)
+        keys = keys if isinstance(keys, EncodedKeys) else np.asarray(keys)
         n = len(keys)
         if x.shape[0] != n or (y is not None and len(y) != n):
             raise ConfigError(f"{n} key(s) for {x.shape[0]} feature row(s) and {None if y is None else len(y)} target(s).")

@@ -16,9 +16,13 @@ Semantics:
   normalisation, i.e. it contributes its running mean. In ``learn_many`` / ``predict_many`` a NaN
   cell means "missing" (pandas' convention); in ``learn_one`` / ``predict_one`` a NaN or inf value
   raises ``NonFiniteInputError``.
-* **Normalisation.** Inputs go through river's ``preprocessing.StandardScaler`` (per-feature running
-  statistics, so emerging features start fresh), updated after each event is learned; the target is
-  normalised inside the Learner (``normalize_y``).
+* **Normalisation.** Each input is standardised by its own running mean and variance, the arithmetic
+  of river's ``preprocessing.StandardScaler`` (population variance; a feature with no variance maps to
+  0) in arrays aligned with the features, so an emerging feature starts fresh; the statistics are
+  updated after each event is learned. The target is normalised inside the Learner (``normalize_y``).
+* **Speed.** A dict with the same keys in the same order as the previous call takes a cached
+  feature order and preallocated arrays to the Learner (no per-key Python work beyond reading the
+  values); any other dict takes the general path.
 * ``x`` is never mutated nor kept; pickling keeps weights, optimiser, normalisers and state;
   ``clone()`` gives a fresh, unfitted model with the same parameters.
 
@@ -36,7 +40,8 @@ import math
 from typing import Any, Hashable, Mapping
 
 import numpy as np
-from river import base, preprocessing
+from numba import njit
+from river import base
 
 from psann_stream.errors import ConfigError, NonFiniteInputError
 from psann_stream.learner import Learner
@@ -100,8 +105,13 @@ class StatefulRegressor(base.MiniBatchRegressor):
         self.readout = readout
         self._config = StateConfig() if state is None else StateConfig.from_mapping(state)
         self._features: list[Hashable] = []
+        self._position: dict[Hashable, int] = {}  # feature -> column
         self._learner: Learner | None = None
-        self._scaler = preprocessing.StandardScaler()
+        # the input scaler, per column: values seen, mean, population variance (river's StandardScaler)
+        self._count, self._mean, self._var = np.zeros(0), np.zeros(0), np.zeros(0)
+        self._last_keys: tuple[Hashable, ...] = ()  # the keys of the last dict, in its order ...
+        self._last_columns = np.zeros(0, dtype=np.int64)  # ... and their columns
+        self._row = np.zeros(0)  # the input row handed to the learner (it copies it)
 
     @classmethod
     def _unit_test_params(cls):
@@ -125,65 +135,75 @@ class StatefulRegressor(base.MiniBatchRegressor):
 
     def _admit(self, names: list[Hashable]) -> None:
         """Add unseen feature names (kept sorted) and widen the model, keeping what it learned."""
-        new = [n for n in names if n not in set(self._features)]
+        new = [n for n in names if n not in self._position]
         if not new:
             return
         merged = sorted(set(self._features) | set(new), key=str)
+        moved = np.array([merged.index(n) for n in self._features], dtype=np.int64)  # old column -> new
+        for name in ("_count", "_mean", "_var"):
+            grown = np.zeros(len(merged))
+            grown[moved] = getattr(self, name)
+            setattr(self, name, grown)
+        self._last_keys = ()
         if self._learner is None:
-            self._features = merged
+            self._features, self._position = merged, {n: i for i, n in enumerate(merged)}
             self._learner = self._new_learner(len(merged))
             return
-        # Widen: append the new inputs, then permute the first layer's columns into sorted order.
-        learner = self._learner
-        learner.grow_inputs(len(merged))
+        # Widen: append the new inputs, then put them in sorted order.
         order = self._features + new
-        perm = [order.index(n) for n in merged]
-        sd = learner.state_dict()
-        w = sd["model"]["layers.0.linear.weight"]
-        sd["model"]["layers.0.linear.weight"] = w[:, perm]
-        offset = _param_offset(learner, "layers.0.linear.weight")
-        h = w.shape[0]
-        flats = [sd["optimizer"]["buf1"], sd["optimizer"]["buf2"]]
-        n_params = flats[0].numel()
-        flats += list(sd["traces"].reshape(-1, n_params)) if sd["traces"].numel() else []  # views: one per component
-        for flat in flats:
-            block = flat[offset : offset + w.numel()].reshape(h, -1)
-            flat[offset : offset + w.numel()] = block[:, perm].reshape(-1)
-        learner.load_state_dict(sd)
-        self._features = merged
+        self._learner.grow_inputs(len(merged))
+        self._learner.permute_inputs([order.index(n) for n in merged])
+        self._features, self._position = merged, {n: i for i, n in enumerate(merged)}
 
-    def _vector(self, x: Mapping[Hashable, Any], *, where: str) -> np.ndarray:
-        values = {}
-        for k, v in x.items():
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: feature {k!r} = {v!r} is not a number.") from None
-            if not math.isfinite(f):
-                raise NonFiniteInputError(
-                    f"{where}: feature {k!r} is {f!r}; nothing was learned. Drop the key to mark a missing value."
-                )
-            values[k] = f
-        scaled = self._scaler.transform_one(values) if self.normalize_x else values
-        vec = np.zeros(len(self._features))
-        for i, name in enumerate(self._features):
-            if name in scaled:
-                vec[i] = scaled[name]
+    def _values(self, x: Mapping[Hashable, Any], *, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """``x``'s values as float64 and the column of each (every key must be a known feature)."""
+        keys = tuple(x)
+        if keys == self._last_keys:
+            columns = self._last_columns
+        else:
+            columns = np.array([self._position[k] for k in keys], dtype=np.int64)
+            self._last_keys, self._last_columns = keys, columns
+        try:
+            values = np.fromiter(x.values(), dtype=np.float64, count=len(keys))
+        except (TypeError, ValueError):
+            values = None
+        if values is None or not math.isfinite(float(values.dot(values))):
+            for k, v in x.items():  # find the culprit, with a message that names it
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{where}: feature {k!r} = {v!r} is not a number.") from None
+                if not math.isfinite(f):
+                    raise NonFiniteInputError(
+                        f"{where}: feature {k!r} is {f!r}; nothing was learned. Drop the key to mark a missing value."
+                    )
+            values = np.fromiter((float(v) for v in x.values()), dtype=np.float64, count=len(keys))
+        return values, columns
+
+    def _vector(self, values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The input row: each present feature scaled, absent ones 0 (their running mean)."""
+        vec = self._row
+        if vec.shape[0] != len(self._features):
+            vec = self._row = np.empty(len(self._features))
+        _scaled_row(values, columns, self._mean, self._var, self.normalize_x, vec)
         return vec
 
     # ------------------------------------------------------------------ river API
     def learn_one(self, x: dict, y: float) -> None:
-        self._admit(sorted(x, key=str))
-        vec = self._vector(x, where="learn_one")
-        self._learner.learn_one(vec, float(y))  # type: ignore[union-attr]
+        if tuple(x) != self._last_keys:
+            self._admit(sorted(x, key=str))
+        values, columns = self._values(x, where="learn_one")
+        self._learner.learn_one(self._vector(values, columns), float(y))  # type: ignore[union-attr]
         if self.normalize_x:
-            self._scaler.learn_one({k: float(v) for k, v in x.items()})
+            _learn_scaler(values, columns, self._count, self._mean, self._var)
 
     def predict_one(self, x: dict) -> float:
         if self._learner is None:
             return 0.0
-        known = {k: v for k, v in x.items() if k in set(self._features)}
-        return self._learner.predict_one(self._vector(known, where="predict_one"))
+        if tuple(x) != self._last_keys and any(k not in self._position for k in x):
+            x = {k: v for k, v in x.items() if k in self._position}
+        values, columns = self._values(x, where="predict_one")
+        return self._learner.predict_one(self._vector(values, columns))
 
     def learn_many(self, X: Any, y: Any) -> None:
         rows, targets = _rows(X), _targets(y)
@@ -204,13 +224,30 @@ class StatefulRegressor(base.MiniBatchRegressor):
             return np.asarray(preds)
 
 
-def _param_offset(learner: Learner, name: str) -> int:
-    off = 0
-    for n, p in learner.model.named_parameters():
-        if n == name:
-            return off
-        off += p.numel()
-    raise KeyError(name)
+@njit(cache=True)
+def _scaled_row(values: np.ndarray, columns: np.ndarray, mean: np.ndarray, var: np.ndarray, scale: bool,
+                row: np.ndarray) -> None:
+    """``row[columns[i]] = (values[i] - mean) / sqrt(var)`` of that column (0 where its variance is 0;
+    ``values[i]`` itself without ``scale``); the other columns 0."""
+    row[:] = 0.0
+    for i in range(columns.shape[0]):
+        c = columns[i]
+        if not scale:
+            row[c] = values[i]
+        elif var[c] != 0.0:
+            row[c] = (values[i] - mean[c]) / math.sqrt(var[c])
+
+
+@njit(cache=True)
+def _learn_scaler(values: np.ndarray, columns: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray) -> None:
+    """Welford's update of the present columns, in river's StandardScaler's order of operations."""
+    for i in range(columns.shape[0]):
+        c, v = columns[i], values[i]
+        n = count[c] + 1.0
+        old = mean[c]
+        mean[c] = old + (v - old) / n
+        var[c] = var[c] + ((v - old) * (v - mean[c]) - var[c]) / n
+        count[c] = n
 
 
 def _rows(X: Any) -> list[dict]:

@@ -27,14 +27,14 @@ from .errors import (
 )
 from .io import ColumnMap, Position, open_source
 from .keyed import KeyedLearner
-from .layers import SineActivation, StateBounds, StatefulSineLayer
+from .layers import SineActivation, StatefulSineLayer
 from .learner import Learner
 from .model import State, StatefulNet
 from .monitor import Alert, Monitor, StabilityWarning
 from .normalize import RunningStats
 from .optim import IntentionalSGD, ObGD, StreamingAdam
 from .rollout import Rollout, predict_sequence, predict_sequence_online, rollout
-from .state import StateConfig
+from .state import StateBounds, StateConfig
 
 __version__ = "0.1.0"
 

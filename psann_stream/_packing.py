@@ -11,19 +11,11 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .layers import StateBounds, bounds_for
+from .state import StateBounds, bounds_for, rate_from_raw
 from .model import StatefulNet
-from .optim import OPTIMIZERS, IntentionalSGD, ObGD, StreamingAdam
-from .state import rate_from_raw
+from .optim import OPTIMIZERS, IntentionalSGD, ObGD, StreamingAdam, optimizer_defaults
 
 OPT_KINDS = {"obgd": 0, "intentional": 1, "adam": 2}
-OPT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "obgd": {"lr": 1.0, "kappa": 1.25, "trace_decay": 0.0},
-    "intentional": {"lr": 0.5, "kappa": 2.0, "eps": 1e-8, "error_clip": 10.0},
-    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
-}
-
-
 def fast_path_unsupported(model: StatefulNet) -> str | None:
     """Why the compiled loop cannot run ``model`` (``None`` when it can)."""
     if type(model) is not StatefulNet:
@@ -97,14 +89,15 @@ def load_flat_params(model: StatefulNet, theta: np.ndarray) -> None:
 
 
 def optimizer_settings(name: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    if name not in OPT_DEFAULTS:
-        raise ConfigError(f"optimizer = {name!r} is not one of {', '.join(map(repr, OPT_DEFAULTS))}.")
-    settings = {**OPT_DEFAULTS[name], **dict(overrides or {})}
-    unknown = sorted(set(settings) - set(OPT_DEFAULTS[name]))
+    """The optimiser's defaults (:func:`~psann_stream.optim.optimizer_defaults`) with ``overrides``,
+    checked by building the optimiser once (its messages)."""
+    defaults = optimizer_defaults(name)
+    settings = {**defaults, **dict(overrides or {})}
+    unknown = sorted(set(settings) - set(defaults))
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(map(repr, unknown))} for optimizer {name!r}; "
-            f"known: {', '.join(OPT_DEFAULTS[name])}."
+            f"known: {', '.join(defaults)}."
         )
     OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(1))], **settings)  # validates, with its messages
     return settings
@@ -177,7 +170,7 @@ def layer_bounds(lay: np.ndarray, theta: np.ndarray, config: Any) -> list[StateB
     for row in lay:
         h, oa, orr, groups = int(row[1]), int(row[5]), int(row[9]), int(row[1]) // (2 if row[10] >= 0 else 1)
         raw = float(np.max(theta[oa : oa + h]))
-        amp = raw if raw > 20.0 else float(np.log1p(np.exp(raw)))
+        amp = float(torch.nn.functional.softplus(torch.tensor(raw, dtype=torch.float64)))  # as SineActivation.amplitude
         rate = float(rate_from_raw(torch.tensor(float(np.min(theta[orr : orr + groups]))))) if orr >= 0 else None
         out.append(bounds_for(config, amp, rate))
     return out

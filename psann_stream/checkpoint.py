@@ -8,9 +8,9 @@ The body is ``torch.save`` of a payload made of tensors, numbers, strings, boole
 lists, tuples and dicts (what ``Learner.state_dict()`` and ``KeyedLearner.state_dict()`` return),
 read back with ``torch.load(weights_only=True)``, which refuses any other object.
 
-Writing is atomic: the bytes go to a temporary file in the same directory, which is flushed and
-``fsync``-ed, renamed over the final name (an atomic replace on POSIX), and the directory is
-``fsync``-ed. A crash leaves either the old set of checkpoints or the new one, never a half file
+Writing is atomic (:func:`psann_stream.files.atomic_write`): the bytes go to a temporary file in the
+same directory, which is ``fsync``-ed, renamed over the final name (an atomic replace on POSIX), and
+the directory is ``fsync``-ed. A crash leaves either the old set of checkpoints or the new one, never a half file
 under a checkpoint name. :func:`load_latest` verifies length and checksum, and when the newest file
 is truncated or corrupt it says so (a :class:`CheckpointWarning`) and falls back to the previous good
 one.
@@ -23,7 +23,6 @@ import io
 import os
 import re
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import CheckpointError
+from .files import atomic_write
 
 __all__ = ["CheckpointWarning", "save_checkpoint", "load_checkpoint", "load_latest", "list_checkpoints"]
 
@@ -42,17 +42,6 @@ _NAME = re.compile(r"^ckpt-(\d{12})\.psck$")
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was unreadable and an older one is used instead; the message says which and why."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -85,19 +74,12 @@ def save_checkpoint(
     torch.save(dict(payload), buf)
     body = buf.getvalue()
     header = _HEADER.pack(MAGIC, VERSION, len(body), hashlib.sha256(body).digest())
-    final = d / f"ckpt-{step:012d}.psck"
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(header)
             f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(d)
+
+    final = atomic_write(d / f"ckpt-{step:012d}.psck", write, prefix=".ckpt-")
     for _, old in list_checkpoints(d)[:-keep_last]:
         old.unlink(missing_ok=True)
     return final

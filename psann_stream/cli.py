@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .config import check_config, learner_kwargs
 from .errors import ConfigError, PsannStreamError
 from .keyed import KeyedLearner
 from .learner import Learner
@@ -97,21 +98,8 @@ def _load_config(path: str | None) -> dict:
         raise ConfigError(f"--config {path}: cannot be read ({exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc}).") from None
-    unknown = set(cfg) - {"model", "state", "learner", "ensemble", "kafka"}
-    if unknown:
-        raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; use [model], [state], [learner], "
-                          "or [ensemble] alone, and [kafka] with --kafka.")
-    for key, value in cfg.get("kafka", {}).items():  # passed to librdkafka as is: plain values only
-        if not isinstance(value, (str, int, float, bool)):
-            raise ConfigError(f"--config {path}: [kafka] {key} must be a string, number or boolean (a librdkafka "
-                              f"setting), got {type(value).__name__}.")
-    if "ensemble" in cfg and set(cfg) - {"ensemble", "kafka"}:
-        raise ConfigError(f"--config {path}: [ensemble] builds its own members (psann_stream.ensemble.default_ensemble); "
-                          "drop [model], [state] and [learner], or drop [ensemble].")
+    check_config(cfg, f"--config {path}")
     return cfg
-
-
-ENSEMBLE_KEYS = ("persistence", "target", "eta", "share", "seed")
 
 
 def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
@@ -119,9 +107,6 @@ def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
     name among ``--features``, or an index), ``target`` ("level" or "change"), ``eta``, ``share``, ``seed``."""
     from .ensemble import default_ensemble
 
-    unknown = sorted(set(section) - set(ENSEMBLE_KEYS))
-    if unknown:
-        raise ConfigError(f"[ensemble] has unknown key(s) {unknown}; known: {', '.join(ENSEMBLE_KEYS)}.")
     kw = {k: section[k] for k in ("target", "eta", "share", "seed") if k in section}
     column = section.get("persistence")
     if isinstance(column, str):
@@ -166,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
         state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
         seed=int(model_cfg.get("seed", 0)))
-    lcfg = dict(cfg.get("learner", {}))
+    lcfg = learner_kwargs(cfg.get("learner", {}))
     per_key = bool(lcfg.pop("per_key_weights", False))
     ray = None
     if args.ray:

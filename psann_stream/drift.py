@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["DriftPolicy", "drift_kernel_args", "fresh_detector"]
+__all__ = ["DriftPolicy", "fresh_detector"]
 
 _MODES = {"up": 0.0, "down": 1.0, "both": 2.0}
 
@@ -89,15 +89,3 @@ class DriftPolicy:
 def fresh_detector() -> np.ndarray:
     """A detector row with nothing seen: [n, mean, sum_inc, sum_dec, min_inc, max_dec] as river starts."""
     return np.array([0.0, 0.0, 0.0, 0.0, math.inf, -1.0])
-
-
-_OFF = np.zeros(5)
-
-
-def drift_kernel_args(policy: DriftPolicy | None, ph: np.ndarray, init: float, drifted: np.ndarray) -> tuple[Any, ...]:
-    """The trailing arguments of the compiled loops (``run_events``/``run_keyed``): detector rows
-    ``ph``, the test's configuration, whether it is on, the state's ``init``, what to reset, and the
-    ``[N]`` bool output marking the events that fired."""
-    on = policy is not None
-    return (ph, policy.kernel_config if on else _OFF, on, float(init), on and policy.reset_state,
-            on and policy.reset_optimizer, drifted)

@@ -18,26 +18,25 @@ Invariant (checked by tests): rows in = rows predicted + rows dead-lettered.
 
 from __future__ import annotations
 
-import os
 from collections import deque
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
 import torch
+from numba import njit
 
-from . import _fastpath as fp
 from .checkpoint import load_latest, save_checkpoint
 from .errors import BadInputError, CheckpointError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
 from .keyed import KeyedLearner
 from .learner import Learner
+from .sinks import OutputSink, PartsSink
 
-__all__ = ["CheckpointPolicy", "Engine", "OutputSink", "RunStats", "read_parts"]
+__all__ = ["CheckpointPolicy", "Engine", "RunStats"]
 
 BadInputPolicy = Literal["raise", "dead-letter"]
 TimeOrder = Literal["strict", "non-decreasing", "off"]
@@ -74,107 +73,6 @@ class RunStats:
     position: Any = field(default_factory=Position)  # the source's position type
     last_checkpoint_at: float | None = None  # wall-clock time (time.time()) of the last checkpoint of this process
     last_checkpoint_seconds: float = 0.0  # how long it took (drain, parts commit, state write)
-
-
-class OutputSink(Protocol):
-    """Where prediction rows go. The engine calls ``write(batch)`` for each batch's rows (in order),
-    ``commit()`` before every checkpoint (durably store the rows written since the last commit;
-    return them as a table, or None if there were none), and, when a run starts or resumes,
-    ``truncate(count)`` with the number of commits the checkpoint covers. ``count`` is the number
-    of commits the sink holds. ``exact``: True if ``truncate`` removes what was committed after the
-    checkpoint (part files: output exactly once with the input); False if it cannot (a Kafka topic:
-    a crash repeats the rows after the last checkpoint, each carrying its source position, so a
-    consumer drops the repeats: at least once plus dedupe).
-    """
-
-    count: int
-    exact: bool
-
-    def write(self, batch: pa.RecordBatch) -> None: ...
-
-    def commit(self) -> pa.Table | None: ...
-
-    def truncate(self, count: int) -> None: ...
-
-
-class _Parts:
-    """A directory of part files (Arrow IPC file or stream, or Parquet); rows are buffered and become a
-    part at commit."""
-
-    exact = True
-
-    def __init__(self, directory: str | Path, fmt: str = "arrow") -> None:
-        if fmt not in _SUFFIX:
-            raise ConfigError(f"output format {fmt!r} is not one of {', '.join(map(repr, _SUFFIX))}.")
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.fmt = fmt
-        self.pending: list[pa.RecordBatch] = []
-        self.count = len(_part_files(self.dir))
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self.pending.append(batch)
-
-    def commit(self) -> pa.Table | None:
-        """Write the pending rows as the next part (atomically); returns them (None if there were none)."""
-        if not self.pending:
-            return None
-        table = pa.Table.from_batches(self.pending)
-        final = self.dir / f"part-{self.count:08d}{_SUFFIX[self.fmt]}"
-        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        try:
-            if self.fmt == "arrow":
-                with pa.ipc.new_file(tmp, table.schema) as w:
-                    w.write_table(table)
-            elif self.fmt == "arrow-stream":
-                with pa.ipc.new_stream(tmp, table.schema) as w:
-                    w.write_table(table)
-            else:
-                import pyarrow.parquet as pq
-
-                pq.write_table(table, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.count += 1
-        self.pending = []
-        return table
-
-    def truncate(self, count: int) -> None:
-        """Keep the first ``count`` parts; delete later parts and temporary files (a crash's leftovers)."""
-        for p in _part_files(self.dir)[count:]:
-            p.unlink()
-        for p in self.dir.glob(".part-*.tmp"):
-            p.unlink()
-        self.count = count
-        self.pending = []
-
-
-_SUFFIX = {"arrow": ".arrow", "arrow-stream": ".arrows", "parquet": ".parquet"}
-
-
-def _part_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("part-*") if p.suffix in _SUFFIX.values())
-
-
-def read_parts(directory: str | Path) -> pa.Table | None:
-    """All committed part files of an output directory, in order, as one table (None if empty)."""
-    tables = []
-    for p in _part_files(Path(directory)):
-        if p.suffix == ".arrow":
-            tables.append(pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all())
-        elif p.suffix == ".arrows":
-            tables.append(pa.ipc.open_stream(pa.memory_map(str(p), "r")).read_all())
-        else:
-            import pyarrow.parquet as pq
-
-            tables.append(pq.read_table(p))
-    return pa.concat_tables(tables) if tables else None
 
 
 class Engine:
@@ -250,14 +148,14 @@ class Engine:
             raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
         self.keyed = keyed
         if output is None or isinstance(output, (str, Path)):
-            self.output: Any = _Parts(output, output_format) if output is not None else None
+            self.output: Any = PartsSink(output, output_format) if output is not None else None
         else:
             missing = [m for m in ("write", "commit", "truncate", "count", "exact") if not hasattr(output, m)]
             if missing:
                 raise ConfigError(f"Engine.output must be a directory or an OutputSink; {type(output).__name__} has no "
                                   f"{', '.join(missing)}.")
             self.output = output
-        self.dead = _Parts(dead_letter) if dead_letter is not None else None
+        self.dead = PartsSink(dead_letter) if dead_letter is not None else None
         self.policy = checkpoint
         self.on_bad_input = on_bad_input
         self.max_abs_input = float(max_abs_input)
@@ -329,11 +227,11 @@ class Engine:
         codes = np.zeros(len(ev), dtype=np.int64)
         if ev.keys is None:
             uniq: list[Any] = [None]
-        else:
-            u, inverse = np.unique(ev.keys[good], return_inverse=True)
-            uniq, codes[good] = u.tolist(), inverse.reshape(-1)
+        else:  # the keys of accepted rows, as codes: one Python value per distinct key
+            uniq, index = ev.keys.present(good)
+            codes[good] = index
         last = np.array([self._last_time.get(k, _NO_TIME) for k in uniq], dtype=np.int64)
-        verdict, previous = fp.time_order(codes, t, skip, last, self.time_order == "strict")
+        verdict, previous = _time_order(codes, t, skip, last, self.time_order == "strict")
         for r in np.flatnonzero(verdict):
             key = "" if ev.keys is None else f" of key {uniq[codes[r]]!r}"
             what = "repeats" if verdict[r] == 1 else "is before"
@@ -528,7 +426,7 @@ class Engine:
     def _output_batch(self, pos: Any, rows: np.ndarray, ev: Events, preds: np.ndarray) -> pa.RecordBatch:
         cols: dict[str, Any] = pos.output_columns(rows)
         if ev.keys is not None:
-            cols["key"] = pa.array(ev.keys)
+            cols["key"] = ev.keys.to_arrow()  # the input column's type, taken from the batch's distinct keys
         if ev.times is not None:
             cols["time"] = pa.array(ev.times)
         cols["prediction"] = pa.array(preds, pa.float64())
@@ -555,3 +453,24 @@ def _select(ev: Events, keep: np.ndarray) -> Events:
     """The events of ``ev`` where ``keep`` is True."""
     pick = lambda a: None if a is None else a[keep]  # noqa: E731
     return Events(x=ev.x[keep], y=pick(ev.y), keys=pick(ev.keys), times=pick(ev.times))
+
+
+@njit(cache=True)
+def _time_order(codes, t, skip, last, strict):
+    """Events ``n`` (not ``skip``) in order: the time ``t[n]`` of stream ``codes[n]`` must be after
+    (``strict``) or not before the stream's last accepted time ``last[codes[n]]``, which accepted
+    events advance. Returns ``(verdict, previous)``: verdict 0 accepted, 1 duplicate time, 2 out of
+    order, and the last accepted time each rejected event was compared with."""
+    verdict = np.zeros(t.shape[0], dtype=np.int8)
+    previous = np.zeros(t.shape[0], dtype=np.int64)
+    for n in range(t.shape[0]):
+        if skip[n]:
+            continue
+        c = codes[n]
+        if t[n] < last[c]:
+            verdict[n], previous[n] = 2, last[c]
+        elif t[n] == last[c] and strict:
+            verdict[n], previous[n] = 1, last[c]
+        else:
+            last[c] = t[n]
+    return verdict, previous

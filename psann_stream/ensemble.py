@@ -57,7 +57,9 @@ from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError
 from .experts import Change, LinearRLS, Persistence
 from .keyed import KeyedLearner
-from .learner import Learner, _np, nonfinite_rows
+from .keys import EncodedKeys
+from .inputs import as_float64, nonfinite_rows
+from .learner import Learner
 from .model import StatefulNet
 from .monitor import Alert
 from .normalize import RunningStats
@@ -234,7 +236,8 @@ class Ensemble:
         good = ~bad
         if bad.any():
             X, Y = X[good], None if Y is None else Y[good]
-            keys = None if keys is None else np.asarray(keys, dtype=object)[good]
+            if keys is not None:
+                keys = keys[good] if isinstance(keys, EncodedKeys) else np.asarray(keys, dtype=object)[good]
         P = np.empty((X.shape[0], len(self.names)))
 
         members = list(self.members.values())
@@ -348,7 +351,7 @@ class Ensemble:
             if list(sd["names"]) != self.names:
                 raise CheckpointError(f"the saved ensemble has members {list(sd['names'])} but this one has {self.names}; "
                                       "build it with the same members in the same order.")
-            w = _np(sd["weights"])
+            w = as_float64(sd["weights"])
             if w.shape != self._w.shape or not np.isfinite(w).all() or abs(w.sum() - 1.0) > 1e-9 or (w < 0).any():
                 raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {len(self.names)} weights summing to 1.")
             y_stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["y_stats"].items()}

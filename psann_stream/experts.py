@@ -24,7 +24,7 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteStateError
-from .learner import _np
+from .inputs import as_float64
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
 
@@ -201,7 +201,7 @@ class LinearRLS:
         try:
             if sd.get("format") != self.FORMAT:
                 raise CheckpointError(f"unknown linear expert state format {sd.get('format')!r}; expected {self.FORMAT!r}.")
-            w, P = _np(sd["w"]), _np(sd["P"])
+            w, P = as_float64(sd["w"]), as_float64(sd["P"])
             if w.shape != self._w.shape or P.shape != self._P.shape:
                 raise CheckpointError(f"the saved linear expert has {w.shape[0] - 1} input(s); this one has "
                                       f"{self.in_features}. Build it with the same in_features.")

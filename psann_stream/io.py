@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ConfigError, PsannStreamError
+from .keys import EncodedKeys
 
 __all__ = ["ColumnMap", "BoundColumns", "Events", "Position", "Source", "open_source", "TableSource",
            "BatchesSource", "IpcFileSource", "IpcStreamSource", "ParquetSource", "SocketSource"]
@@ -96,12 +97,13 @@ class Source:
 @dataclass
 class Events:
     """One batch of events. ``x``: ``[N, F]`` float32/float64 (read-only when zero-copy), ``y``:
-    ``[N]`` float64 or None, ``keys``: ``[N]`` or None, ``times``: ``[N]`` or None."""
-
+    ``[N]`` float64 or None, ``keys``: the key column encoded once
+    (:class:`~psann_stream.keys.EncodedKeys`: codes into the batch's distinct keys) or None,
+    ``times``: ``[N]`` or None."""
 
     x: np.ndarray
     y: np.ndarray | None
-    keys: np.ndarray | None
+    keys: EncodedKeys | None
     times: np.ndarray | None
     missing_key: np.ndarray | None = None  # [N] bool where the key is null; None when no key is null
     missing_time: np.ndarray | None = None  # [N] bool where the event time is null; None when none is
@@ -233,9 +235,9 @@ class BoundColumns:
                 missing_y = tcol.is_null().to_numpy(zero_copy_only=False)
         if c.key is not None:
             kc = batch.column(c.key)
-            keys = kc.to_numpy(zero_copy_only=False)
+            keys = EncodedKeys.from_arrow(kc)  # no Python object per row from here on
             if kc.null_count:
-                missing = kc.is_null().to_numpy(zero_copy_only=False)
+                missing = keys.null_mask()
         if c.time is not None:
             tc = batch.column(c.time)
             times = tc.to_numpy(zero_copy_only=False)

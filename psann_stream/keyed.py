@@ -15,43 +15,27 @@ checkpoints, and come back unchanged when the key reappears.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Callable, Hashable, Literal, Mapping, Sequence
+from typing import Any, Hashable, Literal, Mapping, Sequence
 
 import numba
 import numpy as np
 import torch
 
-from . import _fastpath as fp
-from ._packing import (
-    OPT_KINDS,
-    empty_optimizer_state,
-    fast_path_unsupported,
-    flat_params,
-    layer_bounds,
-    layout,
-    optimizer_hyper,
-    optimizer_settings,
-    restart_buffer,
-)
-from .drift import DriftPolicy, drift_kernel_args, fresh_detector
-from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
+from ._packing import fast_path_unsupported, layer_bounds, optimizer_settings, restart_buffer
+from .core import WEIGHT_ARRAYS, Core, CoreSpec
+from .drift import DriftPolicy
+from .errors import CheckpointError, ConfigError, NonFiniteStateError
+from .inputs import check_common, nonfinite_rows
 from .model import StatefulNet
-from .monitor import Alert, Monitor, monitor_size
-from .readout import RLS_HINT, Readout, initial_readout_matrix, readout_config
+from .monitor import Alert, Monitor
+from .readout import RLS_HINT, Readout, readout_config
+from .keys import EncodedKeys, sort_key
+from .sharding import KEYED_FORMAT as FORMAT
 from .state import check_restored_state
 from .traces import StateGrad, check_state_grad
 
-__all__ = ["KeyedLearner", "merge_key_states", "select_keys", "shard_of"]
+__all__ = ["KeyedLearner"]
 
-FORMAT = "psann_stream.keyed/1"
-
-# Per-key arrays (row r = one key). With shared weights only "state" and "seen" are per key.
-_WEIGHT_ROWS = ("theta", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon", "rls")
-
-
-def _sort_key(key: Hashable) -> tuple[str, str]:
-    return (type(key).__name__, repr(key))
 
 
 class KeyedLearner:
@@ -120,14 +104,10 @@ class KeyedLearner:
         for name, v in (("max_keys", max_keys), ("ttl", ttl), ("threads", threads)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"KeyedLearner.{name} = {v!r} is out of range: need None or an integer >= 1.")
-        if on_nonfinite not in ("raise", "skip"):
-            raise ConfigError(f"KeyedLearner.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
-        if drift is not None and not isinstance(drift, DriftPolicy):
-            raise ConfigError(f"KeyedLearner.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
+        check_common("KeyedLearner", on_nonfinite=on_nonfinite, check_every=check_every, forget=forget,
+                     normalize_clip=normalize_clip, drift=drift)
         self.drift = drift
         self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
-        if not 0.0 < forget <= 1.0:
-            raise ConfigError(f"KeyedLearner.forget = {forget!r} is out of range: need 0 < forget <= 1.")
         self._model = model.double()
         self.per_key_weights = bool(per_key_weights)
         self.optimizer_name = optimizer
@@ -135,31 +115,19 @@ class KeyedLearner:
         self.normalize_x, self.normalize_y = bool(normalize_x), bool(normalize_y)
         self.forget = float(forget)
         self.eps = 1e-8
-        if normalize_clip is not None and not normalize_clip > 0:
-            raise ConfigError(f"KeyedLearner.normalize_clip = {normalize_clip!r} is out of range: need None or > 0.")
         self.normalize_clip = normalize_clip
         self.max_keys, self.ttl = max_keys, ttl
         self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
         self.check_every = check_every
         self.on_nonfinite = on_nonfinite
         self.threads = threads
-        self._layout = layout(model)
-        L = self._layout
-        F = model.in_features
-        self._template = {
-            "theta": flat_params(model),
-            "state": np.full(L.n_units, model.state_config.init),
-            "traces": np.zeros(L.n_traces if self._traced else 0),  # eligibility traces, laid out like theta
-            **empty_optimizer_state(L.n_params),
-            "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
-            "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
-            "mon": np.zeros(monitor_size(L.widths)),
-            "ph": fresh_detector(),
-            "rls": initial_readout_matrix(readout, model.hidden[-1], float(rls_prior)),  # the readout's P (RLS)
-        }
-        per_key = set(("state", "traces", "ph") + (_WEIGHT_ROWS if self.per_key_weights else ()))
-        self._rows = {k: np.empty((0, *v.shape)) for k, v in self._template.items() if k in per_key}
-        self._shared = {k: v.copy() for k, v in self._template.items() if k not in per_key}
+        spec = CoreSpec.build(model, optimizer=optimizer, settings=self.optimizer_settings,
+                              normalize_x=self.normalize_x, normalize_y=self.normalize_y, forget=self.forget,
+                              eps=self.eps, clip=normalize_clip, traced=self._traced, readout=readout,
+                              rcfg=self._rcfg, drift=drift)
+        self._core = Core(spec, spec.fresh_row(model, float(rls_prior)),
+                          per_row=WEIGHT_ARRAYS if self.per_key_weights else ())
+        self._layout = spec.layout
         self._key_row: dict[Hashable, int] = {}
         self._row_key: list[Hashable] = []
         self._seen = np.empty(0, dtype=np.int64)  # event clock of each row's last event
@@ -182,14 +150,9 @@ class KeyedLearner:
 
     def _grow(self, extra: int) -> None:
         n = len(self._row_key)
-        for k, arr in self._rows.items():
-            if arr.shape[0] < n + extra:
-                cap = max(n + extra, 2 * arr.shape[0], 16)
-                new = np.empty((cap, *arr.shape[1:]))
-                new[:n] = arr[:n]
-                self._rows[k] = new
+        self._core.reserve(n + extra, n)
         if self._seen.shape[0] < n + extra:
-            cap = self._rows["state"].shape[0]
+            cap = self._core.capacity
             seen, learned = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
             seen[:n], learned[:n] = self._seen[:n], self._n_learned_row[:n]
             self._seen, self._n_learned_row = seen, learned
@@ -198,24 +161,31 @@ class KeyedLearner:
         self._grow(1)
         r = len(self._row_key)
         cold = self._cold.pop(key, None)
-        for k, arr in self._rows.items():
-            arr[r] = cold[k] if cold is not None else self._template[k]
+        self._core.set_row(r, cold)
         self._seen[r] = self.clock
         self._n_learned_row[r] = cold["n_learned"] if cold is not None else 0
         self._key_row[key] = r
         self._row_key.append(key)
         return r
 
-    def _rows_for(self, keys: Sequence[Hashable]) -> np.ndarray:
-        """Row of every event's key, creating (or bringing back) keys as needed: one dict lookup
-        per distinct key of the batch."""
-        arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
-        uniq, inverse = np.unique(arr, return_inverse=True)
+    def _rows_for(self, keys: Sequence[Hashable] | EncodedKeys) -> np.ndarray:
+        """Row of every event's key, creating (or bringing back) keys as needed, in sorted order: one
+        dict lookup per distinct key of the batch. :class:`~psann_stream.keys.EncodedKeys` (what the
+        engine passes) are used as codes, without a Python object per row."""
+        if isinstance(keys, EncodedKeys):
+            uniq, index = keys.present()
+            if len(index) and index.min() < 0:
+                n = int(np.argmax(index < 0))
+                raise ConfigError(f"event {n} of this batch has a null key; give every event a key.")
+        else:
+            arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
+            found, inverse = np.unique(arr, return_inverse=True)
+            uniq, index = found.tolist(), inverse.reshape(-1)
         rows = np.empty(len(uniq), dtype=np.int64)
-        for i, k in enumerate(uniq.tolist()):
+        for i, k in enumerate(uniq):
             r = self._key_row.get(k)
             rows[i] = self._add_key(k) if r is None else r
-        return rows[inverse.reshape(-1)]
+        return rows[index]
 
     def _evict(self, protect: np.ndarray) -> None:
         n = len(self._row_key)
@@ -234,27 +204,27 @@ class KeyedLearner:
         keep = np.nonzero(~idle)[0]
         for r in np.nonzero(idle)[0]:
             key = self._row_key[r]
-            self._cold[key] = {k: arr[r].copy() for k, arr in self._rows.items()} | {"n_learned": int(self._n_learned_row[r])}
-        for arr in self._rows.values():
-            arr[: len(keep)] = arr[keep]
+            self._cold[key] = self._core.row(r) | {"n_learned": int(self._n_learned_row[r])}
+        self._core.keep_rows(keep)
         self._seen[: len(keep)] = self._seen[keep]
         self._n_learned_row[: len(keep)] = self._n_learned_row[keep]
         self._row_key = [self._row_key[r] for r in keep]
         self._key_row = {k: i for i, k in enumerate(self._row_key)}
 
     # ------------------------------------------------------------------ learning
-    def learn_batch(self, keys: Sequence[Hashable], X: Any, Y: Any) -> np.ndarray:
-        """Learn events ``(keys[n], X[n], Y[n])``; returns the prequential predictions ``[N]``."""
+    def learn_batch(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any) -> np.ndarray:
+        """Learn events ``(keys[n], X[n], Y[n])``; returns the prequential predictions ``[N]``. ``keys``:
+        plain keys (str, int, float, bool, bytes) or :class:`~psann_stream.keys.EncodedKeys`."""
         return self._run(keys, X, Y, learn=True)
 
-    def predict_batch(self, keys: Sequence[Hashable], X: Any) -> np.ndarray:
+    def predict_batch(self, keys: Sequence[Hashable] | EncodedKeys, X: Any) -> np.ndarray:
         """Predictions for events without targets; each key's state advances through its events."""
         return self._run(keys, X, None, learn=False)
 
     def learn_one(self, key: Hashable, x: Any, y: float) -> float:
         return float(self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], np.array([y]))[0])
 
-    def _run(self, keys: Sequence[Hashable], X: Any, Y: Any, *, learn: bool) -> np.ndarray:
+    def _run(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any, *, learn: bool) -> np.ndarray:
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
         if X.ndim != 2 or X.shape[1] != self._model.in_features:
             raise ConfigError(f"X has shape {X.shape}; need [N, {self._model.in_features}].")
@@ -264,50 +234,30 @@ class KeyedLearner:
         Yv = np.zeros(N) if Y is None else np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
         if Yv.shape[0] != N:
             raise ConfigError(f"Y has {Yv.shape[0]} value(s) for {N} event(s).")
-        skip = ~np.isfinite(X).all(axis=1) | ~np.isfinite(Yv)
-        if skip.any() and self.on_nonfinite == "raise":
-            n = int(np.argmax(skip))
-            raise NonFiniteInputError(
-                f"event {n} of this batch (key {keys[n]!r}) holds a non-finite value (x={X[n].tolist()}, "
-                f"y={float(Yv[n])!r}); nothing in the batch was learned. Clean the data or use on_nonfinite='skip'."
-            )
+        skip = nonfinite_rows(X, Yv, self.on_nonfinite, self.n_learned, "nothing in the batch was learned", keys=keys)
         if N == 0:
             self.last_drifted = np.zeros(0, dtype=np.bool_) if (self.drift is not None and learn) else None
             return np.empty(0)
         rows = self._rows_for(keys)
         out = np.empty(N)
-        L = self._layout
-        R, S = self._rows, self._shared
-        g = lambda k: R[k] if k in R else S[k]  # noqa: E731
-        hyp = optimizer_hyper(self.optimizer_name, self.optimizer_settings)
-        kind = OPT_KINDS[self.optimizer_name]
-        mon_on = self.monitor is not None and learn
         drifted = np.zeros(N, dtype=np.bool_)
-        drift_args = drift_kernel_args(self.drift, g("ph"), self._model.state_config.init, drifted)
+        monitor = self.monitor is not None
         if self.per_key_weights:
             order = np.argsort(rows, kind="stable")
             sorted_rows = rows[order]
             cut = np.flatnonzero(np.diff(sorted_rows)) + 1
             starts = np.concatenate([[0], cut, [N]]).astype(np.int64)
-            seg_keys = sorted_rows[starts[:-1]]
-            status = np.zeros(len(seg_keys), dtype=np.int64)
+            seg_rows = sorted_rows[starts[:-1]]
+            status = np.zeros(len(seg_rows), dtype=np.int64)
             if self.threads is not None:
                 numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-            fp.run_keyed(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"), g("traces"),
-                         self._traced, X, Yv, learn, skip, order.astype(np.int64), starts, seg_keys, kind, hyp, g("buf1"), g("buf2"), g("scal"),
-                         g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
-                         g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y, self.normalize_clip or 0.0,
-                         g("mon"), mon_on, out, status, *drift_args, self.readout == "rls", g("rls"), self._rcfg)
+            self._core.run_keyed(order.astype(np.int64), starts, seg_rows, X, Yv, learn=learn, skip=skip, out=out,
+                                 status=status, drifted=drifted, monitor=monitor)
             if status.any():
                 code = int(status[np.nonzero(status)[0][0]])
                 self._raise_state_error(code % 1_000_000_000, code // 1_000_000_000, keys)
         else:
-            done, code = fp.run_events(g("theta"), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, g("state"),
-                                            g("traces"), self._traced, rows, X, Yv, learn, skip, kind, hyp, g("buf1"), g("buf2"), g("scal"),
-                                            g("xm"), g("xm2"), g("xws"), self.forget, self.eps, self.normalize_x,
-                                            g("ym"), g("ym2"), g("yws"), self.forget, self.eps, self.normalize_y,
-                                            self.normalize_clip or 0.0, g("mon"), mon_on, out, *drift_args,
-                                            self.readout == "rls", g("rls"), self._rcfg)
+            done, code = self._core.run(rows, X, Yv, learn=learn, skip=skip, out=out, drifted=drifted, monitor=monitor)
             if code:
                 self._raise_state_error(done, code, keys)
         self.last_drifted = drifted if (self.drift is not None and learn) else None
@@ -342,18 +292,18 @@ class KeyedLearner:
         found: list[Alert] = []
         n = len(self._row_key)
         if self.per_key_weights:
-            stats = self._rows["mon"][:n]
+            stats = self._core.rows["mon"][:n]
             for r in self.monitor.flag_rows(stats, self._layout.widths, self._n_learned_row[:n]):
-                bounds = layer_bounds(self._layout.lay, self._rows["theta"][r], model.state_config)
+                bounds = layer_bounds(self._layout.lay, self._core.rows["theta"][r], model.state_config)
                 found += self.monitor.check(stats[r], config=model.state_config, bounds=bounds, widths=self._layout.widths,
                                             optimizer=self.optimizer_name, settings=self.optimizer_settings, step=int(self._n_learned_row[r]),
                                             key=self._row_key[r])
-            self._rows["mon"][:n, -1] = 0.0
+            self._core.rows["mon"][:n, -1] = 0.0
         else:
-            bounds = layer_bounds(self._layout.lay, self._shared["theta"], model.state_config)
-            found += self.monitor.check(self._shared["mon"], config=model.state_config, bounds=bounds,
+            bounds = layer_bounds(self._layout.lay, self._core.shared["theta"], model.state_config)
+            found += self.monitor.check(self._core.shared["mon"], config=model.state_config, bounds=bounds,
                                         widths=self._layout.widths, optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned)
-            self._shared["mon"][-1] = 0.0
+            self._core.shared["mon"][-1] = 0.0
         return found
 
     @property
@@ -385,28 +335,28 @@ class KeyedLearner:
                 else:
                     raise ConfigError(f"reset: unknown key {k!r}; known keys: {len(self.keys)}.")
         if state:
-            self._rows["state"][hot] = init
-            self._rows["traces"][hot] = 0.0
+            self._core.rows["state"][hot] = init
+            self._core.rows["traces"][hot] = 0.0
             for row in cold:
                 row["state"][:] = init
                 row["traces"][:] = 0.0
         if optimizer:
             name = restart_buffer(self.optimizer_name)
-            prior = self._template["rls"]  # the readout restarts from its prior too
+            prior = self._core.template["rls"]  # the readout restarts from its prior too
             if self.per_key_weights:
-                self._rows[name][hot] = 0.0
-                self._rows["rls"][hot] = prior
+                self._core.rows[name][hot] = 0.0
+                self._core.rows["rls"][hot] = prior
                 for row in cold:
                     row[name][:] = 0.0
                     row["rls"][:] = prior
             else:
-                self._shared[name][:] = 0.0
-                self._shared["rls"][:] = prior
+                self._core.shared[name][:] = 0.0
+                self._core.shared["rls"][:] = prior
 
     def state_of(self, key: Hashable) -> np.ndarray:
         """The current state vector of ``key`` (all layers' units, concatenated)."""
         if key in self._key_row:
-            return self._rows["state"][self._key_row[key]].copy()
+            return self._core.rows["state"][self._key_row[key]].copy()
         if key in self._cold:
             return self._cold[key]["state"].copy()
         raise ConfigError(f"state_of: unknown key {key!r}.")
@@ -417,8 +367,8 @@ class KeyedLearner:
         n = len(self._row_key)
         # Canonical order (by key), so the same learned state gives the same checkpoint whatever
         # order the keys first arrived in.
-        order = np.array(sorted(range(n), key=lambda r: _sort_key(self._row_key[r])), dtype=np.int64)
-        cold_keys = sorted(self._cold, key=_sort_key)
+        order = np.array(sorted(range(n), key=lambda r: sort_key(self._row_key[r])), dtype=np.int64)
+        cold_keys = sorted(self._cold, key=sort_key)
         return {
             "format": FORMAT,
             "state_config": self._model.state_config.to_dict(),
@@ -427,10 +377,10 @@ class KeyedLearner:
             "state_grad": self.state_grad,
             "readout": self.readout,
             "keys": [self._row_key[r] for r in order],
-            "rows": {k: torch.from_numpy(v[:n][order].copy()) for k, v in self._rows.items()},
+            "rows": {k: torch.from_numpy(v[:n][order].copy()) for k, v in self._core.rows.items()},
             "seen": torch.from_numpy(self._seen[:n][order].copy()),
             "n_learned_rows": torch.from_numpy(self._n_learned_row[:n][order].copy()),
-            "shared": {k: torch.from_numpy(v.copy()) for k, v in self._shared.items()},
+            "shared": {k: torch.from_numpy(v.copy()) for k, v in self._core.shared.items()},
             "cold_keys": cold_keys,
             "cold": [{k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v) for k, v in self._cold[c].items()}
                      for c in cold_keys],
@@ -462,14 +412,11 @@ class KeyedLearner:
                 if not self.per_key_weights:
                     shared.setdefault("rls", np.zeros(0))
             keys = list(sd["keys"])
-            if set(rows) != set(self._rows) or set(shared) != set(self._shared):
-                raise KeyError("array names differ")
             for k, v in rows.items():
-                if v.shape[1:] != self._template[k].shape or v.shape[0] != len(keys):
-                    raise ValueError(f"rows[{k!r}] has shape {v.shape}")
-            for k, v in shared.items():
-                if v.shape != self._template[k].shape:
-                    raise ValueError(f"shared[{k!r}] has shape {v.shape}")
+                if v.shape[0] != len(keys):
+                    raise ValueError(f"rows[{k!r}] holds {v.shape[0]} rows for {len(keys)} keys")
+            core = Core(self._core.spec, self._core.template, per_row=self._core.rows)
+            core.load(rows, shared)
             cold = {k: {n: (t.numpy().copy() if isinstance(t, torch.Tensor) else t) for n, t in row.items()}
                     for k, row in zip(sd["cold_keys"], sd["cold"])}
             for row in cold.values():
@@ -484,115 +431,9 @@ class KeyedLearner:
                                   "KeyedLearner.state_dict() for the same model?") from None
         check_restored_state(self._model.state_config, sd.get("state_config"), np.concatenate(saved_states),
                              "KeyedLearner.load_state_dict")
-        self._rows, self._shared, self._cold = rows, shared, cold
+        self._core, self._cold = core, cold
         self._row_key = keys
         self._key_row = {k: i for i, k in enumerate(keys)}
         self._seen, self._n_learned_row = seen.astype(np.int64), learned.astype(np.int64)
         self.clock, self.n_learned, self.n_skipped = int(c["clock"]), int(c["n_learned"]), int(c["n_skipped"])
         self._since_check = int(c["since_check"])
-
-
-# ---------------------------------------------------------------------- splitting and merging key sets
-def _require_per_key(sd: Mapping[str, Any], what: str) -> None:
-    if sd.get("format") != FORMAT:
-        raise CheckpointError(f"{what}: unknown keyed learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
-    if not sd.get("per_key_weights"):
-        raise ConfigError(
-            f"{what}: only a KeyedLearner with per_key_weights=True can be split or merged by key (with shared "
-            "weights every key's events update the same weights, so the keys are not independent)."
-        )
-
-
-def select_keys(sd: Mapping[str, Any], keep: Callable[[Hashable], bool], *, totals: bool = True) -> dict[str, Any]:
-    """The part of a :meth:`KeyedLearner.state_dict` (per-key weights) holding the keys for which
-    ``keep(key)`` is true, hot and cold, unchanged; a learner loaded from it continues those keys
-    exactly as the whole one would. Counters that are not per key (skipped events, the time since
-    the last monitor check) go to the part made with ``totals=True`` and are zero in the others,
-    so :func:`merge_key_states` of the parts restores them."""
-    _require_per_key(sd, "select_keys")
-    mask = np.array([bool(keep(k)) for k in sd["keys"]], dtype=bool)
-    idx = torch.from_numpy(np.flatnonzero(mask))
-    cold = [(k, row) for k, row in zip(sd["cold_keys"], sd["cold"]) if keep(k)]
-    learned = sd["n_learned_rows"][idx]
-    c = sd["counters"]
-    return {
-        **{k: sd[k] for k in ("format", "state_config", "per_key_weights", "optimizer", "state_grad", "readout") if k in sd},
-        "keys": [k for k, m in zip(sd["keys"], mask) if m],
-        "rows": {name: t[idx].clone() for name, t in sd["rows"].items()},
-        "seen": sd["seen"][idx].clone(),
-        "n_learned_rows": learned.clone(),
-        "shared": {k: v.clone() for k, v in sd["shared"].items()},
-        "cold_keys": [k for k, _ in cold],
-        "cold": [row for _, row in cold],
-        "counters": {
-            "clock": int(c["clock"]),
-            "n_learned": int(learned.sum()) + sum(int(row["n_learned"]) for _, row in cold),
-            "n_skipped": int(c["n_skipped"]) if totals else 0,
-            "since_check": int(c["since_check"]) if totals else 0,
-        },
-    }
-
-
-def merge_key_states(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One :meth:`KeyedLearner.state_dict` holding the (disjoint) keys of ``parts`` (per-key weights),
-    in the canonical key order. The parts' event clocks are aligned to the latest one (each key's
-    idle time is kept), counters are summed."""
-    if not parts:
-        raise ConfigError("merge_key_states needs at least one state.")
-    for p in parts:
-        _require_per_key(p, "merge_key_states")
-    if len({p["optimizer"] for p in parts}) > 1:
-        raise CheckpointError("merge_key_states: the parts were learned with different optimizers.")
-    if len({(p.get("state_grad", "truncated"), p.get("readout", "gradient")) for p in parts}) > 1:
-        raise CheckpointError("merge_key_states: the parts were learned with different state_grad or readout settings.")
-    if len({repr(sorted(p["state_config"].items())) for p in parts if "state_config" in p}) > 1:
-        raise CheckpointError("merge_key_states: the parts were learned with different state configurations.")
-    clock = max(int(p["counters"]["clock"]) for p in parts)
-    keys: list[Hashable] = []
-    for p in parts:
-        keys += list(p["keys"]) + list(p["cold_keys"])
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise CheckpointError(f"merge_key_states: key {dup!r} is in more than one part; the parts must be disjoint.")
-    hot = [(k, p, i) for p in parts for i, k in enumerate(p["keys"])]
-    hot.sort(key=lambda t: _sort_key(t[0]))
-    rows = {name: torch.stack([p["rows"][name][i] for _, p, i in hot]) if hot else parts[0]["rows"][name][:0]
-            for name in parts[0]["rows"]}
-    shift = {id(p): clock - int(p["counters"]["clock"]) for p in parts}
-    seen = torch.tensor([int(p["seen"][i]) + shift[id(p)] for _, p, i in hot], dtype=torch.int64)
-    learned = torch.tensor([int(p["n_learned_rows"][i]) for _, p, i in hot], dtype=torch.int64)
-    cold = sorted(((k, row) for p in parts for k, row in zip(p["cold_keys"], p["cold"])), key=lambda t: _sort_key(t[0]))
-    total = lambda name: sum(int(p["counters"][name]) for p in parts)  # noqa: E731
-    return {
-        **{k: parts[0][k] for k in ("format", "state_config", "per_key_weights", "optimizer", "state_grad", "readout") if k in parts[0]},
-        "keys": [k for k, _, _ in hot],
-        "rows": rows,
-        "seen": seen,
-        "n_learned_rows": learned,
-        "shared": {k: v.clone() for k, v in parts[0]["shared"].items()},
-        "cold_keys": [k for k, _ in cold],
-        "cold": [row for _, row in cold],
-        "counters": {"clock": clock, "n_learned": total("n_learned"), "n_skipped": total("n_skipped"),
-                     "since_check": max(int(p["counters"]["since_check"]) for p in parts)},
-    }
-
-
-def _key_bytes(key: Hashable) -> bytes:
-    if isinstance(key, str):
-        return b"s:" + key.encode("utf-8")
-    if isinstance(key, (bool, np.bool_)):
-        return b"b:1" if key else b"b:0"
-    if isinstance(key, (int, np.integer)):
-        return b"i:" + str(int(key)).encode()
-    if isinstance(key, (float, np.floating)):
-        return b"f:" + float(key).hex().encode()
-    if isinstance(key, bytes):
-        return b"y:" + key
-    raise ConfigError(f"key {key!r} of type {type(key).__name__} cannot be sharded; use str, int, float, bool or bytes keys.")
-
-
-def shard_of(key: Hashable, shards: int) -> int:
-    """The shard (``0 <= s < shards``) of ``key``: BLAKE2b of a typed encoding of the key, modulo
-    ``shards``; stable across processes, runs and machines (Python's ``hash`` of a str is not)."""
-    digest = hashlib.blake2b(_key_bytes(key), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % shards

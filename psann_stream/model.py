@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, StateShapeError
-from .layers import StatefulSineLayer, StateBounds
-from .state import StateConfig
+from .layers import StatefulSineLayer
+from .state import StateBounds, StateConfig
 
 __all__ = ["StatefulNet", "State"]
 

@@ -30,7 +30,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from .layers import StateBounds
+from .state import StateBounds
 from .state import StateConfig
 
 __all__ = ["Alert", "Monitor", "StabilityWarning", "monitor_size"]

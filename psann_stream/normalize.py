@@ -65,10 +65,35 @@ class RunningStats:
         self.forget = float(forget)
         self.eps = float(eps)
         self.clip = None if clip is None else float(clip)
-        self.count = 0
-        self.weight = 0.0
         self._mean = np.zeros(n_features or 0)
         self._m2 = np.zeros(n_features or 0)
+        self._ws = np.zeros(2)  # [weight, count]: one array, so that the compiled loop can update it in place
+
+    @property
+    def weight(self) -> float:
+        """The total weight ``w`` of the values folded in (their count when ``forget = 1``)."""
+        return float(self._ws[0])
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        self._ws[0] = value
+
+    @property
+    def count(self) -> int:
+        """How many values were folded in."""
+        return int(self._ws[1])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._ws[1] = value
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean [F], m2 [F], [weight, count])``: the accumulators themselves (not copies), for the
+        compiled loop, which updates them in place with the same recurrence
+        (``_fastpath._stats_update``). Their identity is stable: :meth:`update` and
+        :meth:`load_state_dict` write into them."""
+        return self._mean, self._m2, self._ws
 
     # ------------------------------------------------------------------ data
     def _check(self, x: np.ndarray) -> np.ndarray:
@@ -108,7 +133,7 @@ class RunningStats:
             mean += d / w
             m2 = lam * m2 + d * (row - mean)
             count += 1
-        self._mean, self._m2, self.weight, self.count = mean, m2, w, count
+        self._mean[:], self._m2[:], self._ws[:] = mean, m2, (w, count)
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -177,10 +202,16 @@ class RunningStats:
             self.forget = float(state["forget"])
             self.eps = float(state["eps"])
             self.clip = None if state.get("clip") is None else float(state["clip"])
-            self.count = int(state["count"])
-            self.weight = float(state["weight"])
-            self._mean = np.array(state["mean"], dtype=np.float64)
-            self._m2 = np.array(state["m2"], dtype=np.float64)
+            ws = (float(state["weight"]), int(state["count"]))
+            mean = np.array(state["mean"], dtype=np.float64).reshape(-1)
+            m2 = np.array(state["m2"], dtype=np.float64).reshape(-1)
+            if mean.shape != m2.shape:
+                raise ValueError(f"mean has {mean.shape[0]} values but m2 {m2.shape[0]}")
+            if mean.shape == self._mean.shape:  # in place: whoever holds `arrays` keeps seeing them
+                self._mean[:], self._m2[:] = mean, m2
+            else:
+                self._mean, self._m2 = mean, m2
+            self._ws[:] = ws
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"RunningStats.load_state_dict: malformed state ({exc!r}); was it saved by RunningStats.state_dict()?") from None
 

@@ -140,10 +140,8 @@ class EngineMetrics:
             self._rates.popleft()
         keys = getattr(events, "keys", None)
         if self.max_keys and keys is not None and len(keys):
-            if events.missing_key is not None:  # null keys are dead-lettered rows, not a key
-                keys = keys[~events.missing_key]
-            values, counts = np.unique(keys, return_counts=True)
-            for k, c in zip(values.tolist(), counts.tolist()):
+            values, counts = keys.counts()  # null keys are dead-lettered rows, not a key
+            for k, c in zip(values, counts.tolist()):
                 name = str(k)
                 if name in self.key_rows or len(self.key_rows) < self.max_keys:
                     self.key_rows[name] += c

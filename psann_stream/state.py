@@ -45,6 +45,8 @@ from .errors import CheckpointError, ConfigError
 
 __all__ = [
     "Bound",
+    "StateBounds",
+    "bounds_for",
     "Mode",
     "StateConfig",
     "apply_bound",
@@ -657,3 +659,42 @@ def _bisect(f: Any, lo: float, hi: float, shape: tuple[int, ...]) -> np.ndarray:
         hi_a = np.where(pos, mid, hi_a)
         lo_a = np.where(pos, lo_a, mid)
     return 0.5 * lo_a + 0.5 * hi_a
+
+
+@dataclass(frozen=True)
+class StateBounds:
+    """What the theory guarantees for one layer's state, at the layer's current parameters.
+
+    Attributes:
+        drive_bound: ``G``, the largest amplitude: every activation satisfies ``|a| <= G``.
+        steady_state_limit: ``limsup |s|`` (``min(M, beta * G)``; ``M`` in legacy mode).
+        contraction: ``L``, *this layer's* rate: two states of this layer driven by the same
+            activations approach each other like ``L^t``. A network of several layers contracts
+            more slowly (:meth:`StatefulNet.gap_bound`).
+        max_abs: the hard bound ``M``.
+        bound_inactive: ``True`` when the bound provably never acts once the state has settled
+            (trace and gain mode): ``clip`` when ``beta * G <= M``; ``ball`` when
+            ``sqrt(units) * beta * G <= M`` (it bounds the state vector's l2 norm); ``tanh`` never (it
+            shrinks every non-zero value at every step, so its fixed point lies below ``beta * a``:
+            see ``state.fixed_point``).
+    """
+
+    drive_bound: float
+    steady_state_limit: float
+    contraction: float
+    max_abs: float
+    bound_inactive: bool
+
+
+def bounds_for(cfg: StateConfig, drive_bound: float, rate: float | None = None, units: int = 1) -> StateBounds:
+    """:class:`StateBounds` of a layer of ``units`` units whose largest amplitude is ``drive_bound``
+    (and, with learnable rates, whose largest rate is ``rate``: the layer's contraction constant)."""
+    g = float(drive_bound)
+    reach = cfg.beta * g * (math.sqrt(units) if cfg.bound == "ball" else 1.0)
+    return StateBounds(
+        drive_bound=g,
+        steady_state_limit=steady_state_limit(cfg, g),
+        contraction=contraction_constant(cfg, g) if rate is None else float(rate),
+        max_abs=cfg.max_abs,
+        bound_inactive=cfg.contractive and cfg.bound != "tanh" and reach <= cfg.max_abs,
+    )

@@ -5,16 +5,22 @@ Run: ``python -m psann_stream.scenarios.bench_learner [--events N] [--keys K]``.
 Every rate is events per second of exact per-event prequential learning (predict each event with
 the model as it was, then learn it) on one synthetic 10-feature stream:
 
-* ``Learner``: psann_stream's compiled loop, 10-32-32-1 StatefulNet, ObGD, input and target
-  normalisers and the monitor on (the defaults: gradient truncated at the state);
+* ``Learner.learn_batch``: psann_stream's compiled loop, 10-32-32-1 StatefulNet, ObGD, input and
+  target normalisers and the monitor on (the defaults: gradient truncated at the state), in
+  1,000-event calls;
+* ``Learner.learn_one``: the same, one numpy row per call (what a per-event caller pays);
+* ``StatefulRegressor``: the river adapter, ``predict_one`` then ``learn_one`` on dicts (its default
+  optimiser, Adam, and ObGD);
 * ``Learner, traced``: the same with exact traces through the state (``state_grad="traced"``), and
   with oscillatory pairs as well (the recommended configuration for memory);
 * ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, five learners side by side and their
   mixture, in 1,000-event calls;
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
   ``torch.optim.Adam`` step per event (what deep-river and psann do);
-* ``river LinearRegression``: ``river.linear_model.LinearRegression`` learn_one/predict_one on dicts;
-* ``KeyedLearner``: K keys with their own weights, state, optimiser and normalisers, threads = cores.
+* ``river LinearRegression``: ``river.linear_model.LinearRegression`` predict_one/learn_one on dicts,
+  bare and behind ``preprocessing.StandardScaler``;
+* ``KeyedLearner``: K keys with their own weights, state, optimiser and normalisers, threads = cores,
+  4,096-event calls.
 
 Machines are shared and noisy: each rate is the best of a few repeats, and only ratios measured
 in one run are meaningful.
@@ -50,10 +56,59 @@ def _best_rate(run: Callable[[], int], repeats: int) -> float:
     return best
 
 
-def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig = StateConfig(), **kwargs) -> float:
+def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig = StateConfig(), batch: int = 1000,
+                 **kwargs) -> float:
     lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), state=state, seed=0), **kwargs)
     lrn.learn_batch(X[:500], y[:500])  # compile
-    return _best_rate(lambda: len(lrn.learn_batch(X, y)), repeats)
+
+    def run() -> int:
+        for lo in range(0, len(y), batch):
+            lrn.learn_batch(X[lo:lo + batch], y[lo:lo + batch])
+        return len(y)
+
+    return _best_rate(run, repeats)
+
+
+def learn_one_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    """``Learner.learn_one(x_row, y)`` per event (numpy float64 rows, Python float targets)."""
+    lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0))
+    rows, targets = list(X), [float(t) for t in y]
+    lrn.learn_batch(X[:500], y[:500])  # compile
+
+    def run() -> int:
+        for x, t in zip(rows, targets):
+            lrn.learn_one(x, t)
+        return len(rows)
+
+    return _best_rate(run, repeats)
+
+
+def _dict_rows(X: np.ndarray) -> list[dict[str, float]]:
+    return [{f"x{j}": float(v) for j, v in enumerate(r)} for r in X]  # converted outside the timing
+
+
+def _river_rate(make: Callable[[], object], X: np.ndarray, y: np.ndarray, repeats: int, warm: int = 0) -> float:
+    """``predict_one`` then ``learn_one`` per event on dicts, for a fresh model from ``make()``
+    (after ``warm`` events outside the timing)."""
+    rows, targets = _dict_rows(X), [float(t) for t in y]
+
+    def run() -> int:
+        model = make()
+        for x, t in zip(rows[:warm], targets[:warm]):
+            model.predict_one(x)
+            model.learn_one(x, t)
+        start = time.perf_counter()
+        for x, t in zip(rows[warm:], targets[warm:]):
+            model.predict_one(x)
+            model.learn_one(x, t)
+        run.seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+        return len(rows) - warm
+
+    best = 0.0
+    for _ in range(repeats):
+        n = run()
+        best = max(best, n / run.seconds)  # type: ignore[attr-defined]
+    return best
 
 
 def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000) -> float:
@@ -89,26 +144,32 @@ def eager_adam_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
     return _best_rate(run, repeats)
 
 
-def river_linear_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
-    from river import linear_model
+def river_linear_rate(X: np.ndarray, y: np.ndarray, repeats: int, scaled: bool = False) -> float:
+    from river import linear_model, preprocessing
 
-    rows = [{f"x{j}": float(v) for j, v in enumerate(r)} for r in X]  # converted outside the timing
-
-    def run() -> int:
-        model = linear_model.LinearRegression()
-        for x, t in zip(rows, y):
-            model.predict_one(x)
-            model.learn_one(x, float(t))
-        return len(rows)
-
-    return _best_rate(run, repeats)
+    make = ((lambda: preprocessing.StandardScaler() | linear_model.LinearRegression()) if scaled
+            else linear_model.LinearRegression)
+    return _river_rate(make, X, y, repeats)
 
 
-def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int) -> float:
+def adapter_rate(X: np.ndarray, y: np.ndarray, repeats: int, **kwargs) -> float:
+    """The river adapter on dicts; its first events (creating the learner, compiling) are outside the timing."""
+    from psann_stream.adapters.river import StatefulRegressor
+
+    return _river_rate(lambda: StatefulRegressor(**kwargs), X, y, repeats, warm=200)
+
+
+def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int, batch: int = 4096) -> float:
     k = np.random.default_rng(1).integers(0, keys, len(X))
     kl = KeyedLearner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0), per_key_weights=True, threads=os.cpu_count())
     kl.learn_batch(k[:5000], X[:5000], y[:5000])  # compile, create the keys
-    return _best_rate(lambda: len(kl.learn_batch(k, X, y)), repeats)
+
+    def run() -> int:
+        for lo in range(0, len(y), batch):
+            kl.learn_batch(k[lo:lo + batch], X[lo:lo + batch], y[lo:lo + batch])
+        return len(y)
+
+    return _best_rate(run, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,25 +181,35 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     X, y = _stream(max(a.events, a.eager_events, 200_000))
+    n_one = a.events // 5
     rates = {
-        "Learner (compiled, ObGD)": learner_rate(X[: a.events], y[: a.events], a.repeats),
+        "Learner (compiled, ObGD), learn_batch": learner_rate(X[: a.events], y[: a.events], a.repeats),
+        "Learner (compiled, ObGD), learn_one": learn_one_rate(X[:n_one], y[:n_one], a.repeats),
         "Learner, traced": learner_rate(X[: a.events], y[: a.events], a.repeats, state_grad="traced"),
         "Learner, traced, oscillatory pairs": learner_rate(X[: a.events], y[: a.events], a.repeats,
                                                            StateConfig(oscillatory=True), state_grad="traced"),
         "Ensemble (default_ensemble, 5 members)": ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
+        "StatefulRegressor (river adapter, Adam)": adapter_rate(X[:n_one], y[:n_one], a.repeats),
+        "StatefulRegressor (river adapter, ObGD)": adapter_rate(X[:n_one], y[:n_one], a.repeats, optimizer="obgd",
+                                                                lr=None),
         "eager torch Adam": eager_adam_rate(X[: a.eager_events], y[: a.eager_events], a.repeats),
-        "river LinearRegression": river_linear_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
+        "river LinearRegression": river_linear_rate(X[:n_one], y[:n_one], a.repeats),
+        "river StandardScaler | LinearRegression": river_linear_rate(X[:n_one], y[:n_one], a.repeats, scaled=True),
         f"KeyedLearner ({a.keys} keys, own weights)": keyed_rate(X[:200_000], y[:200_000], a.keys, a.repeats),
     }
-    base = rates["eager torch Adam"]
-    print(f"{'learner':<40} {'events/s':>12} {'x eager Adam':>13} {'x river LR':>11}")
+    base, lr = rates["eager torch Adam"], rates["river LinearRegression"]
+    print(f"{'learner':<42} {'events/s':>12} {'x eager Adam':>13} {'x river LR':>11}")
     for name, r in rates.items():
-        print(f"{name:<40} {r:12,.0f} {r / base:13.1f} {r / rates['river LinearRegression']:11.2f}")
+        print(f"{name:<42} {r:12,.0f} {r / base:13.1f} {r / lr:11.2f}")
     print(f"cores: {os.cpu_count()}; 10 features, 32x32 StatefulNet, exact per-event prequential order")
-    truncated = rates["Learner (compiled, ObGD)"]
-    print(f"traced learning costs {truncated / rates['Learner, traced']:.2f}x the truncated path per event "
-          f"({truncated / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
-          f"ensemble {truncated / rates['Ensemble (default_ensemble, 5 members)']:.2f}x")
+    batch = rates["Learner (compiled, ObGD), learn_batch"]
+    print(f"traced learning costs {batch / rates['Learner, traced']:.2f}x the truncated path per event "
+          f"({batch / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
+          f"ensemble {batch / rates['Ensemble (default_ensemble, 5 members)']:.2f}x")
+    scaled = rates["river StandardScaler | LinearRegression"]
+    print(f"per-event overhead: learn_one costs {batch / rates['Learner (compiled, ObGD), learn_one']:.2f}x a learn_batch event; "
+          f"the adapter (ObGD) runs at {rates['StatefulRegressor (river adapter, ObGD)'] / scaled:.2f}x "
+          f"(Adam {rates['StatefulRegressor (river adapter, Adam)'] / scaled:.2f}x) river's StandardScaler | LinearRegression")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         run_engine(Path(a.worker[0]), Path(a.worker[1]), resume=True)
         return 0
-    from psann_stream.engine import read_parts
+    from psann_stream.sinks import read_parts
 
     root = Path(tempfile.mkdtemp(prefix="psann-crash-"))
     try:

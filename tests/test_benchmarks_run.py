@@ -9,17 +9,24 @@ from psann_stream.scenarios import bench_engine, bench_learner
 
 
 def test_engine_benchmark_runs_and_prints_both_rates(capsys):
-    bench_engine.main(["--rows", "20000", "--batch", "4096", "--repeats", "1"])
+    bench_engine.main(["--rows", "20000", "--batch", "4096", "--repeats", "1", "--keyed-rows", "12000", "--keys", "500"])
     out = capsys.readouterr().out
     assert re.search(r"raw pyarrow read .* rows/s", out) and re.search(r"Engine, trivial learner.* rows/s", out)
+    assert re.search(r"Engine over the Arrow file, same learner .* rows/s .*x learn_batch", out)
+    per_row = float(re.search(r"([0-9.]+) new Python objects per row", out).group(1))
+    assert per_row < 0.2  # one object per row (a str per key) would read ~1
 
 
 def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
     out = capsys.readouterr().out
-    for name in ("Learner (compiled, ObGD)", "Learner, traced", "Learner, traced, oscillatory pairs", "eager torch Adam",
-                 "river LinearRegression", "KeyedLearner (10 keys"):
+    for name in ("Learner (compiled, ObGD), learn_batch", "Learner (compiled, ObGD), learn_one", "Learner, traced",
+                 "Learner, traced, oscillatory pairs", "eager torch Adam", "river LinearRegression",
+                 "river StandardScaler | LinearRegression", "StatefulRegressor (river adapter, Adam)",
+                 "StatefulRegressor (river adapter, ObGD)", "KeyedLearner (10 keys"):
         assert name in out
+    for rate in re.findall(r"^(?:Learner|StatefulRegressor|river|KeyedLearner).*?\s([0-9,]+)\s", out, re.M):
+        assert int(rate.replace(",", "")) > 0
     assert re.search(r"traced learning costs [0-9.]+x the truncated path", out)
 
 

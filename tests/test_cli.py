@@ -49,7 +49,7 @@ def _arrow_file(path, n=3000):
 
 
 def test_run_resume_and_inspect(tmp_path, capsys):
-    from psann_stream.engine import read_parts
+    from psann_stream.sinks import read_parts
 
     _arrow_file(tmp_path / "s.arrow")
     cfg = tmp_path / "c.toml"
@@ -86,7 +86,7 @@ def test_init_from_continues_a_warm_up_on_another_source(tmp_path, capsys):
     import pyarrow as pa
 
     from psann_stream import KeyedLearner, StatefulNet
-    from psann_stream.engine import read_parts
+    from psann_stream.sinks import read_parts
 
     _arrow_file(tmp_path / "s.arrow")
     whole = pa.ipc.open_file(str(tmp_path / "s.arrow")).read_all()
@@ -112,7 +112,7 @@ def test_init_from_continues_a_warm_up_on_another_source(tmp_path, capsys):
 
 
 def test_run_with_an_ensemble_section_resumes_and_refuses_bad_keys(tmp_path, capsys):
-    from psann_stream.engine import read_parts
+    from psann_stream.sinks import read_parts
 
     _arrow_file(tmp_path / "s.arrow", n=1200)
     cfg = tmp_path / "e.toml"
@@ -124,7 +124,7 @@ def test_run_with_an_ensemble_section_resumes_and_refuses_bad_keys(tmp_path, cap
     assert main(base + ["--output", str(tmp_path / "b"), "--checkpoint-dir", str(tmp_path / "cb"), "--resume"]) == 0
     assert read_parts(tmp_path / "a").equals(read_parts(tmp_path / "b"))
     capsys.readouterr()
-    for text, want in (('[ensemble]\nshares = 0.1\n', "unknown key(s) ['shares']"),
+    for text, want in (('[ensemble]\nshares = 0.1\n', "[ensemble] shares is not a setting; did you mean 'share'?"),
                        ('[ensemble]\npersistence = "OT"\n', "'OT' is not one of the --features"),
                        ('[ensemble]\n[learner]\noptimizer = "adam"\n', "drop [model], [state] and [learner]"),
                        ('[ensemble]\ntarget = "delta"\n', "target = 'delta' is not one of")):
@@ -152,7 +152,7 @@ def _univariate_file(path, n=3000):
 def test_a_univariate_stream_with_bad_rows_runs_and_the_progress_stays_honest(tmp_path, capsys):
     """One numeric --features column is a feature vector of width 1; a null cell is reported as null;
     the dead-lettered rows do not turn the faded MAE into NaN; the last progress line is printed once."""
-    from psann_stream.engine import read_parts
+    from psann_stream.sinks import read_parts
 
     _univariate_file(tmp_path / "u.arrow")
     assert main(["run", "--input", str(tmp_path / "u.arrow"), "--features", "v", "--target", "y",

@@ -14,7 +14,8 @@ from river.drift import PageHinkley
 from psann_stream import ColumnMap, ConfigError, KeyedLearner, Learner, StatefulNet
 from psann_stream._fastpath import page_hinkley
 from psann_stream.drift import DriftPolicy, fresh_detector
-from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+from psann_stream.engine import CheckpointPolicy, Engine
+from psann_stream.sinks import read_parts
 from psann_stream.io import TableSource
 
 

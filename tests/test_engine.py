@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psann_stream import BadInputError, ColumnMap, ConfigError, KeyedLearner, Learner, NonFiniteInputError, StatefulNet
-from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+from psann_stream.engine import CheckpointPolicy, Engine
+from psann_stream.sinks import read_parts
 from psann_stream.io import BatchesSource, TableSource
 from psann_stream.scenarios.crash_test import same
 

@@ -279,7 +279,8 @@ def test_engine_runs_a_keyed_ensemble_and_resumes_it_exactly(tmp_path):
 
     from psann_stream import ColumnMap
     from psann_stream.checkpoint import load_latest
-    from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+    from psann_stream.engine import CheckpointPolicy, Engine
+    from psann_stream.sinks import read_parts
     from psann_stream.io import TableSource
 
     X, y = _stream(400)

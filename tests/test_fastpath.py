@@ -179,7 +179,7 @@ def test_compiled_monitor_statistics_match_the_torch_reference(cfg, opt, seed):
     learners = [Learner(StatefulNet(3, hidden=(5, 4), state=cfg, seed=seed), optimizer=opt, backend=b) for b in ("numba", "torch")]
     for lrn in learners:
         lrn.learn_batch(X, Y)
-    np.testing.assert_allclose(learners[0]._mon, learners[1]._mon, rtol=1e-6, atol=1e-9 * _scale(cfg))
+    np.testing.assert_allclose(learners[0]._path.mon, learners[1]._path.mon, rtol=1e-6, atol=1e-9 * _scale(cfg))
 
 
 @given(st.integers(0, 1000), st.floats(0.5, 8.0))
@@ -188,9 +188,9 @@ def test_compiled_obgd_moves_at_most_one_over_kappa_per_event(seed, kappa):
     lrn = Learner(StatefulNet(3, hidden=(6,), seed=seed), optimizer="obgd", optimizer_kwargs={"kappa": kappa}, backend="numba")
     rng = np.random.default_rng(seed)
     for _ in range(30):
-        before = lrn._theta.copy()
+        before = lrn._path.theta.copy()
         lrn.learn_one(rng.standard_normal(3) * 100, float(rng.standard_normal() * 1e4))
-        assert np.abs(lrn._theta - before).sum() <= (1 / kappa) * (1 + 1e-9)
+        assert np.abs(lrn._path.theta - before).sum() <= (1 / kappa) * (1 + 1e-9)
 
 
 def test_monitor_statistics_are_the_documented_moving_averages():
@@ -210,12 +210,12 @@ def test_monitor_statistics_are_the_documented_moving_averages():
             want[2 * layer + 1] = dec * want[2 * layer + 1] + (1 - dec) * np.mean(np.abs(s) >= 0.99 * cfg.max_abs)
         grad = np.concatenate([p.grad.reshape(-1).numpy() for p in model.parameters()])
         theta = np.concatenate([p.detach().reshape(-1).numpy() for p in model.parameters()])
-        eff = lrn._opt.effective_step
+        eff = lrn._path.opt.effective_step
         want[4] = dec * want[4] + (1 - dec) * np.linalg.norm(grad)
-        want[5] = dec * want[5] + (1 - dec) * lrn._opt.last_update_l1 / np.abs(theta).sum()
+        want[5] = dec * want[5] + (1 - dec) * lrn._path.opt.last_update_l1 / np.abs(theta).sum()
         want[6] = dec * want[6] + (1 - dec) * eff
         want[7] = max(want[7], eff)
-    got = np.concatenate([lrn._mon[:4], lrn._mon[-4:]])
+    got = np.concatenate([lrn._path.mon[:4], lrn._path.mon[-4:]])
     assert want[1] > 0  # saturation was exercised
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 

@@ -153,7 +153,8 @@ def _serve(table: pa.Table, connections: int):
 
 def test_a_tcp_socket_source_resumes_on_a_replaying_sender(tmp_path):
     from psann_stream import KeyedLearner, StatefulNet
-    from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+    from psann_stream.engine import CheckpointPolicy, Engine
+    from psann_stream.sinks import read_parts
     from psann_stream.io import TableSource
 
     rng = np.random.default_rng(0)

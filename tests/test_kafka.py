@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from psann_stream import BadInputError, ColumnMap, ConfigError, KeyedLearner, StatefulNet
 from psann_stream.adapters.kafka import KafkaSource, create_topic, produce_table
 from psann_stream.checkpoint import load_latest
-from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+from psann_stream.engine import CheckpointPolicy, Engine
+from psann_stream.sinks import read_parts
 from psann_stream.io import TableSource
 from processes import kill_after_first_checkpoint
 from tansu import tansu_broker
@@ -367,7 +368,7 @@ def test_a_kafka_sink_writes_what_part_files_hold_keyed_to_partitions(broker, tm
     """The same run to part files and to a topic gives the same rows; each key's rows sit in the
     partition shard_of(key) in their order; a missing output topic is a one-line error."""
     from psann_stream.adapters.kafka import KafkaSink, read_predictions
-    from psann_stream.keyed import shard_of
+    from psann_stream.keys import shard_of
 
     table = _table(1500, seed=5)
     topic = f"sink-{fmt}"

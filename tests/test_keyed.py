@@ -45,9 +45,9 @@ def test_shared_weights_learn_in_global_order_with_a_state_per_key(seed, n_keys)
     states = {}
     want = []
     for key, x, y in zip(k, X, Y):
-        ref._state = states.get(key, np.full_like(ref._state, ref._model.state_config.init))
+        ref._path.state[:] = states.get(key, np.full_like(ref._path.state, ref._model.state_config.init))
         want.append(ref.learn_one(x, y))
-        states[key] = ref._state
+        states[key] = ref._path.state.copy()
     assert np.array_equal(got, np.array(want))
 
 
@@ -141,7 +141,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 @given(st.integers(0, 1000), st.integers(1, 4), st.integers(1, 12))
 def test_split_by_key_then_merge_restores_the_state_and_parts_continue_exactly(seed, n_parts, n_keys):
-    from psann_stream.keyed import merge_key_states, select_keys
+    from psann_stream.sharding import merge_key_states, select_keys
 
     k, X, Y = _events(seed, 300, n_keys)
     whole = KeyedLearner(_net(), per_key_weights=True, max_keys=4)
@@ -163,7 +163,7 @@ def test_split_by_key_then_merge_restores_the_state_and_parts_continue_exactly(s
 
 
 def test_merging_refuses_shared_weights_and_overlapping_parts():
-    from psann_stream.keyed import merge_key_states, select_keys
+    from psann_stream.sharding import merge_key_states, select_keys
 
     k, X, Y = _events(0, 50, 3)
     shared = KeyedLearner(_net(), per_key_weights=False)
@@ -174,3 +174,26 @@ def test_merging_refuses_shared_weights_and_overlapping_parts():
     own.learn_batch(k, X, Y)
     with pytest.raises(CheckpointError, match="more than one part"):
         merge_key_states([own.state_dict(), own.state_dict()])
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("check_every", 0, "check_every = 0 is out of range: need an integer >= 1"),
+    ("forget", 1.5, "forget = 1.5 is out of range: need 0 < forget <= 1"),
+    ("normalize_clip", -1.0, "normalize_clip = -1.0 is out of range"),
+    ("on_nonfinite", "drop", "on_nonfinite = 'drop' is not one of 'raise', 'skip'"),
+    ("drift", "page-hinkley", "drift must be a DriftPolicy or None, got str"),
+])
+def test_both_learners_refuse_a_bad_common_setting_in_the_same_words(setting, value, message):
+    for owner in (Learner, KeyedLearner):
+        with pytest.raises(ConfigError, match=f"^{owner.__name__}.{message}"):
+            owner(_net(), **{setting: value})
+
+
+def test_a_non_finite_event_names_its_key_and_column():
+    kl = KeyedLearner(_net())
+    X = np.zeros((3, _net().in_features))
+    X[1, 2] = np.inf
+    with pytest.raises(NonFiniteInputError, match=r"event 1 of this batch \(key 'b', learned events so far: 0\): "
+                                                  r"x column 2 is inf; nothing in the batch was learned"):
+        kl.learn_batch(["a", "b", "c"], X, np.zeros(3))
+    assert kl.keys == []

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from psann_stream import CheckpointError, ConfigError, NonFiniteInputError, StateConfig, StatefulNet
+from psann_stream.drift import DriftPolicy
 from psann_stream.learner import Learner
 from psann_stream.monitor import StabilityWarning
 from psann_stream.scenarios import regime_switching_sine
@@ -356,3 +357,46 @@ def test_obgd_without_trace_checks_before_it_writes(where):
     l1, *_ = fp._obgd_plain(theta, G, gl1, 0.5, np.array([1.0, 1.25, 0.0, 0.0]), L.lay, L.head, work, xin)
     assert np.isnan(l1)
     np.testing.assert_array_equal(theta, before)
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"optimizer": "adam"}, {"optimizer": "intentional"}, {"state_grad": "traced"}, {"readout": "rls"},
+    {"drift": DriftPolicy(threshold=2.0, reset_optimizer=True)}, {"check_every": 7},
+    {"state": StateConfig(mode="gain", bound="tanh")}, {"state": StateConfig(oscillatory=True), "state_grad": "traced"},
+], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
+def test_per_event_calls_equal_one_batch_call_in_every_configuration(kw):
+    """learn_one and predict_one take the compiled path's one-event arrays; interleaved (and with
+    inputs the fast path does not take: lists, int targets), they give bit for bit what learn_batch
+    gives, and predict_one is the prediction learn_one then makes."""
+    kw = dict(kw)
+    state = kw.pop("state", StateConfig())
+    X, Y = _stream(9, 300)
+    a = Learner(StatefulNet(3, hidden=(8, 6), state=state, seed=2), **kw)
+    b = Learner(StatefulNet(3, hidden=(8, 6), state=state, seed=2), **kw)
+    got = []
+    for n in range(300):
+        x, y = (X[n].tolist(), float(Y[n])) if n % 5 == 0 else (X[n], Y[n])
+        p = a.predict_one(x)
+        got.append(a.learn_one(x, y))
+        assert got[-1] == p
+    assert np.array_equal(np.array(got), b.learn_batch(X, Y))
+    assert a.n_learned == b.n_learned == 300
+    saved_a, saved_b = list(_tensors(a.state_dict())), list(_tensors(b.state_dict()))
+    assert len(saved_a) == len(saved_b) > 10
+    for ta, tb in zip(saved_a, saved_b):
+        assert torch.equal(ta, tb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_permute_inputs_carries_everything_learned_with_its_column(backend):
+    X, Y = _stream(10, 200)
+    perm = [2, 0, 1]
+    a, b = _learner(backend, normalize_x=True), _learner(backend, normalize_x=True)
+    a.learn_batch(X[:100], Y[:100])
+    b.learn_batch(X[:100], Y[:100])
+    b.permute_inputs(perm)
+    # the same sums over inputs in another order: equal to rounding (torch.testing's float64 tolerances)
+    torch.testing.assert_close(torch.from_numpy(b.learn_batch(X[100:, perm], Y[100:])),
+                               torch.from_numpy(a.learn_batch(X[100:], Y[100:])))
+    with pytest.raises(ConfigError, match=r"permutation of range\(3\)"):
+        b.permute_inputs([0, 0, 1])

@@ -20,7 +20,8 @@ import torch
 from psann_stream import ColumnMap, ConfigError, KeyedLearner, StateConfig, StatefulNet
 from psann_stream.adapters.ray import ShardedLearner, run_with_recovery, shard_of
 from psann_stream.checkpoint import load_latest
-from psann_stream.engine import CheckpointPolicy, Engine, read_parts
+from psann_stream.engine import CheckpointPolicy, Engine
+from psann_stream.sinks import read_parts
 from psann_stream.io import TableSource
 from processes import kill_after_first_checkpoint
 

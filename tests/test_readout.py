@@ -233,7 +233,7 @@ def test_the_readout_waits_for_the_target_statistics(backend):
     Y = 30.0 + X[:, 0]  # a level far from 0: what the first, unsettled statistics would misread
     for normalize_y, first in ((True, RLS_WARMUP), (False, 0)):
         lrn = Learner(StatefulNet(3, hidden=(6,), seed=0), readout="rls", backend=backend, normalize_y=normalize_y)
-        P0 = lrn._P.copy()
+        P0 = lrn._path.P.copy()
         heads = []
         for n in range(RLS_WARMUP + 1):
             lrn.learn_one(X[n], Y[n])
@@ -242,7 +242,7 @@ def test_the_readout_waits_for_the_target_statistics(backend):
                            StatefulNet(3, hidden=(6,), seed=0).head.bias.double()])
         still = [n for n in range(RLS_WARMUP + 1) if torch.equal(heads[n], start)]
         assert still == list(range(first)), (normalize_y, still)
-        assert not np.array_equal(lrn._P, P0)
+        assert not np.array_equal(lrn._path.P, P0)
 
 
 def test_early_targets_far_from_zero_do_not_throw_the_readout(etth1_path):

@@ -40,9 +40,9 @@ def test_predict_one_is_pure_and_learn_one_advances_the_state():
     x = data[40][0]
     p = model.predict_one(x)
     assert all(model.predict_one(x) == p for _ in range(3))
-    state = model._learner._state.copy()
+    state = model._learner._path.state.copy()
     model.learn_one(x, data[40][1])
-    assert not np.array_equal(state, model._learner._state)
+    assert not np.array_equal(state, model._learner._path.state)
 
 
 def test_emerging_feature_keeps_everything_learned():
@@ -151,3 +151,38 @@ def test_beats_river_linear_regression_on_friedman_drift():
     ours = evaluate.progressive_val_score(data(), preprocessing.StandardScaler() | StatefulRegressor(), metrics.MAE())
     lr = evaluate.progressive_val_score(data(), preprocessing.StandardScaler() | linear_model.LinearRegression(), metrics.MAE())
     assert ours.get() < 0.9 * lr.get()
+
+
+def test_the_input_scaler_is_rivers_standard_scaler_arithmetic():
+    """The adapter scales each feature as river's StandardScaler does (same values, bit for bit), so
+    a model learns what a river pipeline with that scaler in front would give it: checked by feeding
+    river's scaled dict to a Learner directly. Features appear late and go missing."""
+    from river import preprocessing
+
+    from psann_stream import Learner, StatefulNet
+
+    rng = np.random.default_rng(4)
+    model = StatefulRegressor(hidden=(6,), optimizer="obgd", lr=None, seed=5)
+    scaler = preprocessing.StandardScaler()
+    ref = None
+    for n in range(300):
+        x = {"b": float(rng.normal(3, 2)), "a": float(rng.normal(-1, 0.1))}
+        if n >= 50:
+            x["c"] = float(rng.integers(0, 3))  # appears late, often constant for a while
+        if n % 7 == 3:
+            del x["a"]  # missing now and then
+        y = x["b"] - x.get("a", 0.0)
+        if n < 50:  # before "c" exists, the reference is a 2-input learner in sorted order
+            names = ["a", "b"]
+        else:
+            names = ["a", "b", "c"]
+        if ref is None:
+            ref = Learner(StatefulNet(2, hidden=(6,), seed=5), normalize_x=False)
+        elif ref.in_features < len(names):
+            ref.grow_inputs(len(names))
+        scaled = scaler.transform_one(dict(x))
+        vec = np.array([scaled.get(k, 0.0) for k in names])
+        assert model.predict_one(x) == (ref.predict_one(vec) if n else 0.0)
+        model.learn_one(x, y)
+        ref.learn_one(vec, y)
+        scaler.learn_one(x)

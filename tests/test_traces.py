@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from psann_stream import ConfigError, CheckpointError, KeyedLearner, Learner, StateConfig, StatefulNet
 from psann_stream.drift import DriftPolicy
-from psann_stream.keyed import merge_key_states, select_keys
+from psann_stream.sharding import merge_key_states, select_keys
 from psann_stream.state import RATE_CAP, rate_from_raw, raw_rates
 from psann_stream.traces import StateTraces, traced_parameters
 
@@ -260,8 +260,8 @@ def test_a_drift_reset_zeroes_that_rows_traces():
     for n in range(len(Y)):  # one event per call: the traces right after the detection are visible
         out[n] = lrn.learn_one(X[n], Y[n])
         if lrn.last_drifted is not None and lrn.last_drifted[0]:
-            assert float(np.abs(lrn._traces).max()) == 0.0
-            assert np.all(lrn._state == lrn._model.state_config.init)
+            assert float(np.abs(lrn._path.traces).max()) == 0.0
+            assert np.all(lrn._path.state == lrn._model.state_config.init)
             return
     pytest.fail("no drift was detected on an abrupt change of scale 40")
 
@@ -310,8 +310,8 @@ def test_keyed_traced_learning_equals_one_learner_per_key(per_key):
         assert got[0] == Learner(StatefulNet(2, hidden=(4,), seed=0), state_grad="traced").learn_one(X[0], Y[0])
     kl.reset(["a"])
     row = kl._key_row["a"]
-    assert float(np.abs(kl._rows["traces"][row]).max()) == 0.0
-    assert float(np.abs(kl._rows["traces"][kl._key_row["b"]]).max()) > 0.0
+    assert float(np.abs(kl._core.rows["traces"][row]).max()) == 0.0
+    assert float(np.abs(kl._core.rows["traces"][kl._key_row["b"]]).max()) > 0.0
 
 
 def test_keyed_split_and_merge_carry_the_traces():

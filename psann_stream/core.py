@@ -1,0 +1,225 @@
+"""The learning core: the compiled loop's rows, named in one place, and the one call into the loop.
+
+Every compiled learner is a table of rows over one :class:`Core`. A row holds one stream's arrays
+(its state, its eligibility traces, its drift detector) and, when rows learn their own weights,
+everything else that learning changes (weights, optimiser state, normalisers, monitor statistics,
+readout matrix). Arrays that are not per row are shared by every row. :class:`KeyedLearner
+<psann_stream.keyed.KeyedLearner>` is a key table over a core; :class:`Learner
+<psann_stream.learner.Learner>` is its one-row case.
+
+The arrays (``ROW_ARRAYS``; shapes for one row, ``P`` parameters, ``U`` state units, ``F`` inputs):
+
+============  =========================  =====================================================
+name          shape                      what
+============  =========================  =====================================================
+theta         [P]                        weights, in ``model.parameters()`` order
+state         [U]                        every layer's state, concatenated
+traces        [P or 2P] (0 if truncated) eligibility traces, laid out like ``theta``
+buf1, buf2    [P]                        optimiser buffers (ObGD trace; Adam m, v)
+scal          [2]                        optimiser scalars (intentional: err_sq, err_w; Adam: t)
+xm, xm2, xws  [F], [F], [2]              input normaliser: mean, m2, (weight, count)
+ym, ym2, yws  [1], [1], [2]              target normaliser
+mon           [monitor_size]             monitor statistics (``monitor.py`` owns the layout)
+ph            [6]                        Page-Hinkley detector (``drift.py`` owns the layout)
+rls           [(h+1)^2 + 2] (0: gradient) readout matrix ``P`` and error statistics
+============  =========================  =====================================================
+
+:class:`CoreSpec` holds what stays fixed while a learner runs (layout, optimiser, normaliser and
+readout settings, drift policy); :meth:`Core.run` and :meth:`Core.run_keyed` are the only places
+that build the loop's arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from . import _fastpath as fp
+from ._packing import OPT_KINDS, Layout, empty_optimizer_state, flat_params, layout, optimizer_hyper
+from .drift import DriftPolicy, fresh_detector
+from .model import StatefulNet
+from .monitor import monitor_size
+from .readout import initial_readout_matrix
+
+__all__ = ["Core", "CoreSpec", "ROW_ARRAYS", "STREAM_ARRAYS", "WEIGHT_ARRAYS"]
+
+ROW_ARRAYS = ("theta", "state", "traces", "buf1", "buf2", "scal", "xm", "xm2", "xws", "ym", "ym2", "yws", "mon", "ph", "rls")
+STREAM_ARRAYS = ("state", "traces", "ph")  # always one per row: what a stream carries
+WEIGHT_ARRAYS = tuple(k for k in ROW_ARRAYS if k not in STREAM_ARRAYS)  # per row when rows learn their own weights
+
+_NO_DRIFT = np.zeros(5)
+
+
+@dataclass(frozen=True)
+class CoreSpec:
+    """What the compiled loop reads besides the rows, fixed for the life of a learner.
+
+    ``hyper`` is the optimiser's hyper-parameter vector (``_packing.optimizer_hyper``); ``clip`` the
+    normalisers' outlier limit (``None``: none); ``rcfg`` the readout's ``[forgetting, cap, error
+    clip, warm-up]`` (``readout.readout_config``)."""
+
+    layout: Layout
+    optimizer: str
+    hyper: np.ndarray
+    normalize_x: bool
+    normalize_y: bool
+    forget: float
+    eps: float
+    clip: float | None
+    traced: bool
+    rls: bool
+    rcfg: np.ndarray
+    drift: DriftPolicy | None
+    init: float
+
+    @classmethod
+    def build(cls, model: StatefulNet, *, optimizer: str, settings: Mapping[str, object], normalize_x: bool,
+              normalize_y: bool, forget: float, eps: float, clip: float | None, traced: bool, readout: str,
+              rcfg: np.ndarray, drift: DriftPolicy | None) -> "CoreSpec":
+        return cls(layout(model), optimizer, optimizer_hyper(optimizer, settings), bool(normalize_x),
+                   bool(normalize_y), float(forget), float(eps), clip, bool(traced), readout == "rls", rcfg, drift,
+                   float(model.state_config.init))
+
+    def fresh_row(self, model: StatefulNet, rls_prior: float) -> dict[str, np.ndarray]:
+        """One row as a new stream starts it: ``model``'s weights, the state at ``init``, everything
+        else neutral."""
+        L = self.layout
+        F = int(model.in_features)
+        return {
+            "theta": flat_params(model),
+            "state": np.full(L.n_units, self.init),
+            "traces": np.zeros(L.n_traces if self.traced else 0),
+            **empty_optimizer_state(L.n_params),
+            "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
+            "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
+            "mon": np.zeros(monitor_size(L.widths)),
+            "ph": fresh_detector(),
+            "rls": initial_readout_matrix("rls" if self.rls else "gradient", model.hidden[-1], rls_prior),
+        }
+
+
+class Core:
+    """Named row arrays (``rows[name]``: ``[capacity, *shape]``) and shared arrays (``shared[name]``),
+    and the one call into the compiled loop.
+
+    Args:
+        spec: the fixed settings.
+        template: one row's initial arrays (:meth:`CoreSpec.fresh_row`).
+        per_row: the names held per row (always ``STREAM_ARRAYS``; ``WEIGHT_ARRAYS`` too when every
+            row learns its own weights); the others are shared.
+        capacity: rows allocated up front (they grow by doubling in :meth:`reserve`).
+    """
+
+    def __init__(self, spec: CoreSpec, template: Mapping[str, np.ndarray], per_row: Iterable[str],
+                 capacity: int = 0) -> None:
+        per_row = set(per_row) | set(STREAM_ARRAYS)
+        unknown = per_row - set(ROW_ARRAYS)
+        if unknown or set(template) != set(ROW_ARRAYS):
+            raise ValueError(f"Core: unknown row arrays {sorted(unknown or set(template) ^ set(ROW_ARRAYS))}")
+        self.spec = spec
+        self.template = {k: np.array(v, dtype=np.float64) for k, v in template.items()}
+        self.rows = {k: np.empty((capacity, *v.shape)) for k, v in self.template.items() if k in per_row}
+        self.shared = {k: v.copy() for k, v in self.template.items() if k not in per_row}
+        self.per_row_weights = "theta" in per_row
+
+    def array(self, name: str) -> np.ndarray:
+        """The array ``name``: ``[capacity, *shape]`` if per row, else its one shared copy."""
+        return self.rows[name] if name in self.rows else self.shared[name]
+
+    @property
+    def capacity(self) -> int:
+        return self.rows["state"].shape[0]
+
+    def reserve(self, n_rows: int, in_use: int) -> None:
+        """Room for ``n_rows`` rows, keeping the first ``in_use`` (capacity doubles)."""
+        if self.capacity >= n_rows:
+            return
+        cap = max(n_rows, 2 * self.capacity, 16)
+        for k, arr in self.rows.items():
+            grown = np.empty((cap, *arr.shape[1:]))
+            grown[:in_use] = arr[:in_use]
+            self.rows[k] = grown
+
+    def set_row(self, r: int, values: Mapping[str, np.ndarray] | None = None) -> None:
+        """Row ``r`` from ``values`` (a fresh row where ``None``)."""
+        src = self.template if values is None else values
+        for k, arr in self.rows.items():
+            arr[r] = src[k]
+
+    def load(self, rows: Mapping[str, np.ndarray], shared: Mapping[str, np.ndarray]) -> None:
+        """Replace every array (a restored checkpoint), after checking names and per-row shapes."""
+        if set(rows) != set(self.rows) or set(shared) != set(self.shared):
+            raise KeyError(f"array names differ: rows {sorted(rows)}, shared {sorted(shared)}")
+        for k, v in rows.items():
+            if v.shape[1:] != self.template[k].shape:
+                raise ValueError(f"rows[{k!r}] has shape {v.shape}; one row is {self.template[k].shape}")
+        for k, v in shared.items():
+            if v.shape != self.template[k].shape:
+                raise ValueError(f"shared[{k!r}] has shape {v.shape}; expected {self.template[k].shape}")
+        self.rows = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in rows.items()}
+        self.shared = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in shared.items()}
+
+    def keep_rows(self, keep: np.ndarray) -> None:
+        """Compact: rows ``keep`` (ascending) move to the front, in order."""
+        for arr in self.rows.values():
+            arr[: len(keep)] = arr[keep]
+
+    def row(self, r: int) -> dict[str, np.ndarray]:
+        """Copies of row ``r``'s arrays."""
+        return {k: arr[r].copy() for k, arr in self.rows.items()}
+
+    # ------------------------------------------------------------------ the calls into the loop
+    def _tail(self, mon_on: bool, drifted: np.ndarray) -> tuple:
+        """The arguments after the row and event arrays, built once here for both loops."""
+        s, g = self.spec, self.array
+        d = s.drift
+        return (OPT_KINDS[s.optimizer], s.hyper, g("buf1"), g("buf2"), g("scal"),
+                g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x,
+                g("ym"), g("ym2"), g("yws"), s.forget, s.eps, s.normalize_y, s.clip or 0.0,
+                g("mon"), mon_on), (
+                g("ph"), _NO_DRIFT if d is None else d.kernel_config, d is not None, s.init,
+                d is not None and d.reset_state, d is not None and d.reset_optimizer, drifted,
+                s.rls, g("rls"), s.rcfg)
+
+    def arguments(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
+                  out: np.ndarray, drifted: np.ndarray, monitor: bool) -> tuple:
+        """The whole argument list of :meth:`run` (a caller that runs the same preallocated event
+        arrays again and again may keep it: it refers to the arrays, which the core never replaces
+        while its capacity holds)."""
+        L = self.spec.layout
+        head, tail = self._tail(monitor and learn, drifted)
+        return (self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"],
+                self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip, *head, out, *tail)
+
+    def run(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
+            out: np.ndarray, drifted: np.ndarray, monitor: bool) -> tuple[int, int]:
+        """Events ``n`` in order, each on the state of row ``rows[n]``, with shared weights (``out[n]``
+        its prediction, ``drifted[n]`` whether it fired the drift test). Returns ``(events done,
+        status)``; status 1 (non-finite prediction) or 2 (non-finite update) stops at that event with
+        nothing of it applied."""
+        return fp.run_events(*self.arguments(rows, X, Y, learn=learn, skip=skip, out=out, drifted=drifted,
+                                             monitor=monitor))
+
+    def prediction_arguments(self, row: int, x: np.ndarray) -> tuple:
+        """The argument list of ``_fastpath.predict_event`` for the event ``x`` (``[F]``) on row ``row``
+        (weights shared), with its scratch: kept by a caller that predicts one event at a time into
+        the same ``x``."""
+        s, g, L = self.spec, self.array, self.spec.layout
+        work = np.empty((L.lay.shape[0], fp.W_ROWS, int(L.lay[:, 1].max())))
+        return (self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"][row], x,
+                g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x, g("ym"), g("ym2"), g("yws"), s.forget,
+                s.eps, s.normalize_y, work, np.empty((2, x.shape[0] + 1)))
+
+    def run_keyed(self, order: np.ndarray, starts: np.ndarray, seg_rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
+                  learn: bool, skip: np.ndarray, out: np.ndarray, status: np.ndarray, drifted: np.ndarray,
+                  monitor: bool) -> None:
+        """Rows with their own weights, in parallel: segment ``s`` is events ``order[starts[s]:starts[s+1]]``
+        (in stream order) of row ``seg_rows[s]``; ``status[s]`` is ``code * 1e9 + event`` where that
+        row stopped (see :meth:`run`), else 0."""
+        L = self.spec.layout
+        head, tail = self._tail(monitor and learn, drifted)
+        fp.run_keyed(self.rows["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"],
+                     self.rows["traces"], self.spec.traced, X, Y, learn, skip, order, starts, seg_rows, *head, out,
+                     status, *tail)

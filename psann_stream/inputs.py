@@ -1,0 +1,86 @@
+"""What every learner checks before an event reaches its state: the shape and numbers of its input,
+their finiteness (C12), and the settings all learners share. One place, so that Learner,
+KeyedLearner and Ensemble say the same thing about the same mistake."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .drift import DriftPolicy
+from .errors import ConfigError, NonFiniteInputError
+
+__all__ = ["NOT_LEARNED", "as_float64", "as_rows", "check_common", "nonfinite_rows"]
+
+NOT_LEARNED = "nothing was learned from it or after it"
+
+
+def check_common(owner: str, *, on_nonfinite: object, check_every: object, forget: object, normalize_clip: object,
+                 drift: object) -> None:
+    """The settings every learner takes, checked the same way (:class:`ConfigError` naming ``owner``)."""
+    if on_nonfinite not in ("raise", "skip"):
+        raise ConfigError(f"{owner}.on_nonfinite = {on_nonfinite!r} is not one of 'raise', 'skip'.")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ConfigError(f"{owner}.check_every = {check_every!r} is out of range: need an integer >= 1.")
+    if isinstance(forget, bool) or not isinstance(forget, (int, float)) or not 0.0 < forget <= 1.0:
+        raise ConfigError(f"{owner}.forget = {forget!r} is out of range: need 0 < forget <= 1.")
+    if normalize_clip is not None and (isinstance(normalize_clip, bool) or not isinstance(normalize_clip, (int, float))
+                                       or not math.isfinite(normalize_clip) or not normalize_clip > 0):
+        raise ConfigError(f"{owner}.normalize_clip = {normalize_clip!r} is out of range: need None or a finite "
+                          "value > 0.")
+    if drift is not None and not isinstance(drift, DriftPolicy):
+        raise ConfigError(f"{owner}.drift must be a DriftPolicy or None, got {type(drift).__name__}.")
+
+
+def as_float64(v: Any) -> np.ndarray:
+    """A float64 numpy copy of a tensor or array-like."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().double().numpy().copy()
+    return np.array(v, dtype=np.float64)
+
+
+def as_rows(name: str, x: Any, width: int, *, one_event: bool) -> np.ndarray:
+    """Inputs as a C-contiguous float64 ``[N, width]`` array. A 1-D input is one event
+    (``one_event``) or, for a one-feature model, a column of events."""
+    try:
+        a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} cannot be read as numbers ({exc}).") from None
+    if a.ndim == 1:
+        a = a[None, :] if one_event or width > 1 else a[:, None]
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ConfigError(f"{name} has shape {np.shape(x)}; need rows of {width} value(s).")
+    return np.ascontiguousarray(a)
+
+
+def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learned: int, consequence: str, *,
+                   keys: Any = None) -> np.ndarray:
+    """The ``[N]`` mask of events whose ``x`` row or target ``y`` holds NaN or inf. Under
+    ``on_nonfinite="raise"`` the first such event raises :class:`NonFiniteInputError` naming the event
+    (and its key, given ``keys``), the column and its value, ``learned`` (events learned so far) and
+    ``consequence`` (what was not learned)."""
+    # a finite sum of squares means every value is finite (any NaN or inf makes it NaN or inf); one
+    # that overflows from finite values only takes the exact path below. A dot product, not
+    # X.sum(): ~0.5 us instead of ~1.7 us for one event, which learn_one pays every call
+    flat = X.reshape(-1)
+    if math.isfinite(float(flat.dot(flat)) + (0.0 if Y is None else float(Y.dot(Y)))):
+        return np.zeros(X.shape[0], dtype=np.bool_)
+    bad = ~np.isfinite(X).all(axis=1)
+    if Y is not None:
+        bad |= ~np.isfinite(Y)
+    if bad.any() and on_nonfinite == "raise":
+        n = int(np.argmax(bad))
+        if not np.isfinite(X[n]).all():
+            col = int(np.argmax(~np.isfinite(X[n])))
+            what = f"x column {col} is {float(X[n, col])!r}"
+        else:
+            what = f"y is {float(Y[n])!r}"  # type: ignore[index]
+        key = "" if keys is None else f"key {keys[n]!r}, "
+        raise NonFiniteInputError(
+            f"event {n} of this batch ({key}learned events so far: {learned}): {what}; {consequence}. Clean the "
+            "data, or use on_nonfinite='skip' to leave such events out."
+        )
+    return bad
