@@ -78,9 +78,9 @@ def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learn
             what = f"x column {col} is {float(X[n, col])!r}"
         else:
             what = f"y is {float(Y[n])!r}"  # type: ignore[index]
-        key = "" if keys is None else f"key {keys[n]!r}, "
+        key = "" if keys is None else f" (key {keys[n]!r})"
         raise NonFiniteInputError(
-            f"event {n} of this batch ({key}learned events so far: {learned}): {what}; {consequence}. Clean the "
+            f"event {n} of this batch{key} (learned events so far: {learned}): {what}; {consequence}. Clean the "
             "data, or use on_nonfinite='skip' to leave such events out."
         )
     return bad

@@ -193,7 +193,7 @@ def test_a_non_finite_event_names_its_key_and_column():
     kl = KeyedLearner(_net())
     X = np.zeros((3, _net().in_features))
     X[1, 2] = np.inf
-    with pytest.raises(NonFiniteInputError, match=r"event 1 of this batch \(key 'b', learned events so far: 0\): "
+    with pytest.raises(NonFiniteInputError, match=r"event 1 of this batch \(key 'b'\) \(learned events so far: 0\): "
                                                   r"x column 2 is inf; nothing in the batch was learned"):
         kl.learn_batch(["a", "b", "c"], X, np.zeros(3))
     assert kl.keys == []
