@@ -1331,6 +1331,44 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     return pred, 0
 
 
+@njit(**_KERNEL)
+def run_packed(F, I, X, Y, learn, skip, out, drifted):
+    """:func:`run_events` for a one-row learner whose arrays are packed into ``F`` (float64) and ``I``
+    (int64) by :meth:`psann_stream.core.Core.pack` (that method documents the layout): eight
+    arguments instead of 44, since numba's dispatch costs ~60 ns per argument and a one-event call
+    pays it every time. Returns ``(events done, status)`` as :func:`run_events`."""
+    nl = I[22]
+    lay = I[34:34 + 11 * nl].reshape(nl, 11)
+    head = I[34 + 11 * nl:37 + 11 * nl]
+    forget, eps, clip, init = F[I[20]], F[I[20] + 1], F[I[20] + 2], F[I[20] + 3]
+    states = F[I[1]:I[2]].reshape(1, I[2] - I[1])
+    traces = F[I[2]:I[3]].reshape(1, I[3] - I[2])
+    ph = F[I[13]:I[14]].reshape(1, I[14] - I[13])
+    rows = np.zeros(X.shape[0], dtype=np.int64)
+    traced, xon, yon = I[26] != 0, I[27] != 0, I[28] != 0
+    mon_on = I[29] != 0 and learn
+    ph_on, reset_state, reset_opt, rls = I[30] != 0, I[31] != 0, I[32] != 0, I[33] != 0
+    return run_events(F[I[0]:I[1]], lay, head, F[I[17]:I[18]], F[I[16]:I[17]], I[23], I[24], states, traces, traced,
+                      rows, X, Y, learn, skip, I[25], F[I[15]:I[16]], F[I[3]:I[4]], F[I[4]:I[5]], F[I[5]:I[6]],
+                      F[I[6]:I[7]], F[I[7]:I[8]], F[I[8]:I[9]], forget, eps, xon,
+                      F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, clip, F[I[12]:I[13]], mon_on, out,
+                      ph, F[I[19]:I[20]], ph_on, init, reset_state, reset_opt, drifted, rls, F[I[14]:I[15]],
+                      F[I[18]:I[19]])
+
+
+@njit(**_KERNEL)
+def predict_packed(F, I, x, work, NS):
+    """:func:`predict_event` for a one-row learner packed as for :func:`run_packed`."""
+    nl = I[22]
+    lay = I[34:34 + 11 * nl].reshape(nl, 11)
+    head = I[34 + 11 * nl:37 + 11 * nl]
+    forget, eps = F[I[20]], F[I[20] + 1]
+    xon, yon = I[27] != 0, I[28] != 0
+    return predict_event(F[I[0]:I[1]], lay, head, F[I[17]:I[18]], F[I[16]:I[17]], I[23], I[24], F[I[1]:I[2]], x,
+                         F[I[6]:I[7]], F[I[7]:I[8]], F[I[8]:I[9]], forget, eps, xon,
+                         F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, work, NS)
+
+
 @njit(parallel=True, **_KERNEL)
 def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, X, Y, learn, skip, order,
               starts, keys, kind, hyp, buf1, buf2, scal,

@@ -183,34 +183,44 @@ class Core:
                 d is not None and d.reset_state, d is not None and d.reset_optimizer, drifted,
                 s.rls, g("rls"), s.rcfg)
 
-    def arguments(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
-                  out: np.ndarray, drifted: np.ndarray, monitor: bool) -> tuple:
-        """The whole argument list of :meth:`run` (a caller that runs the same preallocated event
-        arrays again and again may keep it: it refers to the arrays, which the core never replaces
-        while its capacity holds)."""
-        L = self.spec.layout
-        head, tail = self._tail(monitor and learn, drifted)
-        return (self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"],
-                self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip, *head, out, *tail)
-
     def run(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
             out: np.ndarray, drifted: np.ndarray, monitor: bool) -> tuple[int, int]:
         """Events ``n`` in order, each on the state of row ``rows[n]``, with shared weights (``out[n]``
         its prediction, ``drifted[n]`` whether it fired the drift test). Returns ``(events done,
         status)``; status 1 (non-finite prediction) or 2 (non-finite update) stops at that event with
         nothing of it applied."""
-        return fp.run_events(*self.arguments(rows, X, Y, learn=learn, skip=skip, out=out, drifted=drifted,
-                                             monitor=monitor))
+        L = self.spec.layout
+        head, tail = self._tail(monitor and learn, drifted)
+        return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
+                             self.rows["state"], self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip,
+                             *head, out, *tail)
 
-    def prediction_arguments(self, row: int, x: np.ndarray) -> tuple:
-        """The argument list of ``_fastpath.predict_event`` for the event ``x`` (``[F]``) on row ``row``
-        (weights shared), with its scratch: kept by a caller that predicts one event at a time into
-        the same ``x``."""
-        s, g, L = self.spec, self.array, self.spec.layout
-        work = np.empty((L.lay.shape[0], fp.W_ROWS, int(L.lay[:, 1].max())))
-        return (self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"][row], x,
-                g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x, g("ym"), g("ym2"), g("yws"), s.forget,
-                s.eps, s.normalize_y, work, np.empty((2, x.shape[0] + 1)))
+    def pack(self, *, monitor: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Move a one-row core with shared weights into one float64 buffer ``F`` and one int64 buffer
+        ``I`` (for ``_fastpath.run_packed`` and ``predict_packed``): every array becomes a view of
+        ``F`` with the same values, and writes to either are writes to both. ``F`` holds, in this
+        order, the ``ROW_ARRAYS``, the optimiser's hyper-parameters, the layout's ``cfg`` and
+        ``fixed_gain``, the readout's ``rcfg``, the drift test's configuration and
+        ``[forget, eps, clip, init]``; ``I`` the 22 block offsets into ``F``, then ``n_layers, mode,
+        bound, kind`` and the flags ``traced, normalize_x, normalize_y, monitor, drift on, drift resets
+        state, drift resets optimiser, rls``, then the layout's ``lay`` (``[n_layers, 11]``) and
+        ``head`` (3)."""
+        if self.capacity != 1 or self.per_row_weights:
+            raise ValueError("Core.pack: only a one-row core with shared weights packs")
+        s, L, d = self.spec, self.spec.layout, self.spec.drift
+        blocks = [self.array(k).reshape(-1) for k in ROW_ARRAYS] + [
+            s.hyper, L.cfg, L.fixed_gain, s.rcfg, _NO_DRIFT if d is None else d.kernel_config,
+            np.array([s.forget, s.eps, s.clip or 0.0, s.init])]
+        sizes = [b.shape[0] for b in blocks]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        F = np.concatenate(blocks).astype(np.float64)
+        for i, k in enumerate(ROW_ARRAYS):
+            view = F[offsets[i]:offsets[i + 1]].reshape(self.array(k).shape)
+            (self.rows if k in self.rows else self.shared)[k] = view
+        flags = [L.lay.shape[0], L.mode, L.bound, OPT_KINDS[s.optimizer], s.traced, s.normalize_x, s.normalize_y,
+                 monitor, d is not None, d is not None and d.reset_state, d is not None and d.reset_optimizer, s.rls]
+        I = np.concatenate([offsets, np.array(flags, dtype=np.int64), L.lay.reshape(-1), L.head]).astype(np.int64)
+        return F, I
 
     def run_keyed(self, order: np.ndarray, starts: np.ndarray, seg_rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
                   learn: bool, skip: np.ndarray, out: np.ndarray, status: np.ndarray, drifted: np.ndarray,

@@ -77,25 +77,29 @@ class _CompiledPath:
         core.shared["xm"], core.shared["xm2"], core.shared["xws"] = xs.arrays
         core.shared["ym"], core.shared["ym2"], core.shared["yws"] = ys.arrays
         self.monitor = monitor
-        self._one_event_arguments()
+        self._pack()
 
-    def _one_event_arguments(self) -> None:
-        """One event per call (learn_one, predict_one): preallocated arrays and the loop's whole
-        argument lists, built once (they refer to the core's arrays, some through views)."""
-        core = self.core
-        self.x1, self.y1 = np.empty((1, self._model.in_features)), np.empty(1)
+    def _pack(self) -> None:
+        """One buffer for every array (``Core.pack``), so that one event per call reaches the loop
+        with eight arguments (``_fastpath.run_packed``); the normalisers keep their accumulators in
+        it. Preallocated one-event arrays and scratch."""
+        core, L = self.core, self.spec.layout
+        self.F, self.I = core.pack(monitor=self.monitor)
+        self.xs.adopt(core.shared["xm"], core.shared["xm2"], core.shared["xws"])
+        self.ys.adopt(core.shared["ym"], core.shared["ym2"], core.shared["yws"])
+        F = self._model.in_features
+        self.x1, self.y1 = np.empty((1, F)), np.empty(1)
         self._out1, self._skip1, self.drifted1 = np.empty(1), np.zeros(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_)
-        self.one_event = core.arguments(np.zeros(1, dtype=np.int64), self.x1, self.y1, learn=True, skip=self._skip1,
-                                        out=self._out1, drifted=self.drifted1, monitor=self.monitor)
-        self.one_prediction = core.prediction_arguments(0, self.x1[0])
+        self._work = np.empty((L.lay.shape[0], fp.W_ROWS, int(L.lay[:, 1].max())))
+        self._NS = np.empty((2, F + 1))
 
     def __getstate__(self) -> dict[str, Any]:
-        # a pickled view is a copy: the argument lists are rebuilt on the other side instead
-        return {k: v for k, v in self.__dict__.items() if k not in ("one_event", "one_prediction")}
+        # a pickled view is a copy: the buffer is packed again on the other side instead
+        return {k: v for k, v in self.__dict__.items() if k not in ("F", "I")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._one_event_arguments()
+        self._pack()
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -137,11 +141,11 @@ class _CompiledPath:
     # ------------------------------------------------------------------ steps
     def learn_one(self) -> tuple[int, int]:
         """The event in ``x1``/``y1`` (written by the caller)."""
-        return fp.run_events(*self.one_event)
+        return fp.run_packed(self.F, self.I, self.x1, self.y1, True, self._skip1, self._out1, self.drifted1)
 
     def predict_one(self) -> float:
         """The prediction of the event in ``x1`` (written by the caller); changes nothing."""
-        return fp.predict_event(*self.one_prediction)
+        return fp.predict_packed(self.F, self.I, self.x1[0], self._work, self._NS)
 
     def predict(self, X: np.ndarray, *, advance: bool, fail: Fail) -> np.ndarray:
         out = np.empty(X.shape[0])

@@ -95,6 +95,12 @@ class RunningStats:
         :meth:`load_state_dict` write into them."""
         return self._mean, self._m2, self._ws
 
+    def adopt(self, mean: np.ndarray, m2: np.ndarray, ws: np.ndarray) -> None:
+        """Keep the accumulators in the given arrays from now on (shapes ``[F]``, ``[F]``, ``[2]``; our
+        current values are copied into them): how a compiled learner packs them into its buffer."""
+        mean[:], m2[:], ws[:] = self._mean, self._m2, self._ws
+        self._mean, self._m2, self._ws = mean, m2, ws
+
     # ------------------------------------------------------------------ data
     def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
