@@ -22,7 +22,7 @@ from collections import deque
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +32,9 @@ from numba import njit
 from .checkpoint import load_latest, save_checkpoint
 from .errors import BadInputError, CheckpointError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
-from .keyed import KeyedLearner
-from .learner import Learner
 from .sinks import OutputSink, PartsSink
 
-__all__ = ["CheckpointPolicy", "Engine", "RunStats"]
+__all__ = ["CheckpointPolicy", "Engine", "RunStats", "StreamLearner"]
 
 BadInputPolicy = Literal["raise", "dead-letter"]
 TimeOrder = Literal["strict", "non-decreasing", "off"]
@@ -75,16 +73,41 @@ class RunStats:
     last_checkpoint_seconds: float = 0.0  # how long it took (drain, parts commit, state write)
 
 
+@runtime_checkable
+class StreamLearner(Protocol):
+    """What the engine needs of a learner; :class:`~psann_stream.learner.Learner`,
+    :class:`~psann_stream.keyed.KeyedLearner`, :class:`~psann_stream.ensemble.Ensemble` and the Ray
+    ``ShardedLearner`` implement it.
+
+    ``learn_batch(X, Y)`` / ``predict_batch(X)`` return the predictions ``[N]``; a learner with a
+    true ``keyed`` attribute takes the keys first (``learn_batch(keys, X, Y)``; the engine passes
+    :class:`~psann_stream.keys.EncodedKeys`). Optional: ``keyed`` (default False), ``last_drifted``
+    (``[N]`` bool: the events of the last batch that fired a drift reset), ``drift`` (its policy),
+    and ``submit_batch(keys, x, y) -> handle`` with ``handle.result()`` the predictions (an
+    asynchronous learner)."""
+
+    @property
+    def in_features(self) -> int: ...
+
+    @property
+    def alerts(self) -> list[Any]: ...
+
+    def learn_batch(self, *args: Any) -> np.ndarray: ...
+
+    def predict_batch(self, *args: Any) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None: ...
+
+
 class Engine:
     """Runs ``source`` through ``learner`` (see module doc).
 
     Args:
         source: a source from :mod:`psann_stream.io` (``batches(start)``, ``schema``).
-        learner: a :class:`~psann_stream.learner.Learner`, a :class:`~psann_stream.keyed.KeyedLearner`, or
-            a learner with the same interface (``keyed``, ``in_features``, ``alerts``, ``learn_batch``,
-            ``predict_batch``, ``state_dict``, ``load_state_dict``); one that also has
-            ``submit_batch(keys, x, y) -> handle`` (``handle.result()``: the predictions), such as
-            :class:`psann_stream.adapters.ray.ShardedLearner`, runs asynchronously.
+        learner: any :class:`StreamLearner` (a Learner, a KeyedLearner, an Ensemble, a Ray
+            ShardedLearner, or a class of your own); one with ``submit_batch`` runs asynchronously.
         columns: the :class:`~psann_stream.io.ColumnMap` (a key column is required for a keyed learner).
         output: directory for prediction part files, an :class:`OutputSink` (e.g.
             :class:`psann_stream.adapters.kafka.KafkaSink`), or None.
@@ -114,7 +137,7 @@ class Engine:
     def __init__(
         self,
         source: Any,
-        learner: Learner | KeyedLearner | Any,
+        learner: StreamLearner,
         columns: ColumnMap,
         *,
         output: str | Path | OutputSink | None = None,
@@ -133,6 +156,11 @@ class Engine:
             raise ConfigError(f"Engine.time_order = {time_order!r} is not one of 'strict', 'non-decreasing', 'off'.")
         if on_bad_input == "dead-letter" and dead_letter is None:
             raise ConfigError("Engine: on_bad_input='dead-letter' needs a dead_letter directory.")
+        if not isinstance(learner, StreamLearner):
+            lacking = [m for m in ("in_features", "alerts", "learn_batch", "predict_batch", "state_dict",
+                                   "load_state_dict") if not hasattr(learner, m)]
+            raise ConfigError(f"Engine: the learner ({type(learner).__name__}) has no {', '.join(lacking)}; the engine "
+                              "needs a StreamLearner (psann_stream.engine.StreamLearner lists what it calls).")
         keyed = bool(getattr(learner, "keyed", False))
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ConfigError(f"Engine.max_in_flight = {max_in_flight!r} must be an integer >= 1.")

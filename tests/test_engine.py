@@ -331,3 +331,25 @@ def test_the_last_times_survive_a_resume(tmp_path):
     assert read_parts(tmp_path / "out").equals(read_parts(tmp_path / "ref"))
     assert 350 in [b * 64 + r for b, r in zip(read_parts(tmp_path / "dead")["batch"].to_pylist(),
                                                read_parts(tmp_path / "dead")["row"].to_pylist())]
+
+
+def test_every_learner_is_a_stream_learner_and_others_are_refused_by_name():
+    from psann_stream.engine import StreamLearner
+    from psann_stream.ensemble import default_ensemble
+
+    for learner in (Learner(StatefulNet(4, hidden=(4,))), KeyedLearner(StatefulNet(4, hidden=(4,))), default_ensemble(4)):
+        assert isinstance(learner, StreamLearner), type(learner).__name__
+
+    class NoState:
+        in_features, alerts = 4, []
+
+        def learn_batch(self, X, Y):
+            return np.zeros(len(X))
+
+        def predict_batch(self, X):
+            return np.zeros(len(X))
+
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.float32)), 4), "y": pa.array([0.0, 1.0])})
+    with pytest.raises(ConfigError, match=r"the learner \(NoState\) has no state_dict, load_state_dict; the engine needs a "
+                                          r"StreamLearner"):
+        Engine(TableSource(table), NoState(), ColumnMap("x", target="y"))
