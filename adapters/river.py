@@ -155,9 +155,9 @@ class StatefulRegressor(base.MiniBatchRegressor):
         self._learner.permute_inputs([order.index(n) for n in merged])
         self._features, self._position = merged, {n: i for i, n in enumerate(merged)}
 
-    def _values(self, x: Mapping[Hashable, Any], *, where: str) -> tuple[np.ndarray, np.ndarray]:
-        """``x``'s values as float64 and the column of each (every key must be a known feature)."""
-        keys = tuple(x)
+    def _values(self, x: Mapping[Hashable, Any], keys: tuple[Hashable, ...], *, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """``x``'s values as float64 and the column of each (``keys``: ``tuple(x)``, every one a known
+        feature)."""
         if keys == self._last_keys:
             columns = self._last_columns
         else:
@@ -190,9 +190,10 @@ class StatefulRegressor(base.MiniBatchRegressor):
 
     # ------------------------------------------------------------------ river API
     def learn_one(self, x: dict, y: float) -> None:
-        if tuple(x) != self._last_keys:
+        keys = tuple(x)
+        if keys != self._last_keys:
             self._admit(sorted(x, key=str))
-        values, columns = self._values(x, where="learn_one")
+        values, columns = self._values(x, keys, where="learn_one")
         self._learner.learn_one(self._vector(values, columns), float(y))  # type: ignore[union-attr]
         if self.normalize_x:
             _learn_scaler(values, columns, self._count, self._mean, self._var)
@@ -200,9 +201,11 @@ class StatefulRegressor(base.MiniBatchRegressor):
     def predict_one(self, x: dict) -> float:
         if self._learner is None:
             return 0.0
-        if tuple(x) != self._last_keys and any(k not in self._position for k in x):
+        keys = tuple(x)
+        if keys != self._last_keys and any(k not in self._position for k in keys):
             x = {k: v for k, v in x.items() if k in self._position}
-        values, columns = self._values(x, where="predict_one")
+            keys = tuple(x)
+        values, columns = self._values(x, keys, where="predict_one")
         return self._learner.predict_one(self._vector(values, columns))
 
     def learn_many(self, X: Any, y: Any) -> None:

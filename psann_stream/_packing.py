@@ -88,6 +88,22 @@ def load_flat_params(model: StatefulNet, theta: np.ndarray) -> None:
         torch.nn.utils.vector_to_parameters(torch.from_numpy(np.ascontiguousarray(theta)).to(next(model.parameters()).dtype), list(model.parameters()))
 
 
+def flat_state(model: StatefulNet) -> np.ndarray:
+    """The held state of a one-stream model, every layer's units concatenated (the compiled loop's
+    ``state`` row), float64."""
+    return np.concatenate([t.detach().double().reshape(-1).numpy() for t in model.held_state()])
+
+
+def load_flat_state(model: StatefulNet, state: np.ndarray) -> None:
+    """Commit a :func:`flat_state` row to the model as its held state."""
+    parts, off = [], 0
+    for layer in model.layers:
+        h = layer.out_features
+        parts.append(torch.from_numpy(np.array(state[off : off + h]))[None, :])
+        off += h
+    model.commit_state(tuple(parts))
+
+
 def optimizer_settings(name: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The optimiser's defaults (:func:`~psann_stream.optim.optimizer_defaults`) with ``overrides``,
     checked by building the optimiser once (its messages)."""

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable
 
 import numpy as np
 import pyarrow as pa
@@ -48,11 +48,6 @@ class EncodedKeys:
         enc = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
         codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         return cls(codes, enc.dictionary)
-
-    @classmethod
-    def from_sequence(cls, keys: Sequence[Hashable]) -> "EncodedKeys":
-        """Encode plain Python keys (or a numpy array of them)."""
-        return cls.from_arrow(pa.array(np.asarray(keys) if not isinstance(keys, np.ndarray) else keys))
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])

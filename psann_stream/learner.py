@@ -36,9 +36,11 @@ from . import _fastpath as fp
 from ._packing import (
     fast_path_unsupported,
     flat_params,
+    flat_state,
     layer_bounds,
     layout,
     load_flat_params,
+    load_flat_state,
     optimizer_settings,
     optimizer_state_from_torch,
     optimizer_state_to_torch,
@@ -64,18 +66,16 @@ FORMAT = "psann_stream.learner/1"
 
 
 class _CompiledPath:
-    """A learner's arrays and steps in the compiled loop: a one-row :class:`~psann_stream.core.Core`
-    whose normaliser accumulators are the learner's :class:`RunningStats` arrays. Answers the same
-    private calls as :class:`~psann_stream.reference.ReferencePath`."""
+    """A learner's arrays and steps in the compiled loop: a one-row :class:`~psann_stream.core.Core`,
+    packed into one buffer, in which the learner's :class:`RunningStats` keep their accumulators.
+    Answers the same private calls as :class:`~psann_stream.reference.ReferencePath`."""
 
     def __init__(self, model: StatefulNet, spec: CoreSpec, xs: RunningStats, ys: RunningStats, *,
                  rls_prior: float, settings: Mapping[str, Any], monitor: bool) -> None:
         self._model, self.spec, self.xs, self.ys = model, spec, xs, ys
         self.settings = dict(settings)
-        core = self.core = Core(spec, spec.fresh_row(model, rls_prior), per_row=(), capacity=1)
-        core.set_row(0)
-        core.shared["xm"], core.shared["xm2"], core.shared["xws"] = xs.arrays
-        core.shared["ym"], core.shared["ym2"], core.shared["yws"] = ys.arrays
+        self.core = Core(spec, spec.fresh_row(model, rls_prior), per_row=(), capacity=1)
+        self.core.set_row(0)
         self.monitor = monitor
         self._pack()
 
@@ -127,12 +127,7 @@ class _CompiledPath:
     def model(self) -> StatefulNet:
         """The torch model with the loop's parameters and state written into it."""
         load_flat_params(self._model, self.theta)
-        parts, off = [], 0
-        for layer in self._model.layers:
-            h = layer.out_features
-            parts.append(torch.from_numpy(self.state[off : off + h].copy())[None, :])
-            off += h
-        self._model.commit_state(tuple(parts))
+        load_flat_state(self._model, self.state)
         return self._model
 
     def bounds(self) -> list[StateBounds]:
@@ -177,7 +172,7 @@ class _CompiledPath:
         optimizer_state_to_torch(opt, model, self.export()["optimizer"])
         preds = learn_batched(model, opt, self.xs, self.ys, self.spec.normalize_x, self.spec.normalize_y, X, Y)
         self.theta[:] = flat_params(model)
-        self.state[:] = np.concatenate([s.detach().double().reshape(-1).numpy() for s in model.held_state()])
+        self.state[:] = flat_state(model)
         for k, v in optimizer_state_from_torch(opt, model).items():
             self.core.shared[k][:] = v
         return preds
@@ -199,10 +194,10 @@ class _CompiledPath:
 
     def restore(self, opt_state: Mapping[str, np.ndarray], traces: np.ndarray, P: np.ndarray, ph: np.ndarray) -> None:
         """Continue from the torch model (restored by the learner) and saved arrays (checked for shape
-        by the learner); written in place, so the prebuilt argument list stays valid."""
+        by the learner); written in place, so the packed buffer stays the learner's."""
         s, rows = self.core.shared, self.core.rows
         s["theta"][:] = flat_params(self._model)
-        rows["state"][0] = np.concatenate([t.detach().double().reshape(-1).numpy() for t in self._model.held_state()])
+        rows["state"][0] = flat_state(self._model)
         for k in ("buf1", "buf2", "scal"):
             s[k][:] = opt_state[k]
         rows["traces"][0] = traces

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import _fastpath as fp
-from ._packing import Layout, optimizer_state_from_torch, optimizer_state_to_torch
+from ._packing import Layout, flat_state, optimizer_state_from_torch, optimizer_state_to_torch
 from .drift import fresh_detector
 from .state import StateBounds
 from .model import StatefulNet
@@ -90,7 +90,7 @@ class ReferencePath:
     @property
     def state(self) -> np.ndarray:
         """The held state, all layers concatenated (a copy)."""
-        return np.concatenate([s.detach().double().reshape(-1).numpy() for s in self._model.held_state()])
+        return flat_state(self._model)
 
     def bounds(self) -> list[StateBounds]:
         return self._model.state_bounds()

@@ -56,17 +56,23 @@ def _best_rate(run: Callable[[], int], repeats: int) -> float:
     return best
 
 
+def _rate_in_calls(learn_batch: Callable[..., object], arrays: tuple[np.ndarray, ...], batch: int, repeats: int) -> float:
+    """Best events/s of ``learn_batch`` over ``arrays`` (one row per event) in ``batch``-event calls."""
+    n = len(arrays[0])
+
+    def run() -> int:
+        for lo in range(0, n, batch):
+            learn_batch(*(a[lo:lo + batch] for a in arrays))
+        return n
+
+    return _best_rate(run, repeats)
+
+
 def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig = StateConfig(), batch: int = 1000,
                  **kwargs) -> float:
     lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), state=state, seed=0), **kwargs)
     lrn.learn_batch(X[:500], y[:500])  # compile
-
-    def run() -> int:
-        for lo in range(0, len(y), batch):
-            lrn.learn_batch(X[lo:lo + batch], y[lo:lo + batch])
-        return len(y)
-
-    return _best_rate(run, repeats)
+    return _rate_in_calls(lrn.learn_batch, (X, y), batch, repeats)
 
 
 def learn_one_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
@@ -116,13 +122,7 @@ def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000)
     ``batch``-event calls."""
     ens = default_ensemble(X.shape[1])
     ens.learn_batch(X[:500], y[:500])  # compile
-
-    def run() -> int:
-        for lo in range(0, len(y), batch):
-            ens.learn_batch(X[lo:lo + batch], y[lo:lo + batch])
-        return len(y)
-
-    return _best_rate(run, repeats)
+    return _rate_in_calls(ens.learn_batch, (X, y), batch, repeats)
 
 
 def eager_adam_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
@@ -163,13 +163,7 @@ def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int, batch: int
     k = np.random.default_rng(1).integers(0, keys, len(X))
     kl = KeyedLearner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0), per_key_weights=True, threads=os.cpu_count())
     kl.learn_batch(k[:5000], X[:5000], y[:5000])  # compile, create the keys
-
-    def run() -> int:
-        for lo in range(0, len(y), batch):
-            kl.learn_batch(k[lo:lo + batch], X[lo:lo + batch], y[lo:lo + batch])
-        return len(y)
-
-    return _best_rate(run, repeats)
+    return _rate_in_calls(kl.learn_batch, (k, X, y), batch, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
