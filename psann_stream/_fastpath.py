@@ -1379,7 +1379,7 @@ def run_packed(F, I, X, Y, learn, skip, out, drifted):
                       F[I[6]:I[7]], F[I[7]:I[8]], F[I[8]:I[9]], forget, eps, xon,
                       F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, clip, F[I[12]:I[13]], mon_on, out,
                       ph, F[I[19]:I[20]], ph_on, init, reset_state, reset_opt, drifted, rls, F[I[14]:I[15]],
-                      F[I[18]:I[19]])
+                      F[I[18]:I[19]], X[:0])
 
 
 @njit(**_KERNEL)
@@ -1443,7 +1443,7 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
 def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, traced, rows, X, Y, learn, skip,
                kind, hyp, buf1, buf2, scal,
                xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip, mon, mon_on, out,
-               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted, rls, P, rcfg):
+               ph, pcfg, ph_on, init, reset_state, reset_opt, drifted, rls, P, rcfg, snaps):
     """Walk events ``X[n], Y[n]`` in order with one set of weights (``P``: the readout matrix with
     ``rls``); event ``n`` uses the state row
     ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
@@ -1452,7 +1452,10 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
     state row (``ph[rows[n]]``); on drift ``drifted[n]`` is set and that row's state (and/or the
     optimiser) is reset before the next event. ``traces[rows[n]]`` are the row's eligibility traces
     (``[rows, P]`` with ``traced``, else ``[rows, 0]``). Returns
-    (events done, status); a non-zero status stops at that event, unchanged.
+    (events done, status); a non-zero status stops at that event, unchanged. With ``snaps`` not empty
+    (``[N, U + F + T]``), each event done writes what it saw there: the state before it (``U`` values,
+    every layer's), its normalised input (``F``) and its row's traces before it (``T``: 0 unless
+    traced), a snapshot from which it can be learned later (delayed labels: ``Core.learn_snapshots``).
 
     Traces have two buffers: a row's own and ``spare``. An event reads the current one and writes
     the advanced traces into the other (a failed update must leave them as they were), which then
@@ -1467,6 +1470,8 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
     held = -1
     RZ = np.empty((2, head[2] + 1))
     done, status = X.shape[0], 0
+    capture = snaps.shape[0] > 0
+    F = X.shape[1]
     for n in range(X.shape[0]):
         if skip[n]:
             out[n] = np.nan
@@ -1476,6 +1481,11 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
             _copy(traces[held], spare)
             held = -1
         cur, nxt = (spare, traces[r]) if held == r else (traces[r], spare)
+        if capture:
+            for u in range(U):
+                snaps[n, u] = states[r, u]
+            for t in range(cur.shape[0]):
+                snaps[n, U + F + t] = cur[t]
         pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
                               kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
                               mon, mon_on, work, A, G, NS, traced, cur, nxt, rls, P, rcfg, RZ)
@@ -1483,6 +1493,9 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
         if status != 0:
             done = n
             break
+        if capture:
+            for j in range(F):
+                snaps[n, U + j] = NS[0, j]
         if traced:
             held, cur = (-1 if held == r else r), nxt
         if ph_on and learn:

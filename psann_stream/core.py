@@ -171,12 +171,13 @@ class Core:
         return {k: arr[r].copy() for k, arr in self.rows.items()}
 
     # ------------------------------------------------------------------ the calls into the loop
-    def _tail(self, mon_on: bool, drifted: np.ndarray) -> tuple:
-        """The arguments after the row and event arrays, built once here for both loops."""
+    def _tail(self, mon_on: bool, drifted: np.ndarray, *, normalize_x: bool = True, drift: bool = True) -> tuple:
+        """The arguments after the row and event arrays, built once here for both loops
+        (``normalize_x=False``: inputs arrive normalised; ``drift=False``: no drift test)."""
         s, g = self.spec, self.array
-        d = s.drift
+        d = s.drift if drift else None
         return (OPT_KINDS[s.optimizer], s.hyper, g("buf1"), g("buf2"), g("scal"),
-                g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x,
+                g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x and normalize_x,
                 g("ym"), g("ym2"), g("yws"), s.forget, s.eps, s.normalize_y, s.clip or 0.0,
                 g("mon"), mon_on), (
                 g("ph"), _NO_DRIFT if d is None else d.kernel_config, d is not None, s.init,
@@ -184,16 +185,44 @@ class Core:
                 s.rls, g("rls"), s.rcfg)
 
     def run(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
-            out: np.ndarray, drifted: np.ndarray, monitor: bool) -> tuple[int, int]:
+            out: np.ndarray, drifted: np.ndarray, monitor: bool, snapshots: np.ndarray | None = None) -> tuple[int, int]:
         """Events ``n`` in order, each on the state of row ``rows[n]``, with shared weights (``out[n]``
         its prediction, ``drifted[n]`` whether it fired the drift test). Returns ``(events done,
         status)``; status 1 (non-finite prediction) or 2 (non-finite update) stops at that event with
-        nothing of it applied."""
+        nothing of it applied. ``snapshots`` (``[N, snapshot_width]``): each event done writes there
+        what :meth:`learn_snapshots` needs to learn it later."""
         L = self.spec.layout
         head, tail = self._tail(monitor and learn, drifted)
         return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
                              self.rows["state"], self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip,
-                             *head, out, *tail)
+                             *head, out, *tail, X[:0] if snapshots is None else snapshots)
+
+    @property
+    def snapshot_width(self) -> int:
+        """Values in one event's snapshot: the state before it (every layer's units), its
+        normalised input, and its row's eligibility traces before it (none unless traced)."""
+        return self.spec.layout.n_units + self.template["xm"].shape[0] + self.template["traces"].shape[0]
+
+    def learn_snapshots(self, snapshots: np.ndarray, Y: np.ndarray, *, out: np.ndarray,
+                        monitor: bool) -> tuple[int, int]:
+        """Learn events from their snapshots (:meth:`run` with ``snapshots``), in order, with shared
+        weights: each from the state it saw and its normalised input, with the weights, optimiser,
+        target statistics and readout as they are now (with traced learning, its traces as they were
+        too: exact for any delay). Rows' states, traces and input statistics do not move (they moved
+        when the events were predicted). No drift test. ``out[n]``: the prediction with the weights
+        before event ``n``'s step. Returns ``(events done, status)`` as :meth:`run`. Shared weights
+        only (rows with their own weights would need each event's row)."""
+        L = self.spec.layout
+        U, F = L.n_units, self.template["xm"].shape[0]
+        N = Y.shape[0]
+        states = snapshots[:, :U].copy()  # scratch (advanced and dropped): copies, so the caller's snapshots stay
+        XN = np.ascontiguousarray(snapshots[:, U:U + F])
+        traces = snapshots[:, U + F:].copy()
+        drifted = np.zeros(N, dtype=np.bool_)
+        head, tail = self._tail(monitor, drifted, normalize_x=False, drift=False)
+        return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
+                             self.spec.traced, np.arange(N, dtype=np.int64), XN, Y, True, np.zeros(N, dtype=np.bool_),
+                             *head, out, *tail, XN[:0])
 
     def pack(self, *, monitor: bool) -> tuple[np.ndarray, np.ndarray]:
         """Move a one-row core with shared weights into one float64 buffer ``F`` and one int64 buffer

@@ -92,3 +92,18 @@ def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learn
             "data, or use on_nonfinite='skip' to leave such events out."
         )
     return bad
+
+
+def checked_pending(snapshots: Any, Y: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``learn_pending``'s arguments as float64 arrays ``[N, width]`` and ``[N]``, or an error that says
+    what is wrong (shape, count, a non-finite value); nothing is learned on an error."""
+    S = np.ascontiguousarray(np.asarray(snapshots, dtype=np.float64))
+    if S.ndim != 2 or S.shape[1] != width:
+        raise ConfigError(f"learn_pending: snapshots have shape {S.shape}; this learner's are [N, {width}] "
+                          "(from its predict_pending).")
+    Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
+    if Y.shape[0] != S.shape[0]:
+        raise ConfigError(f"learn_pending: {S.shape[0]} snapshot(s) but {Y.shape[0]} target(s).")
+    if not (np.isfinite(S).all() and np.isfinite(Y).all()):
+        raise NonFiniteInputError("learn_pending: a snapshot or target is not finite; nothing was learned.")
+    return S, Y

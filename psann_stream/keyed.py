@@ -24,8 +24,8 @@ import torch
 from ._packing import fast_path_unsupported, layer_bounds, optimizer_settings, restart_buffer
 from .core import WEIGHT_ARRAYS, Core, CoreSpec
 from .drift import DriftPolicy
-from .errors import CheckpointError, ConfigError, NonFiniteStateError
-from .inputs import check_common, nonfinite_rows
+from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
+from .inputs import check_common, checked_pending, nonfinite_rows
 from .model import StatefulNet
 from .monitor import Alert, Monitor
 from .readout import RLS_HINT, Readout, readout_config
@@ -220,6 +220,67 @@ class KeyedLearner:
     def predict_batch(self, keys: Sequence[Hashable] | EncodedKeys, X: Any) -> np.ndarray:
         """Predictions for events without targets; each key's state advances through its events."""
         return self._run(keys, X, None, learn=False)
+
+    @property
+    def snapshot_width(self) -> int:
+        """Values in one event's snapshot from :meth:`predict_pending`."""
+        return self._core.snapshot_width
+
+    def predict_pending(self, keys: Sequence[Hashable] | EncodedKeys, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Predict events whose targets arrive later, each key's state advancing through its events;
+        returns the predictions ``[N]`` and each event's snapshot (what it saw: see
+        :meth:`Learner.predict_pending <psann_stream.learner.Learner.predict_pending>`), which
+        :meth:`learn_pending` takes. Shared weights only."""
+        self._refuse_pending("predict_pending")
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+        if X.ndim != 2 or X.shape[1] != self._model.in_features:
+            raise ConfigError(f"predict_pending: X has shape {X.shape}; need [N, {self._model.in_features}].")
+        N = X.shape[0]
+        if len(keys) != N:
+            raise ConfigError(f"predict_pending: {len(keys)} key(s) for {N} event(s); give one key per row of X.")
+        if not np.isfinite(X).all():
+            raise NonFiniteInputError("predict_pending: X holds non-finite values; clean the input.")
+        out, snaps = np.empty(N), np.empty((N, self._core.snapshot_width))
+        if N == 0:
+            return out, snaps
+        rows = self._rows_for(keys)
+        done, code = self._core.run(rows, X, np.zeros(N), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
+                                    drifted=np.zeros(N, dtype=np.bool_), monitor=False, snapshots=snaps)
+        if code:
+            self._raise_state_error(done, code, keys)
+        self.clock += N
+        np.maximum.at(self._seen, rows, self.clock)
+        self._evict(protect=np.unique(rows))
+        return out, snaps
+
+    def learn_pending(self, snapshots: np.ndarray, Y: Any) -> np.ndarray:
+        """Learn events predicted by :meth:`predict_pending` from their snapshots, in the order given,
+        with the shared weights as they are now (as :meth:`Learner.learn_pending
+        <psann_stream.learner.Learner.learn_pending>`; the snapshot carries the key's state, so no key
+        is needed). Returns the predictions with the weights before each step."""
+        self._refuse_pending("learn_pending")
+        S, Yv = checked_pending(snapshots, Y, self._core.snapshot_width)
+        out = np.empty(Yv.shape[0])
+        done, code = self._core.learn_snapshots(S, Yv, out=out, monitor=self.monitor is not None)
+        if code:
+            raise NonFiniteStateError(
+                f"learn_pending: label {done} of this call made the update non-finite from finite data; it and the "
+                f"later labels of the call were not learned. Lower the learning rate (optimizer={self.optimizer_name!r}) "
+                "or use optimizer='obgd', whose steps are bounded" + (RLS_HINT if self.readout == "rls" else "."))
+        self.n_learned += Yv.shape[0]
+        self._since_check += Yv.shape[0]
+        if self._since_check >= self.check_every:
+            self._since_check = 0
+            self._check_monitor()
+        return out
+
+    def _refuse_pending(self, where: str) -> None:
+        if self.per_key_weights:
+            raise ConfigError(f"{where}: delayed labels need shared weights for now (per_key_weights=False): a label "
+                              "would have to find its key's weights as they are when it arrives.")
+        if self.drift is not None:
+            raise ConfigError(f"{where}: the drift test needs each error in event order; build the KeyedLearner with "
+                              "drift=None for delayed labels.")
 
     def learn_one(self, key: Hashable, x: Any, y: float) -> float:
         return float(self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], np.array([y]))[0])

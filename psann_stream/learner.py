@@ -49,7 +49,7 @@ from ._packing import (
 from .core import Core, CoreSpec
 from .drift import DriftPolicy, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
-from .inputs import NOT_LEARNED, as_float64, as_rows, check_common, nonfinite_rows
+from .inputs import NOT_LEARNED, as_float64, as_rows, check_common, checked_pending, nonfinite_rows
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
@@ -157,6 +157,25 @@ class _CompiledPath:
         if status:
             fail(done, status)
         return out
+
+    def predict_snapshots(self, X: np.ndarray, *, fail: Fail) -> tuple[np.ndarray, np.ndarray]:
+        """Predict and advance (as :meth:`predict` with ``advance``), keeping each event's snapshot."""
+        N = X.shape[0]
+        out, snaps = np.empty(N), np.empty((N, self.core.snapshot_width))
+        done, status = self.core.run(np.zeros(N, dtype=np.int64), X, np.zeros(N), learn=False,
+                                     skip=np.zeros(N, dtype=np.bool_), out=out, drifted=np.zeros(N, dtype=np.bool_),
+                                     monitor=False, snapshots=snaps)
+        if status:
+            fail(done, status)
+        return out, snaps
+
+    def learn_snapshots(self, S: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
+                        monitor: bool, fail: Fail) -> None:
+        """Learn events from their snapshots ``S`` (``Core.learn_snapshots``); ``skip`` and ``drifted``
+        are not used (labels are checked before, and there is no drift test)."""
+        done, status = self.core.learn_snapshots(S, Y, out=out, monitor=monitor)
+        if status:
+            fail(done, status)
 
     def learn(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
               monitor: bool, fail: Fail) -> None:
@@ -425,15 +444,51 @@ class Learner:
             return self._learn_batched(X, Y, skip)
         return self._learn_rows(X, Y, skip)
 
-    def _learn_rows(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        """Exact-mode learning of checked rows, consulting the monitor every ``check_every`` events."""
+    @property
+    def snapshot_width(self) -> int:
+        """Values in one event's snapshot from :meth:`predict_pending`."""
+        return self._pending_path().core.snapshot_width
+
+    def _pending_path(self) -> _CompiledPath:
+        if type(self._path) is not _CompiledPath:
+            raise ConfigError("delayed labels run in the compiled loop; this learner uses the torch reference path "
+                              "(backend='torch' or a model the loop does not cover).")
+        return self._path
+
+    def predict_pending(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Predict consecutive events whose targets arrive later: the state (and input statistics)
+        advance through them as in :meth:`predict_batch`. Returns the predictions ``[N]`` and each
+        event's snapshot ``[N, W]`` (the state before the event, every layer's units; its normalised
+        input; with ``state_grad="traced"`` its eligibility traces: ``W = units + F (+ traces)``
+        float64 values), from which :meth:`learn_pending` learns the event when its target arrives. :class:`~psann_stream.delayed.DelayedLabels` keeps the snapshots for you
+        (ids, expiry, checkpoints). Compiled path only."""
+        path = self._pending_path()
+        X = as_rows("X", X, self._model.in_features, one_event=False)
+        if not np.isfinite(X).all():
+            raise NonFiniteInputError("predict_pending: X holds non-finite values; clean the input.")
+        return path.predict_snapshots(X, fail=self._failed_at(0))
+
+    def learn_pending(self, snapshots: np.ndarray, Y: Any) -> np.ndarray:
+        """Learn events predicted by :meth:`predict_pending`, from their snapshots, in the order given
+        (the order their targets arrived): each from the state it saw and its input, with the weights,
+        optimiser and target statistics as they are now. The held state does not move. A target that
+        arrives right after its prediction is learned exactly as :meth:`learn_batch` would (tested);
+        a later one sees the weights of its arrival time. No drift test runs on these events. Returns
+        the predictions with the weights before each step."""
+        S, Y = checked_pending(snapshots, Y, self.snapshot_width)
+        return self._learn_rows(S, Y, np.zeros(Y.shape[0], dtype=np.bool_), step=self._path.learn_snapshots)
+
+    def _learn_rows(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, step: Any = None) -> np.ndarray:
+        """Exact-mode learning of checked rows, consulting the monitor every ``check_every`` events
+        (``step``: the path's call that learns a chunk; its ``learn`` unless given)."""
+        step = self._path.learn if step is None else step
         out = np.empty(X.shape[0])
         drifted = np.zeros(X.shape[0], dtype=np.bool_)
         start = 0
         while start < X.shape[0]:
             stop = min(X.shape[0], start + self.check_every - self._since_check)
-            self._path.learn(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], drifted[start:stop],
-                             monitor=self.monitor is not None, fail=self._failed_at(start))
+            step(X[start:stop], Y[start:stop], skip[start:stop], out[start:stop], drifted[start:stop],
+                 monitor=self.monitor is not None, fail=self._failed_at(start))
             skipped = int(np.count_nonzero(skip[start:stop]))
             self.n_learned += stop - start - skipped
             self.n_skipped += skipped

@@ -20,8 +20,8 @@ def _run(code: str) -> dict:
     return scope
 
 
-def test_readme_has_five_python_examples():
-    assert len(_blocks()) == 5
+def test_readme_has_six_python_examples():
+    assert len(_blocks()) == 6
 
 
 def test_readme_model_example_runs_and_learns(capsys):
@@ -62,3 +62,12 @@ def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
     scope = _run(_blocks()[4])
     assert scope["mae"].get() < 2.0  # river's StandardScaler | LinearRegression: 2.23 on this stream
     assert "MAE" in capsys.readouterr().out
+
+
+def test_readme_delayed_labels_example_learns_from_late_labels(capsys):
+    scope = _run(_blocks()[5])
+    dl, X, y = scope["dl"], scope["X"], scope["y"]
+    err = np.abs(scope["preds"] - y)
+    assert err[-500:].mean() < 0.5 * err[:200].mean()
+    assert (dl.n_learned, dl.n_pending) == (1980, 20)
+    assert capsys.readouterr().out.strip() == "1980 20 []"
