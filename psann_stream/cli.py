@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     features = args.features.split(",")
     columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key,
-                        time=args.time)
+                        time=args.time, id=args.id)
     source = _source(args, dict(cfg.get("kafka", {})))
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
@@ -175,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
         learner = Learner(net, **lcfg)
+    if args.id is not None:
+        from .delayed import DelayedLabels
+
+        learner = DelayedLabels(learner, horizon=10_000 if args.label_horizon is None else args.label_horizon)
+    elif args.label_horizon is not None:
+        raise ConfigError("--label-horizon is for labels that arrive later: give --id COLUMN as well.")
     progress = _Progress(sys.stdout.isatty(), every=args.progress_every)
     output = args.output
     if args.kafka_out is not None:
@@ -298,6 +304,9 @@ class _Progress:
             print()  # end the updating line
         print(f"done: {stats.rows_in:,} rows in (this and earlier runs), {stats.predicted:,} predicted, "
               f"{stats.dead_lettered:,} dead-lettered, {stats.checkpoints} checkpoint(s), {len(alerts)} alert(s)")
+        if stats.labels_learned or stats.expired or stats.pending_labels:
+            print(f"delayed labels: {stats.labels_learned:,} learned, {stats.expired:,} expired, "
+                  f"{stats.pending_labels:,} waiting")
         for a in alerts:
             print(f"  {a}")
 
@@ -389,6 +398,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", help="target column (omit for prediction-only streams)")
     run.add_argument("--key", help="key column: one state (and optionally weights) per key")
     run.add_argument("--time", help="event-time column (timestamp or integer): copied to the output, order checked")
+    run.add_argument("--id", help="event-id column for labels that arrive later: rows with a null target are "
+                     "predicted and wait; rows with a target and null features are their labels (by id and key)")
+    run.add_argument("--label-horizon", type=int, default=None,
+                     help="with --id: a prediction waits for its label while at most this many events follow it "
+                          "(default 10000); then it expires into the dead letters")
     run.add_argument("--time-order", choices=("strict", "non-decreasing", "off"), default="strict",
                      help="per key, event times must increase (strict, default), not decrease, or are not checked")
     run.add_argument("--output", help="directory for prediction part files")

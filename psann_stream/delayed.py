@@ -26,8 +26,8 @@ traced learning: 14-28 KB for 10-32-32-1), and at most ``horizon`` of them.
 >>> preds = dl.predict([10, 11], np.zeros((2, 2)))      # labels come later
 >>> dl.label([11, 99], [0.5, 1.0]).tolist()             # 99 was never predicted
 [True, False]
->>> dl.n_pending, dl.take_dead_letters()
-(1, [DeadLetter(id=99, reason='no prediction with this id is waiting (never predicted, or already labelled)')])
+>>> dl.n_pending, [d.kind for d in dl.take_dead_letters()]
+(1, ['unknown'])
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from .errors import CheckpointError, ConfigError
 
@@ -47,10 +48,15 @@ NOT_WAITING = "no prediction with this id is waiting (never predicted, or alread
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An id that will not be learned, and why."""
+    """An id that will not be learned, and why. ``kind``: ``"expired"`` (a prediction whose label did
+    not come within the horizon), ``"late"`` (a label after that), ``"unknown"`` (a label for no
+    waiting prediction) or ``"bad label"`` (a non-finite label); ``info`` is what the caller gave with
+    the row the letter is about (the prediction, or the label), e.g. its source position."""
 
     id: Hashable
+    kind: str
     reason: str
+    info: Any = None
 
 
 class DelayedLabels:
@@ -81,7 +87,7 @@ class DelayedLabels:
         self.learner = learner
         self.horizon = horizon
         self._seq = 0  # events predicted so far
-        self._pending: dict[Hashable, tuple[int, np.ndarray]] = {}  # id -> (seq, snapshot), in prediction order
+        self._pending: dict[Hashable, tuple[int, np.ndarray, Any]] = {}  # id -> (seq, snapshot, info), in prediction order
         self._expired: dict[Hashable, int] = {}  # id -> seq at which it expired (kept for another horizon)
         self._dead: list[DeadLetter] = []
         self.n_learned = 0
@@ -94,10 +100,25 @@ class DelayedLabels:
         """Predictions waiting for their labels."""
         return len(self._pending)
 
-    def predict(self, ids: Sequence[Hashable], X: Any, keys: Sequence[Hashable] | None = None) -> np.ndarray:
+    @property
+    def in_features(self) -> int:
+        return int(self.learner.in_features)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether :meth:`predict` takes keys (a KeyedLearner inside)."""
+        return self._keyed
+
+    @property
+    def alerts(self) -> list[Any]:
+        return self.learner.alerts
+
+    def predict(self, ids: Sequence[Hashable], X: Any, keys: Sequence[Hashable] | None = None,
+                info: Sequence[Any] | None = None) -> np.ndarray:
         """Predict events ``X [N, F]`` with ids ``ids`` (unique among those waiting; with a
         KeyedLearner, ``keys`` gives each event's key); returns the predictions. Each event then
-        waits for its label; those waiting longer than ``horizon`` events expire."""
+        waits for its label; those waiting longer than ``horizon`` events expire. ``info`` (one per
+        event, optional) comes back in the event's dead letter if it expires."""
         ids = list(ids)
         if self._keyed != (keys is not None):
             raise ConfigError("DelayedLabels.predict: give keys= with a KeyedLearner, and only then.")
@@ -110,35 +131,42 @@ class DelayedLabels:
                 raise ConfigError(f"DelayedLabels.predict: id {i!r} is already waiting for its label; ids must be unique "
                                   "among waiting predictions (nothing was predicted).")
             seen.add(i)
+        infos = [None] * len(ids) if info is None else list(info)
+        if len(infos) != len(ids):
+            raise ConfigError(f"DelayedLabels.predict: {len(infos)} info value(s) for {len(ids)} id(s).")
         preds, snaps = self.learner.predict_pending(*((keys,) if self._keyed else ()), X)
         for n, i in enumerate(ids):
-            self._pending[i] = (self._seq + n, snaps[n])
+            self._pending[i] = (self._seq + n, snaps[n], infos[n])
         self._seq += len(ids)
         self._expire()
         return preds
 
-    def label(self, ids: Sequence[Hashable], Y: Any) -> np.ndarray:
+    def label(self, ids: Sequence[Hashable], Y: Any, info: Sequence[Any] | None = None) -> np.ndarray:
         """Labels ``Y [N]`` for the events ``ids``, in the order they arrived; each waiting event is
         learned from its snapshot, in that order. Returns which labels were learned; the others are
-        in :meth:`take_dead_letters` with the reason."""
+        in :meth:`take_dead_letters` with the reason (and their ``info``, one per label, optional)."""
         ids = list(ids)
         Y = np.asarray(Y, dtype=np.float64).reshape(-1)
         if Y.shape[0] != len(ids):
             raise ConfigError(f"DelayedLabels.label: {len(ids)} id(s) but {Y.shape[0]} label(s).")
+        infos = [None] * len(ids) if info is None else list(info)
+        if len(infos) != len(ids):
+            raise ConfigError(f"DelayedLabels.label: {len(infos)} info value(s) for {len(ids)} id(s).")
         learned = np.zeros(len(ids), dtype=bool)
         snaps, targets = [], []
         for n, (i, y) in enumerate(zip(ids, Y)):
             if not np.isfinite(y):
-                self._dead_letter(i, f"label {y} is not finite (the prediction keeps waiting for a valid one)")
+                self._dead_letter(i, "bad label", f"label {y} is not finite (the prediction keeps waiting for a valid one)",
+                                  infos[n])
             elif i in self._pending:
                 snaps.append(self._pending.pop(i)[1])
                 targets.append(y)
                 learned[n] = True
             elif i in self._expired:
-                self._dead_letter(i, f"label arrived after the horizon: its prediction waited {self.horizon} events and "
-                                     "expired; raise horizon to learn later labels")
+                self._dead_letter(i, "late", f"label arrived after the horizon: its prediction waited {self.horizon} "
+                                  "events and expired; raise horizon to learn later labels", infos[n])
             else:
-                self._dead_letter(i, NOT_WAITING)
+                self._dead_letter(i, "unknown", NOT_WAITING, infos[n])
         if snaps:
             self.learner.learn_pending(np.stack(snaps), np.array(targets))
             self.n_learned += len(snaps)
@@ -149,20 +177,25 @@ class DelayedLabels:
         out, self._dead = self._dead, []
         return out
 
-    def _dead_letter(self, i: Hashable, reason: str) -> None:
-        self._dead.append(DeadLetter(i, reason))
+    def waiting(self, ids: Sequence[Hashable]) -> np.ndarray:
+        """Which of ``ids`` have a prediction waiting for its label."""
+        return np.array([i in self._pending for i in ids], dtype=bool)
+
+    def _dead_letter(self, i: Hashable, kind: str, reason: str, info: Any = None) -> None:
+        self._dead.append(DeadLetter(i, kind, reason, info))
         self.n_dead += 1
 
     def _expire(self) -> None:
         oldest = self._seq - 1 - self.horizon  # a prediction expires once more than horizon events follow it
         while self._pending:
-            i, (seq, _) = next(iter(self._pending.items()))
+            i, (seq, _, info) = next(iter(self._pending.items()))
             if seq >= oldest:
                 break
             del self._pending[i]
             self._expired[i] = self._seq
             self.n_expired += 1
-            self._dead_letter(i, f"no label within the horizon ({self.horizon} events); the prediction expired")
+            self._dead_letter(i, "expired", f"no label within the horizon ({self.horizon} events); the prediction expired",
+                              info)
         while self._expired:  # remember expired ids for one more horizon, to say why a late label is refused
             i, seq = next(iter(self._expired.items()))
             if seq >= self._seq - self.horizon:
@@ -177,9 +210,12 @@ class DelayedLabels:
         return {
             "format": FORMAT, "learner": self.learner.state_dict(), "horizon": self.horizon, "seq": self._seq,
             "pending_ids": [i for i, _ in pending],
-            "pending_seq": np.array([s for _, (s, _) in pending], dtype=np.int64),
-            "pending_snapshots": np.stack([v for _, (_, v) in pending]) if pending else np.empty((0, width)),
-            "expired": dict(self._expired), "dead_letters": [(d.id, d.reason) for d in self._dead],
+            # tensors: checkpoints load with torch's safe loader, which takes no numpy arrays
+            "pending_seq": torch.tensor([s for _, (s, _, _) in pending], dtype=torch.int64),
+            "pending_snapshots": torch.from_numpy(np.stack([v for _, (_, v, _) in pending]) if pending
+                                                  else np.empty((0, width))),
+            "pending_info": [f for _, (_, _, f) in pending],
+            "expired": dict(self._expired), "dead_letters": [(d.id, d.kind, d.reason, d.info) for d in self._dead],
             "counters": {"n_learned": self.n_learned, "n_expired": self.n_expired, "n_dead": self.n_dead},
         }
 
@@ -189,16 +225,21 @@ class DelayedLabels:
             found = sd.get("format") if isinstance(sd, Mapping) else type(sd).__name__
             raise CheckpointError(f"DelayedLabels.load_state_dict: not a delayed-labels checkpoint (format {found!r}, "
                                   f"expected {FORMAT!r}); nothing was loaded.")
-        ids, seqs, snaps = list(sd["pending_ids"]), np.asarray(sd["pending_seq"]), np.asarray(sd["pending_snapshots"])
+        ids, seqs, snaps = list(sd["pending_ids"]), _array(sd["pending_seq"]), _array(sd["pending_snapshots"])
         width = self._width
-        if not (len(ids) == seqs.shape[0] == snaps.shape[0]) or (len(ids) and snaps.shape[1] != width):
+        if not (len(ids) == seqs.shape[0] == snaps.shape[0] == len(sd["pending_info"])) or (len(ids) and snaps.shape[1] != width):
             raise CheckpointError(f"DelayedLabels.load_state_dict: {len(ids)} pending id(s), {seqs.shape[0]} sequence "
                                   f"number(s) and snapshots of shape {snaps.shape} (this learner's width: {width}) do "
                                   "not match; the checkpoint is corrupt or from another model. Nothing was loaded.")
         self.learner.load_state_dict(sd["learner"])
         self.horizon, self._seq = int(sd["horizon"]), int(sd["seq"])
-        self._pending = {i: (int(s), np.array(v, dtype=np.float64)) for i, s, v in zip(ids, seqs, snaps)}
+        infos = list(sd["pending_info"])
+        self._pending = {i: (int(s), np.array(v, dtype=np.float64), f) for i, s, v, f in zip(ids, seqs, snaps, infos)}
         self._expired = dict(sd["expired"])
-        self._dead = [DeadLetter(i, r) for i, r in sd["dead_letters"]]
+        self._dead = [DeadLetter(*d) for d in sd["dead_letters"]]
         c = sd["counters"]
         self.n_learned, self.n_expired, self.n_dead = int(c["n_learned"]), int(c["n_expired"]), int(c["n_dead"])
+
+
+def _array(v: Any) -> np.ndarray:
+    return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)

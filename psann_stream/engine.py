@@ -13,7 +13,15 @@ state and the source position. On ``resume``, parts beyond that count (written a
 checkpoint, before a crash) are deleted and the source restarts at the recorded position, so the
 concatenated parts equal an uninterrupted run's output row for row.
 
-Invariant (checked by tests): rows in = rows predicted + rows dead-lettered.
+Invariant (checked by tests): rows in = rows predicted + rows dead-lettered (+ label rows learned,
+with delayed labels).
+
+Delayed labels: with an :class:`~psann_stream.delayed.DelayedLabels` learner and an ``id`` column, a
+row whose target is null is predicted and waits for its label; a row with a target and every feature
+null is a label, learned (from what its event saw) when it arrives, matched by id (and key); a row
+with both is predicted and learned at once. Refused labels (unknown id, after the horizon) and
+predictions that expire go to the dead-letter output with the reason and the id; waiting
+predictions are part of checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 from numba import njit
 
 from .checkpoint import load_latest, save_checkpoint
+from .delayed import DeadLetter
 from .errors import BadInputError, CheckpointError, ConfigError, NonFiniteInputError
 from .io import BoundColumns, ColumnMap, Events, Position
 from .sinks import OutputSink, PartsSink
@@ -68,6 +77,9 @@ class RunStats:
     dead_lettered: int = 0
     checkpoints: int = 0
     drifts: int = 0  # drift detections (each reset that key at that event)
+    labels_learned: int = 0  # delayed labels: label rows learned (rows that were only a label)
+    expired: int = 0  # delayed labels: predictions whose labels did not come within the horizon
+    pending_labels: int = 0  # delayed labels: predictions waiting for their labels now
     position: Any = field(default_factory=Position)  # the source's position type
     last_checkpoint_at: float | None = None  # wall-clock time (time.time()) of the last checkpoint of this process
     last_checkpoint_seconds: float = 0.0  # how long it took (drain, parts commit, state write)
@@ -156,11 +168,20 @@ class Engine:
             raise ConfigError(f"Engine.time_order = {time_order!r} is not one of 'strict', 'non-decreasing', 'off'.")
         if on_bad_input == "dead-letter" and dead_letter is None:
             raise ConfigError("Engine: on_bad_input='dead-letter' needs a dead_letter directory.")
-        if not isinstance(learner, StreamLearner):
-            lacking = [m for m in ("in_features", "alerts", "learn_batch", "predict_batch", "state_dict",
-                                   "load_state_dict") if not hasattr(learner, m)]
+        self.delayed = hasattr(learner, "label") and hasattr(learner, "take_dead_letters")
+        needed = (("in_features", "alerts", "predict", "label", "take_dead_letters", "state_dict", "load_state_dict")
+                  if self.delayed else ("in_features", "alerts", "learn_batch", "predict_batch", "state_dict",
+                                        "load_state_dict"))
+        lacking = [m for m in needed if not hasattr(learner, m)]
+        if lacking:
             raise ConfigError(f"Engine: the learner ({type(learner).__name__}) has no {', '.join(lacking)}; the engine "
                               "needs a StreamLearner (psann_stream.engine.StreamLearner lists what it calls).")
+        if self.delayed and (columns.id is None or columns.target is None):
+            raise ConfigError("Engine: delayed labels (a DelayedLabels learner) need an id column and a target column "
+                              "(ColumnMap(id=..., target=...)): a label finds its prediction by id.")
+        if columns.id is not None and not self.delayed:
+            raise ConfigError(f"Engine: the id column {columns.id!r} is for labels that arrive later; wrap the learner in "
+                              "psann_stream.delayed.DelayedLabels, or drop the id column.")
         keyed = bool(getattr(learner, "keyed", False))
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ConfigError(f"Engine.max_in_flight = {max_in_flight!r} must be an integer >= 1.")
@@ -211,6 +232,9 @@ class Engine:
         huge = np.abs(x) > self.max_abs_input  # inf counts as non-finite below, not as huge
         bad = nonfinite.any(axis=1) | huge.any(axis=1)
         null = ev.missing_x  # None unless the batch has a null cell (the reader reads it as NaN)
+        if self.delayed and null is not None:  # a label row: every feature null, a target
+            label_only = null.all(axis=1) & (ev.missing_y is None or ~ev.missing_y)
+            bad &= ~label_only
         for r in np.flatnonzero(bad):
             c = int(np.argmax(nonfinite[r] | huge[r]))
             if null is not None and null[r, c]:  # say what the data holds, not the NaN it reads as
@@ -225,6 +249,9 @@ class Engine:
             ynull = ev.missing_y
             ynonfinite = ~np.isfinite(ev.y)
             ybad = ynonfinite | (np.abs(ev.y) > self.max_abs_input)
+            if self.delayed and ynull is not None:  # no target yet: the row is predicted and waits
+                ybad &= ~ynull
+                ynonfinite &= ~ynull
             for r in np.flatnonzero(ybad & ~bad):
                 reasons[r] = "target is null" if ynull is not None and ynull[r] else f"target is {float(ev.y[r])!r}"
             nonfinite_rows |= ynonfinite & ~bad if ynull is None else ynonfinite & ~ynull & ~bad
@@ -233,6 +260,10 @@ class Engine:
             for r in np.flatnonzero(ev.missing_key & ~bad):
                 reasons[r] = "key is null"
             bad |= ev.missing_key
+        if ev.missing_id is not None:
+            for r in np.flatnonzero(ev.missing_id & ~bad):
+                reasons[r] = "id is null"
+            bad |= ev.missing_id
         if ev.times is not None and self.time_order != "off":
             bad |= self._check_time_order(ev, bad, reasons)
         return bad, reasons, nonfinite_rows
@@ -302,7 +333,8 @@ class Engine:
                 sink.truncate(int(n))
         c = payload["counters"]
         self.stats = RunStats(int(c["rows_in"]), int(c["predicted"]), int(c["dead_lettered"]), int(c["checkpoints"]),
-                              int(c.get("drifts", 0)), start)
+                              int(c.get("drifts", 0)), int(c.get("labels_learned", 0)), int(c.get("expired", 0)),
+                              int(getattr(self.learner, "n_pending", 0)), start)
         return start
 
     def _checkpoint(self, position: Any) -> None:
@@ -330,7 +362,8 @@ class Engine:
                 "dead_parts": dead,
                 "last_time": {"keys": list(self._last_time), "times": torch.tensor(list(self._last_time.values()), dtype=torch.int64)},
                 "counters": {"rows_in": s.rows_in, "predicted": s.predicted, "dead_lettered": s.dead_lettered,
-                             "checkpoints": s.checkpoints, "drifts": s.drifts},
+                             "checkpoints": s.checkpoints, "drifts": s.drifts, "labels_learned": s.labels_learned,
+                             "expired": s.expired},
             },
             step=s.rows_in,
             keep_last=self.policy.keep_last,
@@ -380,16 +413,21 @@ class Engine:
                 self._pending_times = {}
             good = ~bad
             kept = ev if not bad.any() else _select(ev, good)  # selected once, for learning and output
-            self._in_flight.append((pos, np.flatnonzero(good), kept, self._submit(kept)))
+            rows = np.flatnonzero(good)
+            if self.delayed:
+                handle, rows, kept = self._submit_delayed(pos, rows, kept)
+            else:
+                handle = self._submit(kept)
+                self.stats.predicted += len(rows)
+            self._in_flight.append((pos, rows, kept, handle))
             self.stats.rows_in += n
-            self.stats.predicted += int(good.sum())
             self.stats.dead_lettered += int(bad.sum())
             if self.dead is not None and bad.any():
                 idx = np.flatnonzero(bad)
-                self.dead.write(pa.record_batch({
-                    **pos.output_columns(idx),
-                    "reason": pa.array([reasons[i] for i in idx], pa.string()),
-                }))
+                cols = {**pos.output_columns(idx)}
+                if self.delayed:
+                    cols["id"] = pa.array([None if ev.ids is None else str(ev.ids[i]) for i in idx], pa.string())
+                self.dead.write(pa.record_batch({**cols, "reason": pa.array([reasons[i] for i in idx], pa.string())}))
             self._drain(self.max_in_flight)
             done += n
             since += n
@@ -407,6 +445,65 @@ class Engine:
             self._checkpoint(position)
         self._drain(0)
         return self.stats
+
+    def _submit_delayed(self, pos: Any, rows: np.ndarray, ev: Events) -> tuple["_Ready", np.ndarray, Events]:
+        """Delayed labels: predict the batch's prediction rows and learn its label rows, in row order
+        (a row with both: predicted, then learned), through the :class:`DelayedLabels` learner. Its
+        dead letters (refused labels, expired predictions) and predictions whose id is already
+        waiting go to the dead-letter output, with the source position of the row each is about.
+        Returns the predictions of the predicted rows, those rows, and their events for the output
+        (without the target, which has not arrived)."""
+        dl = self.learner
+        label_only = np.isnan(ev.x).all(axis=1)  # good rows with NaN features are label rows (see _bad_rows)
+        labelled = ~np.isnan(ev.y)
+        X = np.ascontiguousarray(ev.x, dtype=np.float64)
+        keys = ev.keys.tolist() if self.keyed else None
+        ids = ev.ids.tolist() if keys is None else list(zip(keys, ev.ids.tolist()))  # by key and id
+        where = pos.output_columns(rows)
+        names = list(where)
+        info = list(zip(*(where[c].to_pylist() for c in names)))  # each row's source position
+        # the calls in row order: 2r predicts row r, 2r + 1 learns its label
+        calls = np.sort(np.concatenate([np.flatnonzero(~label_only) * 2, np.flatnonzero(labelled) * 2 + 1]))
+        preds = np.full(len(ev), np.nan)
+        predicted = np.zeros(len(ev), dtype=bool)
+        letters = []
+        duplicate = np.zeros(len(ev), dtype=bool)
+        for run in np.split(calls, np.flatnonzero(np.diff(calls % 2)) + 1):
+            r = run // 2
+            if run[0] % 2:
+                r = r[~duplicate[r]]  # a duplicate's own label is not another event's
+                if len(r):
+                    dl.label([ids[i] for i in r], ev.y[r], info=[info[i] for i in r])
+            else:
+                waiting, seen = dl.waiting([ids[i] for i in r]), set()
+                for k, i in enumerate(r):  # an id already waiting, or twice in this run: not predicted
+                    if waiting[k] or ids[i] in seen:
+                        duplicate[i] = True
+                        letters.append(DeadLetter(ids[i], "duplicate", "its id is already waiting for a label (a "
+                                                  "repeated event, or ids that are not unique)", info[i]))
+                    seen.add(ids[i])
+                r = r[~duplicate[r]]
+                if len(r):
+                    preds[r] = dl.predict([ids[i] for i in r], X[r], keys=None if keys is None else [keys[i] for i in r],
+                                          info=[info[i] for i in r])
+                    predicted[r] = True
+            letters += dl.take_dead_letters()
+        s = self.stats
+        kinds = [d.kind for d in letters]
+        refused = len(letters) - kinds.count("expired") - kinds.count("duplicate")  # label rows not learned
+        s.predicted += int(predicted.sum())
+        s.dead_lettered += refused + kinds.count("duplicate")  # rows of this batch
+        s.labels_learned += int((labelled & label_only & ~duplicate).sum()) - refused
+        s.expired += kinds.count("expired")
+        s.pending_labels = dl.n_pending
+        if self.dead is not None and letters:
+            self.dead.write(pa.record_batch({
+                **{c: pa.array([d.info[k] for d in letters], where[c].type) for k, c in enumerate(names)},
+                "id": pa.array([str(d.id[1] if keys is not None else d.id) for d in letters], pa.string()),
+                "reason": pa.array([f"{d.kind}: {d.reason}" for d in letters], pa.string()),
+            }))
+        out = _select(ev, predicted)
+        return _Ready(preds[predicted]), rows[predicted], Events(x=out.x, y=None, keys=out.keys, times=out.times)
 
     def _submit(self, ev: Events) -> Any:
         """Hand a batch of good events to the learner; returns a handle whose ``result()`` is the
@@ -480,7 +577,7 @@ class _Ready:
 def _select(ev: Events, keep: np.ndarray) -> Events:
     """The events of ``ev`` where ``keep`` is True."""
     pick = lambda a: None if a is None else a[keep]  # noqa: E731
-    return Events(x=ev.x[keep], y=pick(ev.y), keys=pick(ev.keys), times=pick(ev.times))
+    return Events(x=ev.x[keep], y=pick(ev.y), keys=pick(ev.keys), times=pick(ev.times), ids=pick(ev.ids))
 
 
 @njit(cache=True)

@@ -109,6 +109,8 @@ class Events:
     missing_time: np.ndarray | None = None  # [N] bool where the event time is null; None when none is
     missing_x: np.ndarray | None = None  # [N, F] bool where a feature is null (x holds NaN there); None when none is
     missing_y: np.ndarray | None = None  # [N] bool where the target is null (y holds NaN there); None when none is
+    ids: np.ndarray | None = None  # [N] event ids (int64, or objects for other types) with an id column
+    missing_id: np.ndarray | None = None  # [N] bool where the id is null; None when none is
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -124,7 +126,7 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Which columns are features, target, key and event time.
+    """Which columns are features, target, key, event time and event id.
 
     Args:
         features: one ``fixed_size_list<float32|float64>`` column name, one numeric column name (a
@@ -133,12 +135,17 @@ class ColumnMap:
         target: the target column (numeric), or None for prediction-only streams.
         key: the key column (any type), or None.
         time: the event-time column (timestamp or integer), or None.
+        id: the event-id column (integer or string) for labels that arrive later, or None: a row
+            with its target null is predicted and waits; a row with a target and every feature null
+            is the label of the earlier row with the same id (and key); see
+            :class:`~psann_stream.delayed.DelayedLabels`.
     """
 
     features: str | Sequence[str]
     target: str | None = None
     key: str | None = None
     time: str | None = None
+    id: str | None = None
 
     def bind(self, schema: pa.Schema) -> BoundColumns:
         """Check ``schema`` against this map; every problem is named (column, expected, actual)."""
@@ -185,6 +192,11 @@ class ColumnMap:
             f = field(self.time, "time")
             if f is not None and not (pa.types.is_timestamp(f.type) or pa.types.is_integer(f.type)):
                 problems.append(f"time column {self.time!r}: expected a timestamp or integer type, got {f.type}")
+        if self.id is not None:
+            f = field(self.id, "id")
+            if f is not None and not (pa.types.is_integer(f.type) or pa.types.is_string(f.type)
+                                      or pa.types.is_large_string(f.type)):
+                problems.append(f"id column {self.id!r}: expected an integer or string type, got {f.type}")
         if problems:
             raise ConfigError("the stream's schema does not match the column map:\n  " + "\n  ".join(problems))
         return BoundColumns(self, schema, width, list_column, tuple(names))
@@ -243,8 +255,14 @@ class BoundColumns:
             times = tc.to_numpy(zero_copy_only=False)
             if tc.null_count:
                 missing_time = tc.is_null().to_numpy(zero_copy_only=False)
+        ids = missing_id = None
+        if c.id is not None:
+            ic = batch.column(c.id)
+            ids = ic.to_numpy(zero_copy_only=False)
+            if ic.null_count:
+                missing_id = ic.is_null().to_numpy(zero_copy_only=False)
         return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time,
-                      missing_x=missing_x, missing_y=missing_y)
+                      missing_x=missing_x, missing_y=missing_y, ids=ids, missing_id=missing_id)
 
 
 # ---------------------------------------------------------------------- sources

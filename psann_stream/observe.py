@@ -13,6 +13,9 @@ series                                 type     meaning
 ``psann_rows_dead_lettered_total``     counter  bad rows routed to the dead-letter output
 ``psann_drifts_total``                 counter  drift detections (each reset its key)
 ``psann_checkpoints_total``            counter  checkpoints written
+``psann_labels_learned_total``         counter  delayed labels: label rows learned
+``psann_labels_expired_total``         counter  delayed labels: predictions whose label did not come in time
+``psann_pending_labels``               gauge    delayed labels: predictions waiting for their labels
 ``psann_alerts_total{kind}``           counter  monitor alerts by kind (``overshoot``, ``saturation``, ...)
 ``psann_events_per_second``            gauge    rows read per second over the last ``window`` seconds
 ``psann_faded_mae``                    gauge    faded absolute error of the predictions (alpha 0.999)
@@ -155,8 +158,11 @@ class EngineMetrics:
                                  ("psann_rows_predicted", s.predicted, "rows predicted and learned"),
                                  ("psann_rows_dead_lettered", s.dead_lettered, "bad rows dead-lettered"),
                                  ("psann_drifts", s.drifts, "drift detections"),
-                                 ("psann_checkpoints", s.checkpoints, "checkpoints written")):
+                                 ("psann_checkpoints", s.checkpoints, "checkpoints written"),
+                                 ("psann_labels_learned", s.labels_learned, "delayed labels: label rows learned"),
+                                 ("psann_labels_expired", s.expired, "delayed labels: predictions that expired")):
             yield counter(name, doc, value=value)
+        yield gauge("psann_pending_labels", "delayed labels: predictions waiting for their labels", value=s.pending_labels)
         alerts = counter("psann_alerts", "monitor alerts by kind", labels=["kind"])
         for kind, n in sorted(Counter(a.kind for a in self.engine.learner.alerts).items()):
             alerts.add_metric([kind], n)

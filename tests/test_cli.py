@@ -193,3 +193,28 @@ def test_run_serves_metrics_and_closes_the_endpoint(tmp_path, capsys):
     url = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", out).group(1)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_run_with_delayed_labels_predicts_now_and_learns_labels_later(tmp_path, capsys):
+    """--id: rows without a target are predicted and wait; label rows (features null) are learned;
+    a label that never had a prediction is dead-lettered; the summary says what happened."""
+    import pyarrow as pa
+
+    from psann_stream.sinks import read_parts
+
+    from test_engine_delayed import _events
+
+    t, *_ = _events(n=200, keyed=True)
+    with pa.ipc.new_file(str(tmp_path / "s.arrow"), t.schema) as w:
+        for b in t.to_batches(max_chunksize=64):
+            w.write_batch(b)
+    args = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x0,x1", "--target", "y", "--key", "key",
+            "--id", "id", "--label-horizon", "40", "--output", str(tmp_path / "out"), "--on-bad-input", "dead-letter",
+            "--dead-letter", str(tmp_path / "dead")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "200 predicted, 1 dead-lettered" in out and re.search(r"delayed labels: [0-9,]+ learned, [0-9,]+ expired", out)
+    assert read_parts(tmp_path / "out").num_rows == 200
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x0,x1", "--target", "y",
+                 "--label-horizon", "5"]) != 0
+    assert "--label-horizon is for labels that arrive later" in capsys.readouterr().err

@@ -397,3 +397,37 @@ def test_a_kafka_sink_writes_what_part_files_hold_keyed_to_partitions(broker, tm
         c.close()
     with pytest.raises(ConfigError, match="output topic 'nope' .* does not exist"):
         KafkaSink(broker, "nope")
+
+
+def test_delayed_labels_from_kafka_to_kafka_equal_the_same_rows_from_a_table(broker, tmp_path):
+    """Kafka in (events and their later labels in one partition) -> DelayedLabels -> Kafka out, with
+    a checkpointed stop in the middle and a resume: the predictions equal the same rows read from a
+    table, and the expired predictions and unknown labels are dead-lettered."""
+    from psann_stream.adapters.kafka import KafkaSink, read_predictions
+    from psann_stream.delayed import DelayedLabels
+
+    from test_engine_delayed import _columns, _events, _learner
+
+    table, *_ = _events(keyed=True)
+    topic = "delayed-in"
+    create_topic(broker, topic, 1)  # one partition: the labels follow their events in stream order
+    produce_table(broker, topic, table, batch_size=50, config=ONE_PER_BATCH)
+    create_topic(broker, "delayed-out", 1)
+    Engine(TableSource(table, 50), _learner(keyed=True), _columns(keyed=True), output=tmp_path / "ref",
+           dead_letter=tmp_path / "ref-dead", on_bad_input="dead-letter").run()
+
+    def run(max_events=None, resume=False):
+        learner = _learner(keyed=True)
+        assert isinstance(learner, DelayedLabels)
+        return Engine(KafkaSource(broker, topic, until="end"), learner, _columns(keyed=True),
+                      output=KafkaSink(broker, "delayed-out", config=ONE_PER_BATCH), dead_letter=tmp_path / "dead",
+                      on_bad_input="dead-letter", checkpoint=CheckpointPolicy(tmp_path / "ck", every_events=60)
+                      ).run(max_events=max_events, resume=resume)
+
+    run(max_events=130)
+    stats = run(resume=True)
+    want, got = read_parts(tmp_path / "ref"), read_predictions(broker, "delayed-out")
+    got = got.sort_by([("offset", "ascending"), ("row", "ascending")])
+    assert got.num_rows == want.num_rows == stats.predicted
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want["prediction"].to_numpy())
+    assert read_parts(tmp_path / "dead")["reason"].to_pylist() == read_parts(tmp_path / "ref-dead")["reason"].to_pylist()
