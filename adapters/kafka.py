@@ -93,6 +93,10 @@ class KafkaPosition:
         entry = (self.partition, self.offset + 1, 0) if done else (self.partition, self.offset, self.row + consumed)
         return KafkaPosition(self.topic, tuple(entry if p == self.partition else (p, o, r) for p, o, r in self.offsets))
 
+    def within(self, rows: int) -> KafkaPosition:
+        """The position of the rest of the message yielded here, ``rows`` rows further."""
+        return KafkaPosition(self.topic, self.after(rows, rows + 1).offsets, self.partition, self.offset, self.row + rows)
+
     def to_state(self) -> dict[str, Any]:
         return {"topic": self.topic, "offsets": [list(e) for e in self.offsets]}
 

@@ -136,6 +136,32 @@ def _source(args: argparse.Namespace, kafka_settings: dict):
                        until=None if args.follow else "end", config=kafka_settings)
 
 
+def _with_labels(args: argparse.Namespace, source, kafka_settings: dict):
+    """``source`` merged by time with the labels of ``--labels-input`` or ``--labels-topic``, if given."""
+    if args.labels_input is None and args.labels_topic is None:
+        return source
+    if args.id is None or args.time is None:
+        raise ConfigError("labels from a second source are matched by --id and merged by --time: give both.")
+    if args.follow:
+        raise ConfigError("--follow with labels from a second source is not supported yet: the merge by time must see "
+                          "the next row of both sources before it goes on. Put the labels on the events' topic (rows "
+                          "with a target and null features), or read both to their ends.")
+    from .merge import MergedSource
+
+    if args.labels_topic is not None:
+        if args.kafka is None or args.labels_input is not None:
+            raise ConfigError("--labels-topic reads labels from the broker of --kafka; with a file input use "
+                              "--labels-input PATH (give one of them).")
+        from psann_stream.adapters.kafka import KafkaSource
+
+        labels = KafkaSource(args.kafka, args.labels_topic, group_id=args.group_id, until="end", config=kafka_settings)
+    else:
+        from .io import open_source
+
+        labels = open_source(args.labels_input)
+    return MergedSource(source, labels, time=args.time)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .engine import CheckpointPolicy, Engine
     from .io import ColumnMap
@@ -145,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key,
                         time=args.time, id=args.id)
     source = _source(args, dict(cfg.get("kafka", {})))
+    source = _with_labels(args, source, dict(cfg.get("kafka", {})))
     width = columns.bind(source.schema).n_features
     model_cfg = cfg.get("model", {})
     net = None if "ensemble" in cfg else StatefulNet(
@@ -400,6 +427,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time", help="event-time column (timestamp or integer): copied to the output, order checked")
     run.add_argument("--id", help="event-id column for labels that arrive later: rows with a null target are "
                      "predicted and wait; rows with a target and null features are their labels (by id and key)")
+    run.add_argument("--labels-input", help="with --id and --time: labels from this file (id, target, key and time "
+                     "columns), merged with the input by time")
+    run.add_argument("--labels-topic", help="with --kafka, --id and --time: labels from this topic of the same broker")
     run.add_argument("--label-horizon", type=int, default=None,
                      help="with --id: a prediction waits for its label while at most this many events follow it "
                           "(default 10000); then it expires into the dead letters")

@@ -265,7 +265,9 @@ class Engine:
                 reasons[r] = "id is null"
             bad |= ev.missing_id
         if ev.times is not None and self.time_order != "off":
-            bad |= self._check_time_order(ev, bad, reasons)
+            # a label row's time is when the label came, not an event of its key: not checked
+            skip = bad if not self.delayed or null is None else bad | null.all(axis=1)
+            bad |= self._check_time_order(ev, skip, reasons)
         return bad, reasons, nonfinite_rows
 
     def _check_time_order(self, ev: Events, bad: np.ndarray, reasons: dict[int, str]) -> np.ndarray:

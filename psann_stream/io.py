@@ -49,6 +49,11 @@ class Position:
         """The next unread row after ``consumed`` of the ``batch_rows`` rows yielded at this position."""
         return Position(self.batch + 1, 0) if consumed == batch_rows else Position(self.batch, self.row + consumed)
 
+    def within(self, rows: int) -> Position:
+        """The position of the rest of the batch yielded here, ``rows`` rows further (a source that
+        splits a batch, like :class:`~psann_stream.merge.MergedSource`, yields the rest there)."""
+        return Position(self.batch, self.row + rows)
+
     def to_state(self) -> list[int]:
         """Checkpoint form (plain ints; :meth:`Source.position_from_state` reads it back)."""
         return [self.batch, self.row]

@@ -218,3 +218,27 @@ def test_run_with_delayed_labels_predicts_now_and_learns_labels_later(tmp_path, 
     assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x0,x1", "--target", "y",
                  "--label-horizon", "5"]) != 0
     assert "--label-horizon is for labels that arrive later" in capsys.readouterr().err
+
+
+def test_run_with_labels_from_a_second_file_equals_the_same_rows_in_one_stream(tmp_path, capsys):
+    import pyarrow as pa
+
+    from psann_stream.sinks import read_parts
+
+    from test_merge import _streams
+
+    events, labels, one = _streams()
+    for name, t in (("ev", events), ("lb", labels), ("one", one)):
+        with pa.ipc.new_file(str(tmp_path / f"{name}.arrow"), t.schema) as w:
+            for b in t.to_batches(max_chunksize=40):
+                w.write_batch(b)
+    common = ["--features", "x0,x1", "--target", "y", "--id", "id", "--time", "t", "--label-horizon", "40"]
+    assert main(["run", "--input", str(tmp_path / "one.arrow"), *common, "--output", str(tmp_path / "a")]) == 0
+    assert main(["run", "--input", str(tmp_path / "ev.arrow"), "--labels-input", str(tmp_path / "lb.arrow"), *common,
+                 "--output", str(tmp_path / "b")]) == 0
+    a, b = read_parts(tmp_path / "a"), read_parts(tmp_path / "b")
+    assert a["prediction"].to_pylist() == b["prediction"].to_pylist()
+    capsys.readouterr()
+    assert main(["run", "--input", str(tmp_path / "ev.arrow"), "--labels-input", str(tmp_path / "lb.arrow"),
+                 "--features", "x0,x1", "--target", "y", "--id", "id"]) != 0
+    assert "merged by --time" in capsys.readouterr().err

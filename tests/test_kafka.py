@@ -431,3 +431,39 @@ def test_delayed_labels_from_kafka_to_kafka_equal_the_same_rows_from_a_table(bro
     assert got.num_rows == want.num_rows == stats.predicted
     np.testing.assert_array_equal(got["prediction"].to_numpy(), want["prediction"].to_numpy())
     assert read_parts(tmp_path / "dead")["reason"].to_pylist() == read_parts(tmp_path / "ref-dead")["reason"].to_pylist()
+
+
+def test_labels_from_a_second_topic_merge_by_time_and_resume_exactly(broker, tmp_path):
+    """Events on one topic, their labels on another: merged by time, stopped after a checkpoint and
+    resumed, the predictions equal the same rows in one table; both topics' offsets are committed."""
+    from psann_stream.merge import MergedSource
+
+    from test_engine_delayed import _learner
+    from test_merge import COLUMNS as MERGED, _streams
+
+    events, labels, one = _streams()
+    for name, t in (("ev-topic", events), ("lb-topic", labels)):
+        create_topic(broker, name, 1)
+        produce_table(broker, name, t, batch_size=30, config=ONE_PER_BATCH)
+    Engine(TableSource(one, 30), _learner(), MERGED, output=tmp_path / "ref").run()
+
+    def run(max_events=None, resume=False):
+        src = MergedSource(KafkaSource(broker, "ev-topic", group_id="merged"), KafkaSource(broker, "lb-topic", group_id="merged"),
+                           time="t")
+        try:
+            return Engine(src, _learner(), MERGED, output=tmp_path / "out",
+                          checkpoint=CheckpointPolicy(tmp_path / "ck", every_events=50)).run(max_events=max_events, resume=resume)
+        finally:
+            src.close()
+
+    run(max_events=140)
+    run(resume=True)
+    want, got = read_parts(tmp_path / "ref"), read_parts(tmp_path / "out")
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want["prediction"].to_numpy())
+    c = Consumer({"bootstrap.servers": broker, "group.id": "merged"})
+    try:
+        for topic in ("ev-topic", "lb-topic"):
+            (tp,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+            assert tp.offset == c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1] > 0
+    finally:
+        c.close()
