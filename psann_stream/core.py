@@ -171,10 +171,19 @@ class Core:
         return {k: arr[r].copy() for k, arr in self.rows.items()}
 
     # ------------------------------------------------------------------ the calls into the loop
-    def _tail(self, mon_on: bool, drifted: np.ndarray, *, normalize_x: bool = True, drift: bool = True) -> tuple:
+    def _tail(self, mon_on: bool, drifted: np.ndarray, *, normalize_x: bool = True, drift: bool = True,
+              row: int | None = None) -> tuple:
         """The arguments after the row and event arrays, built once here for both loops
-        (``normalize_x=False``: inputs arrive normalised; ``drift=False``: no drift test)."""
-        s, g = self.spec, self.array
+        (``normalize_x=False``: inputs arrive normalised; ``drift=False``: no drift test; ``row``: the
+        weight arrays of that row, as one learner's, for :func:`run_events` on rows with their own
+        weights). The drift detectors stay whole: they are indexed per state row."""
+        s = self.spec
+
+        def g(name: str) -> np.ndarray:
+            if row is not None and name in self.rows and name != "ph":
+                return self.rows[name][row]
+            return self.array(name)
+
         d = s.drift if drift else None
         return (OPT_KINDS[s.optimizer], s.hyper, g("buf1"), g("buf2"), g("scal"),
                 g("xm"), g("xm2"), g("xws"), s.forget, s.eps, s.normalize_x and normalize_x,
@@ -197,30 +206,72 @@ class Core:
                              self.rows["state"], self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip,
                              *head, out, *tail, X[:0] if snapshots is None else snapshots)
 
+    def predict_snapshots(self, rows: np.ndarray, X: np.ndarray, *, out: np.ndarray,
+                          snapshots: np.ndarray) -> tuple[int, int]:
+        """Predict events ``n`` on the states of rows ``rows[n]``, advancing them, and write each
+        event's snapshot (:meth:`run` with ``snapshots``, not learning). Rows with their own weights
+        are predicted one row at a time with that row's weights (each row's events in order).
+        Returns ``(events done, status)`` as :meth:`run`."""
+        N = X.shape[0]
+        if not self.per_row_weights:
+            return self.run(rows, X, np.zeros(N), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
+                            drifted=np.zeros(N, dtype=np.bool_), monitor=False, snapshots=snapshots)
+        L = self.spec.layout
+        for r in np.unique(rows):
+            idx = np.flatnonzero(rows == r)
+            n = len(idx)
+            part, snaps, drifted = np.empty(n), np.empty((n, snapshots.shape[1])), np.zeros(n, dtype=np.bool_)
+            head, tail = self._tail(False, drifted, row=int(r))
+            done, status = fp.run_events(self.rows["theta"][r], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
+                                         self.rows["state"], self.rows["traces"], self.spec.traced, rows[idx],
+                                         np.ascontiguousarray(X[idx]), np.zeros(n), False, np.zeros(n, dtype=np.bool_),
+                                         *head, part, *tail, snaps)
+            out[idx], snapshots[idx] = part, snaps
+            if status:
+                return int(idx[done]), status
+        return N, 0
+
     @property
     def snapshot_width(self) -> int:
         """Values in one event's snapshot: the state before it (every layer's units), its
         normalised input, and its row's eligibility traces before it (none unless traced)."""
         return self.spec.layout.n_units + self.template["xm"].shape[0] + self.template["traces"].shape[0]
 
-    def learn_snapshots(self, snapshots: np.ndarray, Y: np.ndarray, *, out: np.ndarray,
-                        monitor: bool) -> tuple[int, int]:
+    def learn_snapshots(self, snapshots: np.ndarray, Y: np.ndarray, *, out: np.ndarray, monitor: bool,
+                        rows: np.ndarray | None = None) -> tuple[int, int]:
         """Learn events from their snapshots (:meth:`run` with ``snapshots``), in order, with shared
         weights: each from the state it saw and its normalised input, with the weights, optimiser,
         target statistics and readout as they are now (with traced learning, its traces as they were
         too: exact for any delay). Rows' states, traces and input statistics do not move (they moved
         when the events were predicted). No drift test. ``out[n]``: the prediction with the weights
-        before event ``n``'s step. Returns ``(events done, status)`` as :meth:`run`. Shared weights
-        only (rows with their own weights would need each event's row)."""
+        before event ``n``'s step. Returns ``(events done, status)`` as :meth:`run`. With rows that
+        learn their own weights, ``rows[n]`` is event ``n``'s row: each row's events are learned in
+        their order with that row's weights (rows one after the other; a failure stops at the first
+        failing row's event, rows before it learned)."""
         L = self.spec.layout
         U, F = L.n_units, self.template["xm"].shape[0]
-        N = Y.shape[0]
         states = snapshots[:, :U].copy()  # scratch (advanced and dropped): copies, so the caller's snapshots stay
         XN = np.ascontiguousarray(snapshots[:, U:U + F])
         traces = snapshots[:, U + F:].copy()
+        if not self.per_row_weights:
+            return self._learn_snapshot_rows(states, traces, XN, Y, out, monitor, None)
+        for r in np.unique(rows):
+            idx = np.flatnonzero(rows == r)
+            part = np.empty(len(idx))
+            done, status = self._learn_snapshot_rows(states[idx], traces[idx], XN[idx], Y[idx], part, monitor, int(r))
+            out[idx] = part
+            if status:
+                return int(idx[done]), status
+        return Y.shape[0], 0
+
+    def _learn_snapshot_rows(self, states: np.ndarray, traces: np.ndarray, XN: np.ndarray, Y: np.ndarray,
+                             out: np.ndarray, monitor: bool, row: int | None) -> tuple[int, int]:
+        L = self.spec.layout
+        N = Y.shape[0]
         drifted = np.zeros(N, dtype=np.bool_)
-        head, tail = self._tail(monitor, drifted, normalize_x=False, drift=False)
-        return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
+        head, tail = self._tail(monitor, drifted, normalize_x=False, drift=False, row=row)
+        theta = self.shared["theta"] if row is None else self.rows["theta"][row]
+        return fp.run_events(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
                              self.spec.traced, np.arange(N, dtype=np.int64), XN, Y, True, np.zeros(N, dtype=np.bool_),
                              *head, out, *tail, XN[:0])
 

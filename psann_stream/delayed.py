@@ -64,8 +64,9 @@ class DelayedLabels:
 
     Args:
         learner: a :class:`~psann_stream.learner.Learner` on the compiled path, or a
-            :class:`~psann_stream.keyed.KeyedLearner` with shared weights (then :meth:`predict` takes
-            each event's key), without a drift policy (its test needs errors in event order).
+            :class:`~psann_stream.keyed.KeyedLearner` (then :meth:`predict` takes each event's key;
+            with per-key weights a label is learned by its key's weights), without a drift policy
+            (its test needs errors in event order).
         horizon: a prediction waits for its label while at most this many events are predicted after
             it (>= 1); then it expires.
     """
@@ -77,9 +78,6 @@ class DelayedLabels:
         if getattr(learner, "drift", None) is not None:
             raise ConfigError("DelayedLabels: the learner has a drift policy, whose test needs each error in event order; "
                               "build the learner with drift=None.")
-        if getattr(learner, "per_key_weights", False):
-            raise ConfigError("DelayedLabels: a KeyedLearner with per-key weights is not supported yet; use shared "
-                              "weights (per_key_weights=False).")
         self._width = learner.snapshot_width  # refuses a learner on the torch reference path
         self._keyed = hasattr(learner, "per_key_weights")
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
@@ -87,7 +85,7 @@ class DelayedLabels:
         self.learner = learner
         self.horizon = horizon
         self._seq = 0  # events predicted so far
-        self._pending: dict[Hashable, tuple[int, np.ndarray, Any]] = {}  # id -> (seq, snapshot, info), in prediction order
+        self._pending: dict[Hashable, tuple[int, np.ndarray, Any, Any]] = {}  # id -> (seq, snapshot, info, key), in order
         self._expired: dict[Hashable, int] = {}  # id -> seq at which it expired (kept for another horizon)
         self._dead: list[DeadLetter] = []
         self.n_learned = 0
@@ -135,8 +133,9 @@ class DelayedLabels:
         if len(infos) != len(ids):
             raise ConfigError(f"DelayedLabels.predict: {len(infos)} info value(s) for {len(ids)} id(s).")
         preds, snaps = self.learner.predict_pending(*((keys,) if self._keyed else ()), X)
+        keys = [None] * len(ids) if keys is None else list(keys)
         for n, i in enumerate(ids):
-            self._pending[i] = (self._seq + n, snaps[n], infos[n])
+            self._pending[i] = (self._seq + n, snaps[n], infos[n], keys[n])
         self._seq += len(ids)
         self._expire()
         return preds
@@ -153,13 +152,15 @@ class DelayedLabels:
         if len(infos) != len(ids):
             raise ConfigError(f"DelayedLabels.label: {len(infos)} info value(s) for {len(ids)} id(s).")
         learned = np.zeros(len(ids), dtype=bool)
-        snaps, targets = [], []
+        snaps, targets, keys = [], [], []
         for n, (i, y) in enumerate(zip(ids, Y)):
             if not np.isfinite(y):
                 self._dead_letter(i, "bad label", f"label {y} is not finite (the prediction keeps waiting for a valid one)",
                                   infos[n])
             elif i in self._pending:
-                snaps.append(self._pending.pop(i)[1])
+                _, snap, _, key = self._pending.pop(i)
+                snaps.append(snap)
+                keys.append(key)
                 targets.append(y)
                 learned[n] = True
             elif i in self._expired:
@@ -168,7 +169,10 @@ class DelayedLabels:
             else:
                 self._dead_letter(i, "unknown", NOT_WAITING, infos[n])
         if snaps:
-            self.learner.learn_pending(np.stack(snaps), np.array(targets))
+            if getattr(self.learner, "per_key_weights", False):  # each label learned by its key's weights
+                self.learner.learn_pending(np.stack(snaps), np.array(targets), keys=keys)
+            else:
+                self.learner.learn_pending(np.stack(snaps), np.array(targets))
             self.n_learned += len(snaps)
         return learned
 
@@ -188,7 +192,7 @@ class DelayedLabels:
     def _expire(self) -> None:
         oldest = self._seq - 1 - self.horizon  # a prediction expires once more than horizon events follow it
         while self._pending:
-            i, (seq, _, info) = next(iter(self._pending.items()))
+            i, (seq, _, info, _) = next(iter(self._pending.items()))
             if seq >= oldest:
                 break
             del self._pending[i]
@@ -211,10 +215,11 @@ class DelayedLabels:
             "format": FORMAT, "learner": self.learner.state_dict(), "horizon": self.horizon, "seq": self._seq,
             "pending_ids": [i for i, _ in pending],
             # tensors: checkpoints load with torch's safe loader, which takes no numpy arrays
-            "pending_seq": torch.tensor([s for _, (s, _, _) in pending], dtype=torch.int64),
-            "pending_snapshots": torch.from_numpy(np.stack([v for _, (_, v, _) in pending]) if pending
+            "pending_seq": torch.tensor([s for _, (s, _, _, _) in pending], dtype=torch.int64),
+            "pending_snapshots": torch.from_numpy(np.stack([v for _, (_, v, _, _) in pending]) if pending
                                                   else np.empty((0, width))),
-            "pending_info": [f for _, (_, _, f) in pending],
+            "pending_info": [f for _, (_, _, f, _) in pending],
+            "pending_keys": [k for _, (_, _, _, k) in pending],
             "expired": dict(self._expired), "dead_letters": [(d.id, d.kind, d.reason, d.info) for d in self._dead],
             "counters": {"n_learned": self.n_learned, "n_expired": self.n_expired, "n_dead": self.n_dead},
         }
@@ -227,14 +232,16 @@ class DelayedLabels:
                                   f"expected {FORMAT!r}); nothing was loaded.")
         ids, seqs, snaps = list(sd["pending_ids"]), _array(sd["pending_seq"]), _array(sd["pending_snapshots"])
         width = self._width
-        if not (len(ids) == seqs.shape[0] == snaps.shape[0] == len(sd["pending_info"])) or (len(ids) and snaps.shape[1] != width):
+        counts = {len(ids), seqs.shape[0], snaps.shape[0], len(sd["pending_info"]), len(sd["pending_keys"])}
+        if len(counts) != 1 or (len(ids) and snaps.shape[1] != width):
             raise CheckpointError(f"DelayedLabels.load_state_dict: {len(ids)} pending id(s), {seqs.shape[0]} sequence "
                                   f"number(s) and snapshots of shape {snaps.shape} (this learner's width: {width}) do "
                                   "not match; the checkpoint is corrupt or from another model. Nothing was loaded.")
         self.learner.load_state_dict(sd["learner"])
         self.horizon, self._seq = int(sd["horizon"]), int(sd["seq"])
-        infos = list(sd["pending_info"])
-        self._pending = {i: (int(s), np.array(v, dtype=np.float64), f) for i, s, v, f in zip(ids, seqs, snaps, infos)}
+        infos, keys = list(sd["pending_info"]), list(sd["pending_keys"])
+        self._pending = {i: (int(s), np.array(v, dtype=np.float64), f, k)
+                         for i, s, v, f, k in zip(ids, seqs, snaps, infos, keys)}
         self._expired = dict(sd["expired"])
         self._dead = [DeadLetter(*d) for d in sd["dead_letters"]]
         c = sd["counters"]

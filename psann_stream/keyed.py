@@ -230,7 +230,7 @@ class KeyedLearner:
         """Predict events whose targets arrive later, each key's state advancing through its events;
         returns the predictions ``[N]`` and each event's snapshot (what it saw: see
         :meth:`Learner.predict_pending <psann_stream.learner.Learner.predict_pending>`), which
-        :meth:`learn_pending` takes. Shared weights only."""
+        :meth:`learn_pending` takes."""
         self._refuse_pending("predict_pending")
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
         if X.ndim != 2 or X.shape[1] != self._model.in_features:
@@ -244,8 +244,7 @@ class KeyedLearner:
         if N == 0:
             return out, snaps
         rows = self._rows_for(keys)
-        done, code = self._core.run(rows, X, np.zeros(N), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
-                                    drifted=np.zeros(N, dtype=np.bool_), monitor=False, snapshots=snaps)
+        done, code = self._core.predict_snapshots(rows, X, out=out, snapshots=snaps)
         if code:
             self._raise_state_error(done, code, keys)
         self.clock += N
@@ -253,20 +252,28 @@ class KeyedLearner:
         self._evict(protect=np.unique(rows))
         return out, snaps
 
-    def learn_pending(self, snapshots: np.ndarray, Y: Any) -> np.ndarray:
+    def learn_pending(self, snapshots: np.ndarray, Y: Any, keys: Sequence[Hashable] | None = None) -> np.ndarray:
         """Learn events predicted by :meth:`predict_pending` from their snapshots, in the order given,
-        with the shared weights as they are now (as :meth:`Learner.learn_pending
-        <psann_stream.learner.Learner.learn_pending>`; the snapshot carries the key's state, so no key
-        is needed). Returns the predictions with the weights before each step."""
+        with the weights as they are now (as :meth:`Learner.learn_pending
+        <psann_stream.learner.Learner.learn_pending>`). The snapshot carries the key's state; with
+        per-key weights ``keys`` (each event's key) says whose weights learn it, and each key's
+        events are learned in their order. Returns the predictions with the weights before each step."""
         self._refuse_pending("learn_pending")
         S, Yv = checked_pending(snapshots, Y, self._core.snapshot_width)
+        rows = None
+        if self.per_key_weights:
+            if keys is None or len(keys) != Yv.shape[0]:
+                raise ConfigError("learn_pending: with per-key weights give each event's key (keys=, one per target).")
+            rows = self._rows_for(keys)
         out = np.empty(Yv.shape[0])
-        done, code = self._core.learn_snapshots(S, Yv, out=out, monitor=self.monitor is not None)
+        done, code = self._core.learn_snapshots(S, Yv, out=out, monitor=self.monitor is not None, rows=rows)
         if code:
             raise NonFiniteStateError(
                 f"learn_pending: label {done} of this call made the update non-finite from finite data; it and the "
                 f"later labels of the call were not learned. Lower the learning rate (optimizer={self.optimizer_name!r}) "
                 "or use optimizer='obgd', whose steps are bounded" + (RLS_HINT if self.readout == "rls" else "."))
+        if rows is not None:
+            np.add.at(self._n_learned_row, rows, 1)
         self.n_learned += Yv.shape[0]
         self._since_check += Yv.shape[0]
         if self._since_check >= self.check_every:
@@ -275,9 +282,6 @@ class KeyedLearner:
         return out
 
     def _refuse_pending(self, where: str) -> None:
-        if self.per_key_weights:
-            raise ConfigError(f"{where}: delayed labels need shared weights for now (per_key_weights=False): a label "
-                              "would have to find its key's weights as they are when it arrives.")
         if self.drift is not None:
             raise ConfigError(f"{where}: the drift test needs each error in event order; build the KeyedLearner with "
                               "drift=None for delayed labels.")

@@ -162,9 +162,7 @@ class _CompiledPath:
         """Predict and advance (as :meth:`predict` with ``advance``), keeping each event's snapshot."""
         N = X.shape[0]
         out, snaps = np.empty(N), np.empty((N, self.core.snapshot_width))
-        done, status = self.core.run(np.zeros(N, dtype=np.int64), X, np.zeros(N), learn=False,
-                                     skip=np.zeros(N, dtype=np.bool_), out=out, drifted=np.zeros(N, dtype=np.bool_),
-                                     monitor=False, snapshots=snaps)
+        done, status = self.core.predict_snapshots(np.zeros(N, dtype=np.int64), X, out=out, snapshots=snaps)
         if status:
             fail(done, status)
         return out, snaps

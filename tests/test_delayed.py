@@ -149,8 +149,6 @@ def test_learners_that_cannot_take_delayed_labels_are_refused_by_name():
         DelayedLabels(Learner(net, drift=DriftPolicy()))
     with pytest.raises(ConfigError, match="torch reference"):
         DelayedLabels(Learner(net, backend="torch"))
-    with pytest.raises(ConfigError, match="per-key weights"):
-        DelayedLabels(KeyedLearner(net, per_key_weights=True))
     with pytest.raises(ConfigError, match="horizon"):
         DelayedLabels(Learner(net), horizon=0)
     with pytest.raises(ConfigError, match="keys="):
@@ -161,19 +159,44 @@ def test_learners_that_cannot_take_delayed_labels_are_refused_by_name():
         Learner(net).learn_pending(np.zeros((1, 2)), [0.0])
 
 
-def test_keyed_delayed_labels_learn_each_event_from_its_keys_state():
-    """Shared weights, two keys interleaved: zero-delay labels equal learn_batch bit for bit."""
+@pytest.mark.parametrize("per_key", [False, True], ids=["shared weights", "per-key weights"])
+def test_keyed_delayed_labels_learn_each_event_from_its_keys_state(per_key):
+    """Two keys interleaved: zero-delay labels equal learn_batch bit for bit (with per-key weights,
+    each label is learned by its own key's weights)."""
     X, Y = _stream(200, seed=3)
     keys = np.where(np.arange(200) % 3 == 0, "a", "b")
     net = StatefulNet(3, hidden=(6, 4), state=StateConfig(oscillatory=True), seed=0)
-    inline = KeyedLearner(copy.deepcopy(net), state_grad="traced")
+    inline = KeyedLearner(copy.deepcopy(net), state_grad="traced", readout="rls", per_key_weights=per_key)
     want = inline.learn_batch(keys, X, Y)
-    dl = DelayedLabels(KeyedLearner(copy.deepcopy(net), state_grad="traced"), horizon=3)
+    dl = DelayedLabels(KeyedLearner(copy.deepcopy(net), state_grad="traced", readout="rls", per_key_weights=per_key),
+                       horizon=3)
     got = []
     for n in range(200):
         got.append(dl.predict([n], X[n:n + 1], keys=keys[n:n + 1])[0])
         dl.label([n], Y[n:n + 1])
     np.testing.assert_array_equal(np.array(got), want)
+
+
+def test_per_key_weights_learn_late_labels_of_several_keys_in_one_call_by_each_keys_weights():
+    """Labels of two keys arriving together, late: each key's weights take its own labels, in their
+    order, exactly as that key learning them alone would."""
+    X, Y = _stream(120, seed=5)
+    keys = np.where(np.arange(120) % 2 == 0, "a", "b")
+    net = StatefulNet(3, hidden=(6,), seed=0)
+    dl = DelayedLabels(KeyedLearner(copy.deepcopy(net), per_key_weights=True), horizon=200)
+    alone = {k: DelayedLabels(KeyedLearner(copy.deepcopy(net), per_key_weights=True), horizon=200) for k in "ab"}
+    for n in range(100):
+        dl.predict([n], X[n:n + 1], keys=keys[n:n + 1])
+        alone[keys[n]].predict([n], X[n:n + 1], keys=keys[n:n + 1])
+    late = list(range(0, 100, 3))  # both keys' labels, interleaved, in one call
+    dl.label(late, Y[late])
+    for k in "ab":
+        mine = [i for i in late if keys[i] == k]
+        alone[k].label(mine, Y[mine])
+        r, ra = dl.learner._key_row[k], alone[k].learner._key_row[k]
+        np.testing.assert_array_equal(dl.learner._core.rows["theta"][r], alone[k].learner._core.rows["theta"][ra])
+    with pytest.raises(ConfigError, match="give each event's key"):
+        dl.learner.learn_pending(np.zeros((1, dl.learner.snapshot_width)), [0.0])
 
 
 def test_the_scenario_harness_accounts_for_every_label():

@@ -43,21 +43,22 @@ def _events(n: int = N, seed: int = 0, keyed: bool = False):
     return pa.table(cols), X, Y, keys, due
 
 
-def _learner(keyed: bool = False):
+def _learner(keyed: bool = False, per_key: bool = False):
     net = StatefulNet(2, hidden=(8, 8), seed=0)
-    return DelayedLabels(KeyedLearner(net) if keyed else Learner(net), horizon=HORIZON)
+    return DelayedLabels(KeyedLearner(net, per_key_weights=per_key) if keyed else Learner(net), horizon=HORIZON)
 
 
 def _columns(keyed: bool = False) -> ColumnMap:
     return ColumnMap(["x0", "x1"], target="y", id="id", key="key" if keyed else None)
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["one stream", "keyed"])
-def test_the_engine_predicts_waits_and_learns_labels_as_delayed_labels_does(tmp_path, keyed):
+@pytest.mark.parametrize("keyed, per_key", [(False, False), (True, False), (True, True)],
+                         ids=["one stream", "keyed", "per-key weights"])
+def test_the_engine_predicts_waits_and_learns_labels_as_delayed_labels_does(tmp_path, keyed, per_key):
     t, X, Y, keys, due = _events(keyed=keyed)
-    stats = Engine(TableSource(t, batch_size=37), _learner(keyed), _columns(keyed), output=tmp_path / "out",
+    stats = Engine(TableSource(t, batch_size=37), _learner(keyed, per_key), _columns(keyed), output=tmp_path / "out",
                    dead_letter=tmp_path / "dead", on_bad_input="dead-letter").run()
-    ref = _learner(keyed)
+    ref = _learner(keyed, per_key)
     want = np.empty(N)
     for s in range(N):  # the same arrivals through the Python API
         want[s] = ref.predict([(keys[s], s) if keyed else s], X[s:s + 1], keys=keys[s:s + 1] if keyed else None)[0]
