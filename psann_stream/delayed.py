@@ -38,7 +38,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, NonFiniteStateError
 
 __all__ = ["DeadLetter", "DelayedLabels"]
 
@@ -50,8 +50,10 @@ NOT_WAITING = "no prediction with this id is waiting (never predicted, or alread
 class DeadLetter:
     """An id that will not be learned, and why. ``kind``: ``"expired"`` (a prediction whose label did
     not come within the horizon), ``"late"`` (a label after that), ``"unknown"`` (a label for no
-    waiting prediction) or ``"bad label"`` (a non-finite label); ``info`` is what the caller gave with
-    the row the letter is about (the prediction, or the label), e.g. its source position."""
+    waiting prediction), ``"bad label"`` (a non-finite label) or ``"failed"`` (a label of a call whose
+    learning stopped on a non-finite update: the error names the event, the labels before it in the
+    call were learned); ``info`` is what the caller gave with the row the letter is about (the
+    prediction, or the label), e.g. its source position."""
 
     id: Hashable
     kind: str
@@ -169,10 +171,15 @@ class DelayedLabels:
             else:
                 self._dead_letter(i, "unknown", NOT_WAITING, infos[n])
         if snaps:
-            if getattr(self.learner, "per_key_weights", False):  # each label learned by its key's weights
-                self.learner.learn_pending(np.stack(snaps), np.array(targets), keys=keys)
-            else:
-                self.learner.learn_pending(np.stack(snaps), np.array(targets))
+            try:
+                if getattr(self.learner, "per_key_weights", False):  # each label learned by its key's weights
+                    self.learner.learn_pending(np.stack(snaps), np.array(targets), keys=keys)
+                else:
+                    self.learner.learn_pending(np.stack(snaps), np.array(targets))
+            except NonFiniteStateError as exc:  # the learner names the event; these labels do not vanish
+                for i in (i for i, ok in zip(ids, learned) if ok):
+                    self._dead_letter(i, "failed", f"learning this call's labels stopped: {exc}")
+                raise
             self.n_learned += len(snaps)
         return learned
 

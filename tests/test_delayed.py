@@ -209,3 +209,20 @@ def test_the_scenario_harness_accounts_for_every_label():
     assert dl.n_learned + dl.n_expired + dl.n_pending == 600
     r = compare(X, Y, lambda: _learner("truncated"), max_delay=1, missing=0.0)
     assert r["learned"] == 599 and r["expired"] == 0 and r["pending"] == 1
+
+
+def test_labels_whose_learning_fails_are_dead_lettered_and_the_error_reaches_the_caller():
+    """Adam at an absurd rate makes an update non-finite: the error names the event, and the call's
+    labels are dead-lettered as 'failed' instead of vanishing from the waiting set."""
+    from psann_stream import NonFiniteStateError
+
+    X, Y = _stream(50, seed=6)
+    dl = DelayedLabels(Learner(StatefulNet(3, hidden=(4,), seed=0), optimizer="adam",
+                               optimizer_kwargs={"lr": 1e300}, monitor=False), horizon=100)
+    dl.predict(list(range(50)), X)
+    with pytest.raises(NonFiniteStateError, match="non-finite"):
+        for n in range(50):
+            dl.label([n], Y[n:n + 1] * 1e200)
+    letters = dl.take_dead_letters()
+    assert letters and all(d.kind == "failed" and "non-finite" in d.reason for d in letters)
+    assert dl.n_pending + dl.n_learned + len(letters) == 50
