@@ -1379,7 +1379,7 @@ def run_packed(F, I, X, Y, learn, skip, out, drifted):
                       F[I[6]:I[7]], F[I[7]:I[8]], F[I[8]:I[9]], forget, eps, xon,
                       F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, clip, F[I[12]:I[13]], mon_on, out,
                       ph, F[I[19]:I[20]], ph_on, init, reset_state, reset_opt, drifted, rls, F[I[14]:I[15]],
-                      F[I[18]:I[19]], X[:0])
+                      F[I[18]:I[19]], np.empty((0, 0)))
 
 
 @njit(**_KERNEL)

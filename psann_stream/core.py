@@ -50,6 +50,9 @@ STREAM_ARRAYS = ("state", "traces", "ph")  # always one per row: what a stream c
 WEIGHT_ARRAYS = tuple(k for k in ROW_ARRAYS if k not in STREAM_ARRAYS)  # per row when rows learn their own weights
 
 _NO_DRIFT = np.zeros(5)
+# the loop's "no snapshots": a writable array of its own (a slice of a read-only input, e.g. a
+# zero-copy Arrow view, would make numba type it read-only, and the capture would not compile)
+_NO_SNAPSHOTS = np.empty((0, 0))
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ class Core:
         head, tail = self._tail(monitor and learn, drifted)
         return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
                              self.rows["state"], self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip,
-                             *head, out, *tail, X[:0] if snapshots is None else snapshots)
+                             *head, out, *tail, _NO_SNAPSHOTS if snapshots is None else snapshots)
 
     def predict_snapshots(self, rows: np.ndarray, X: np.ndarray, *, out: np.ndarray,
                           snapshots: np.ndarray) -> tuple[int, int]:
@@ -273,7 +276,7 @@ class Core:
         theta = self.shared["theta"] if row is None else self.rows["theta"][row]
         return fp.run_events(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
                              self.spec.traced, np.arange(N, dtype=np.int64), XN, Y, True, np.zeros(N, dtype=np.bool_),
-                             *head, out, *tail, XN[:0])
+                             *head, out, *tail, _NO_SNAPSHOTS)
 
     def pack(self, *, monitor: bool) -> tuple[np.ndarray, np.ndarray]:
         """Move a one-row core with shared weights into one float64 buffer ``F`` and one int64 buffer

@@ -43,6 +43,24 @@ def test_engine_output_equals_the_learner_on_the_same_rows(tmp_path):
     assert out.column("row").to_pylist() == [i % 64 for i in range(300)]
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_float64_features_reach_the_loop_as_a_read_only_zero_copy_view_and_are_learned(tmp_path, keyed):
+    """A float64 list column is read without a copy (a read-only view): the loop takes it as it is,
+    and the output equals the learner on the same rows."""
+    t = _table()
+    x = np.asarray(t.column("x").combine_chunks().values.to_numpy(), dtype=np.float64).reshape(-1, 3)
+    t = t.set_column(0, "x", pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3))
+    make = (lambda: KeyedLearner(StatefulNet(3, hidden=(6,), seed=0))) if keyed else (
+        lambda: Learner(StatefulNet(3, hidden=(6,), seed=0)))
+    cols = ColumnMap("x", target="y", key="key" if keyed else None)
+    assert not cols.bind(t.schema).read(t.to_batches()[0]).x.flags.writeable
+    Engine(TableSource(t, batch_size=64), make(), cols, output=tmp_path / "out").run()
+    ref = make()
+    y = t.column("y").to_numpy()
+    want = ref.learn_batch(t.column("key").to_numpy(zero_copy_only=False), x, y) if keyed else ref.learn_batch(x, y)
+    np.testing.assert_array_equal(read_parts(tmp_path / "out").column("prediction").to_numpy(), want)
+
+
 @settings(max_examples=20)
 @given(st.lists(st.integers(1, 120), min_size=1, max_size=4), st.integers(10, 200))
 def test_stopping_anywhere_and_resuming_equals_an_uninterrupted_run(tmp_path_factory, stops, every):
