@@ -428,7 +428,8 @@ class Engine:
                 idx = np.flatnonzero(bad)
                 cols = {**pos.output_columns(idx)}
                 if self.delayed:
-                    cols["id"] = pa.array([None if ev.ids is None else str(ev.ids[i]) for i in idx], pa.string())
+                    cols["id"] = pa.array([None if ev.ids is None or ev.ids[i] is None else str(ev.ids[i]) for i in idx],
+                                          pa.string())
                 self.dead.write(pa.record_batch({**cols, "reason": pa.array([reasons[i] for i in idx], pa.string())}))
             self._drain(self.max_in_flight)
             done += n

@@ -263,9 +263,11 @@ class BoundColumns:
         ids = missing_id = None
         if c.id is not None:
             ic = batch.column(c.id)
-            ids = ic.to_numpy(zero_copy_only=False)
-            if ic.null_count:
+            if ic.null_count:  # objects, so the other ids stay integers (numpy would make them floats)
+                ids = np.array(ic.to_pylist(), dtype=object)
                 missing_id = ic.is_null().to_numpy(zero_copy_only=False)
+            else:
+                ids = ic.to_numpy(zero_copy_only=False)
         return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time,
                       missing_x=missing_x, missing_y=missing_y, ids=ids, missing_id=missing_id)
 

@@ -87,14 +87,16 @@ def test_an_expired_prediction_is_dead_lettered_with_the_position_of_its_row(tmp
 
 
 def test_a_repeated_id_and_a_row_with_neither_features_nor_target_are_dead_lettered(tmp_path):
-    t = pa.table({"x0": pa.array([0.1, 0.2, None, None], pa.float64()), "x1": pa.array([0.0, 0.0, None, None]),
-                  "y": pa.array([None, None, None, 2.0], pa.float64()), "id": pa.array([7, 7, 8, 7])})
+    t = pa.table({"x0": pa.array([0.1, 0.2, None, None, 0.3], pa.float64()), "x1": pa.array([0.0, 0.0, None, None, 0.1]),
+                  "y": pa.array([None, None, None, 2.0, None], pa.float64()), "id": pa.array([7, 7, 8, 7, None])})
     stats = Engine(TableSource(t), _learner(), _columns(), output=tmp_path / "out", dead_letter=tmp_path / "dead",
                    on_bad_input="dead-letter").run()
     dead = read_parts(tmp_path / "dead")
     reasons = dict(zip(dead.column("row").to_pylist(), dead.column("reason").to_pylist()))
-    assert reasons[1].startswith("duplicate:") and "is null" in reasons[2]
-    assert (stats.predicted, stats.labels_learned, stats.dead_lettered) == (1, 1, 2)
+    ids = dict(zip(dead.column("row").to_pylist(), dead.column("id").to_pylist()))
+    assert reasons[1].startswith("duplicate:") and "is null" in reasons[2] and reasons[4] == "id is null"
+    assert ids == {1: "7", 2: "8", 4: None}  # ids as they were written, not as floats
+    assert (stats.predicted, stats.labels_learned, stats.dead_lettered) == (1, 1, 3)
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["one stream", "keyed"])
