@@ -177,6 +177,9 @@ class KeyedLearner:
             if len(index) and index.min() < 0:
                 n = int(np.argmax(index < 0))
                 raise ConfigError(f"event {n} of this batch has a null key; give every event a key.")
+        elif len(keys) == 1:  # one event (learn_one, one label): no sort, the key as a Python value
+            k = keys[0]
+            uniq, index = [k.item() if isinstance(k, np.generic) else k], np.zeros(1, dtype=np.int64)
         else:
             arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
             found, inverse = np.unique(arr, return_inverse=True)

@@ -197,3 +197,18 @@ def test_a_non_finite_event_names_its_key_and_column():
                                                   r"x column 2 is inf; nothing in the batch was learned"):
         kl.learn_batch(["a", "b", "c"], X, np.zeros(3))
     assert kl.keys == []
+
+
+def test_a_key_given_as_a_numpy_scalar_is_the_python_key_whether_alone_or_in_a_batch():
+    """learn_one (one key) and learn_batch (several) store a key as its Python value: a numpy str or
+    int names the same key as the plain value, and the key table checkpoints as plain values."""
+    x = np.zeros(2)
+    for one, plain in ((np.str_("a"), "a"), (np.int64(7), 7)):
+        kl = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0))
+        kl.learn_one(one, x, 1.0)
+        kl.learn_batch([plain, plain], np.zeros((2, 2)), np.ones(2))
+        kl.learn_batch(np.array([one, one]), np.zeros((2, 2)), np.ones(2))
+        assert list(kl.keys) == [plain] and type(list(kl.keys)[0]) is type(plain)
+        back = KeyedLearner(StatefulNet(2, hidden=(4,), seed=0))
+        back.load_state_dict(kl.state_dict())
+        assert list(back.keys) == [plain]
