@@ -176,7 +176,7 @@ class Core:
     # ------------------------------------------------------------------ the calls into the loop
     def _tail(self, mon_on: bool, drifted: np.ndarray, *, normalize_x: bool = True, drift: bool = True,
               row: int | None = None) -> tuple:
-        """The arguments after the row and event arrays, built once here for both loops
+        """The arguments after the row and event arrays, built here for both loops
         (``normalize_x=False``: inputs arrive normalised; ``drift=False``: no drift test; ``row``: the
         weight arrays of that row, as one learner's, for :func:`run_events` on rows with their own
         weights). The drift detectors stay whole: they are indexed per state row."""
@@ -196,6 +196,30 @@ class Core:
                 d is not None and d.reset_state, d is not None and d.reset_optimizer, drifted,
                 s.rls, g("rls"), s.rcfg)
 
+    def _events(self, states: np.ndarray, traces: np.ndarray, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *,
+                learn: bool, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, mon_on: bool,
+                snapshots: np.ndarray | None = None, weights_row: int | None = None, normalize_x: bool = True,
+                drift: bool = True) -> tuple[int, int]:
+        """The one call into ``_fastpath.run_events``: events ``n`` on ``states[rows[n]]`` (and
+        ``traces``) with the shared weights, or those of ``weights_row`` (see :meth:`_tail`)."""
+        L = self.spec.layout
+        head, tail = self._tail(mon_on, drifted, normalize_x=normalize_x, drift=drift, row=weights_row)
+        theta = self.shared["theta"] if weights_row is None else self.rows["theta"][weights_row]
+        return fp.run_events(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
+                             self.spec.traced, rows, X, Y, learn, skip, *head, out, *tail,
+                             _NO_SNAPSHOTS if snapshots is None else snapshots)
+
+    @staticmethod
+    def _by_weight_row(rows: np.ndarray, call) -> tuple[int, int]:
+        """``call(idx, r)`` for the events ``idx`` of each row ``r`` with its own weights, rows one after
+        the other; stops at the first failure, as ``(event, status)``."""
+        for r in np.unique(rows):
+            idx = np.flatnonzero(rows == r)
+            done, status = call(idx, int(r))
+            if status:
+                return int(idx[done]), status
+        return len(rows), 0
+
     def run(self, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, *, learn: bool, skip: np.ndarray,
             out: np.ndarray, drifted: np.ndarray, monitor: bool, snapshots: np.ndarray | None = None) -> tuple[int, int]:
         """Events ``n`` in order, each on the state of row ``rows[n]``, with shared weights (``out[n]``
@@ -203,11 +227,8 @@ class Core:
         status)``; status 1 (non-finite prediction) or 2 (non-finite update) stops at that event with
         nothing of it applied. ``snapshots`` (``[N, snapshot_width]``): each event done writes there
         what :meth:`learn_snapshots` needs to learn it later."""
-        L = self.spec.layout
-        head, tail = self._tail(monitor and learn, drifted)
-        return fp.run_events(self.shared["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
-                             self.rows["state"], self.rows["traces"], self.spec.traced, rows, X, Y, learn, skip,
-                             *head, out, *tail, _NO_SNAPSHOTS if snapshots is None else snapshots)
+        return self._events(self.rows["state"], self.rows["traces"], rows, X, Y, learn=learn, skip=skip, out=out,
+                            drifted=drifted, mon_on=monitor and learn, snapshots=snapshots)
 
     def predict_snapshots(self, rows: np.ndarray, X: np.ndarray, *, out: np.ndarray,
                           snapshots: np.ndarray) -> tuple[int, int]:
@@ -219,20 +240,17 @@ class Core:
         if not self.per_row_weights:
             return self.run(rows, X, np.zeros(N), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
                             drifted=np.zeros(N, dtype=np.bool_), monitor=False, snapshots=snapshots)
-        L = self.spec.layout
-        for r in np.unique(rows):
-            idx = np.flatnonzero(rows == r)
+
+        def one_row(idx: np.ndarray, r: int) -> tuple[int, int]:
             n = len(idx)
-            part, snaps, drifted = np.empty(n), np.empty((n, snapshots.shape[1])), np.zeros(n, dtype=np.bool_)
-            head, tail = self._tail(False, drifted, row=int(r))
-            done, status = fp.run_events(self.rows["theta"][r], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
-                                         self.rows["state"], self.rows["traces"], self.spec.traced, rows[idx],
-                                         np.ascontiguousarray(X[idx]), np.zeros(n), False, np.zeros(n, dtype=np.bool_),
-                                         *head, part, *tail, snaps)
+            part, snaps = np.empty(n), np.empty((n, snapshots.shape[1]))
+            done = self._events(self.rows["state"], self.rows["traces"], rows[idx], np.ascontiguousarray(X[idx]),
+                                np.zeros(n), learn=False, skip=np.zeros(n, dtype=np.bool_), out=part,
+                                drifted=np.zeros(n, dtype=np.bool_), mon_on=False, snapshots=snaps, weights_row=r)
             out[idx], snapshots[idx] = part, snaps
-            if status:
-                return int(idx[done]), status
-        return N, 0
+            return done
+
+        return self._by_weight_row(rows, one_row)
 
     @property
     def snapshot_width(self) -> int:
@@ -242,41 +260,33 @@ class Core:
 
     def learn_snapshots(self, snapshots: np.ndarray, Y: np.ndarray, *, out: np.ndarray, monitor: bool,
                         rows: np.ndarray | None = None) -> tuple[int, int]:
-        """Learn events from their snapshots (:meth:`run` with ``snapshots``), in order, with shared
-        weights: each from the state it saw and its normalised input, with the weights, optimiser,
-        target statistics and readout as they are now (with traced learning, its traces as they were
-        too: exact for any delay). Rows' states, traces and input statistics do not move (they moved
-        when the events were predicted). No drift test. ``out[n]``: the prediction with the weights
-        before event ``n``'s step. Returns ``(events done, status)`` as :meth:`run`. With rows that
-        learn their own weights, ``rows[n]`` is event ``n``'s row: each row's events are learned in
-        their order with that row's weights (rows one after the other; a failure stops at the first
-        failing row's event, rows before it learned)."""
+        """Learn events from their snapshots (:meth:`run` with ``snapshots``), in order: each from the
+        state it saw and its normalised input, with the weights, optimiser, target statistics and
+        readout as they are now (with traced learning, its traces as they were too: exact for any
+        delay). Rows' states, traces and input statistics do not move (they moved when the events
+        were predicted). No drift test. ``out[n]``: the prediction with the weights before event
+        ``n``'s step. Returns ``(events done, status)`` as :meth:`run`. With rows that learn their
+        own weights, ``rows[n]`` is event ``n``'s row: each row's events are learned in their order
+        with that row's weights (rows one after the other; a failure stops at the first failing
+        row's event, rows before it learned)."""
         L = self.spec.layout
         U, F = L.n_units, self.template["xm"].shape[0]
         states = snapshots[:, :U].copy()  # scratch (advanced and dropped): copies, so the caller's snapshots stay
         XN = np.ascontiguousarray(snapshots[:, U:U + F])
         traces = snapshots[:, U + F:].copy()
-        if not self.per_row_weights:
-            return self._learn_snapshot_rows(states, traces, XN, Y, out, monitor, None)
-        for r in np.unique(rows):
-            idx = np.flatnonzero(rows == r)
-            part = np.empty(len(idx))
-            done, status = self._learn_snapshot_rows(states[idx], traces[idx], XN[idx], Y[idx], part, monitor, int(r))
-            out[idx] = part
-            if status:
-                return int(idx[done]), status
-        return Y.shape[0], 0
 
-    def _learn_snapshot_rows(self, states: np.ndarray, traces: np.ndarray, XN: np.ndarray, Y: np.ndarray,
-                             out: np.ndarray, monitor: bool, row: int | None) -> tuple[int, int]:
-        L = self.spec.layout
-        N = Y.shape[0]
-        drifted = np.zeros(N, dtype=np.bool_)
-        head, tail = self._tail(monitor, drifted, normalize_x=False, drift=False, row=row)
-        theta = self.shared["theta"] if row is None else self.rows["theta"][row]
-        return fp.run_events(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
-                             self.spec.traced, np.arange(N, dtype=np.int64), XN, Y, True, np.zeros(N, dtype=np.bool_),
-                             *head, out, *tail, _NO_SNAPSHOTS)
+        def learn(idx: np.ndarray | None, r: int | None) -> tuple[int, int]:
+            pick = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
+            n = len(Y) if idx is None else len(idx)
+            part = np.empty(n)
+            done = self._events(pick(states), pick(traces), np.arange(n, dtype=np.int64), pick(XN), pick(Y),
+                                learn=True, skip=np.zeros(n, dtype=np.bool_), out=part,
+                                drifted=np.zeros(n, dtype=np.bool_), mon_on=monitor, weights_row=r,
+                                normalize_x=False, drift=False)
+            out[slice(None) if idx is None else idx] = part
+            return done
+
+        return learn(None, None) if not self.per_row_weights else self._by_weight_row(rows, learn)
 
     def pack(self, *, monitor: bool) -> tuple[np.ndarray, np.ndarray]:
         """Move a one-row core with shared weights into one float64 buffer ``F`` and one int64 buffer

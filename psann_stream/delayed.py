@@ -44,6 +44,8 @@ __all__ = ["DeadLetter", "DelayedLabels"]
 
 FORMAT = "psann_stream.delayed/1"
 NOT_WAITING = "no prediction with this id is waiting (never predicted, or already labelled)"
+_STATE_KEYS = ("learner", "horizon", "seq", "pending_ids", "pending_seq", "pending_snapshots", "pending_info",
+               "pending_keys", "expired", "dead_letters", "counters")
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,10 @@ class DelayedLabels:
             found = sd.get("format") if isinstance(sd, Mapping) else type(sd).__name__
             raise CheckpointError(f"DelayedLabels.load_state_dict: not a delayed-labels checkpoint (format {found!r}, "
                                   f"expected {FORMAT!r}); nothing was loaded.")
+        missing = sorted(set(_STATE_KEYS) - set(sd))
+        if missing:
+            raise CheckpointError(f"DelayedLabels.load_state_dict: the checkpoint has no {', '.join(missing)}; it is "
+                                  "corrupt or from another version. Nothing was loaded.")
         ids, seqs, snaps = list(sd["pending_ids"]), _array(sd["pending_seq"]), _array(sd["pending_snapshots"])
         width = self._width
         counts = {len(ids), seqs.shape[0], snaps.shape[0], len(sd["pending_info"]), len(sd["pending_keys"])}

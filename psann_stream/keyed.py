@@ -235,12 +235,8 @@ class KeyedLearner:
         :meth:`Learner.predict_pending <psann_stream.learner.Learner.predict_pending>`), which
         :meth:`learn_pending` takes."""
         self._refuse_pending("predict_pending")
-        X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
-        if X.ndim != 2 or X.shape[1] != self._model.in_features:
-            raise ConfigError(f"predict_pending: X has shape {X.shape}; need [N, {self._model.in_features}].")
+        X = self._checked_x("predict_pending: ", keys, X)
         N = X.shape[0]
-        if len(keys) != N:
-            raise ConfigError(f"predict_pending: {len(keys)} key(s) for {N} event(s); give one key per row of X.")
         if not np.isfinite(X).all():
             raise NonFiniteInputError("predict_pending: X holds non-finite values; clean the input.")
         out, snaps = np.empty(N), np.empty((N, self._core.snapshot_width))
@@ -275,13 +271,7 @@ class KeyedLearner:
                 f"learn_pending: label {done} of this call made the update non-finite from finite data; it and the "
                 f"later labels of the call were not learned. Lower the learning rate (optimizer={self.optimizer_name!r}) "
                 "or use optimizer='obgd', whose steps are bounded" + (RLS_HINT if self.readout == "rls" else "."))
-        if rows is not None:
-            np.add.at(self._n_learned_row, rows, 1)
-        self.n_learned += Yv.shape[0]
-        self._since_check += Yv.shape[0]
-        if self._since_check >= self.check_every:
-            self._since_check = 0
-            self._check_monitor()
+        self._count_learned(rows, np.ones(Yv.shape[0], dtype=bool))
         return out
 
     def _refuse_pending(self, where: str) -> None:
@@ -292,13 +282,29 @@ class KeyedLearner:
     def learn_one(self, key: Hashable, x: Any, y: float) -> float:
         return float(self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], np.array([y]))[0])
 
-    def _run(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any, *, learn: bool) -> np.ndarray:
+    def _checked_x(self, where: str, keys: Sequence[Hashable] | EncodedKeys, X: Any) -> np.ndarray:
+        """``X`` as a float64 ``[N, F]`` array with one key per row, or an error naming the mismatch."""
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
         if X.ndim != 2 or X.shape[1] != self._model.in_features:
-            raise ConfigError(f"X has shape {X.shape}; need [N, {self._model.in_features}].")
+            raise ConfigError(f"{where}X has shape {X.shape}; need [N, {self._model.in_features}].")
+        if len(keys) != X.shape[0]:
+            raise ConfigError(f"{where}{len(keys)} key(s) for {X.shape[0]} event(s); give one key per row of X.")
+        return X
+
+    def _count_learned(self, rows: np.ndarray | None, ok: np.ndarray) -> None:
+        """Count the learned events ``ok`` (of rows ``rows``, for the per-key monitor; None: not per
+        key) and consult the monitor every ``check_every`` events."""
+        if rows is not None:
+            np.add.at(self._n_learned_row, rows[ok], 1)
+        self.n_learned += int(ok.sum())
+        self._since_check += len(ok)
+        if self._since_check >= self.check_every:
+            self._since_check = 0
+            self._check_monitor()
+
+    def _run(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any, *, learn: bool) -> np.ndarray:
+        X = self._checked_x("", keys, X)
         N = X.shape[0]
-        if len(keys) != N:
-            raise ConfigError(f"{len(keys)} key(s) for {N} event(s); give one key per row of X.")
         Yv = np.zeros(N) if Y is None else np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
         if Yv.shape[0] != N:
             raise ConfigError(f"Y has {Yv.shape[0]} value(s) for {N} event(s).")
@@ -332,14 +338,8 @@ class KeyedLearner:
         self.clock += N
         np.maximum.at(self._seen, rows, self.clock)
         if learn:
-            ok = ~skip
-            np.add.at(self._n_learned_row, rows[ok], 1)
-            self.n_learned += int(ok.sum())
             self.n_skipped += int(skip.sum())
-            self._since_check += N
-            if self._since_check >= self.check_every:
-                self._since_check = 0
-                self._check_monitor()
+            self._count_learned(rows, ~skip)
         self._evict(protect=np.unique(rows))  # the batch's own keys stay hot
         return out
 

@@ -22,11 +22,13 @@ from psann_stream import Learner, StateConfig, StatefulNet
 from psann_stream.delayed import DelayedLabels
 
 from .etth1 import etth1
+from .run import RECOMMENDED
 from .streams import SCENARIOS
 
 LEARNERS: dict[str, Callable[[int, int], Learner]] = {
-    "recommended": lambda f, seed: Learner(StatefulNet(f, hidden=(32, 32), state=StateConfig(oscillatory=True), seed=seed),
-                                           state_grad="traced", readout="rls"),
+    "recommended": lambda f, seed: Learner(
+        StatefulNet(f, hidden=(32, 32), state=StateConfig.from_mapping({"mode": "trace", **RECOMMENDED["state"]}),
+                    seed=seed), **RECOMMENDED["learner"]),
     "truncated": lambda f, seed: Learner(StatefulNet(f, hidden=(32, 32), seed=seed)),
 }
 

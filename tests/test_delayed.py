@@ -140,6 +140,9 @@ def test_foreign_and_corrupt_checkpoints_are_refused_and_nothing_is_loaded():
     sd["pending_snapshots"] = sd["pending_snapshots"][:, :-1]
     with pytest.raises(CheckpointError, match="do not match"):
         dl.load_state_dict(sd)
+    del sd["pending_keys"]
+    with pytest.raises(CheckpointError, match="has no pending_keys"):
+        dl.load_state_dict(sd)
     assert dl.n_pending == 3
 
 

@@ -104,19 +104,21 @@ def test_a_repeated_id_and_a_row_with_neither_features_nor_target_are_dead_lette
 @given(st.lists(st.integers(1, 200), min_size=1, max_size=3), st.integers(20, 120))
 def test_stopping_anywhere_with_waiting_predictions_and_resuming_equals_an_uninterrupted_run(tmp_path_factory, keyed,
                                                                                             stops, every):
-    d = tmp_path_factory.mktemp("run")
     t, *_ = _events(keyed=keyed)
+    assert_resumes_exactly(tmp_path_factory.mktemp("run"), lambda: TableSource(t, batch_size=23),
+                           lambda: _learner(keyed), _columns(keyed), stops, every)
 
+
+def assert_resumes_exactly(d, source, learner, columns: ColumnMap, stops: list[int], every: int) -> None:
+    """A run stopped after each of ``stops`` rows (a checkpoint every ``every``) and resumed each time
+    writes the output and dead letters of an uninterrupted run and ends with its counters."""
     def engine(name):
-        return Engine(TableSource(t, batch_size=23), _learner(keyed), _columns(keyed), output=d / name / "out",
-                      dead_letter=d / name / "dead", on_bad_input="dead-letter",
-                      checkpoint=CheckpointPolicy(d / name / "ckpt", every_events=every))
+        return Engine(source(), learner(), columns, output=d / name / "out", dead_letter=d / name / "dead",
+                      on_bad_input="dead-letter", checkpoint=CheckpointPolicy(d / name / "ckpt", every_events=every))
 
     ref = engine("ref").run()
-    first = True
-    for n in stops:
-        engine("cut").run(max_events=n, resume=not first)
-        first = False
+    for k, n in enumerate(stops):
+        engine("cut").run(max_events=n, resume=k > 0)
     stats = engine("cut").run(resume=True)
     assert read_parts(d / "cut" / "out").equals(read_parts(d / "ref" / "out"))
     assert read_parts(d / "cut" / "dead").equals(read_parts(d / "ref" / "dead"))

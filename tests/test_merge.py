@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psann_stream import ConfigError
-from psann_stream.engine import CheckpointPolicy, Engine
+from psann_stream.engine import Engine
 from psann_stream.io import ColumnMap, Position, TableSource
 from psann_stream.merge import MergedSource
 from psann_stream.sinks import read_parts
 
-from test_engine_delayed import _learner
+from test_engine_delayed import _learner, assert_resumes_exactly
 
 N = 200
 
@@ -63,23 +63,10 @@ def test_the_engine_on_two_sources_equals_the_same_rows_in_one_stream(tmp_path):
 @settings(max_examples=8, deadline=None)
 @given(st.lists(st.integers(1, 150), min_size=1, max_size=3), st.integers(15, 90))
 def test_a_merged_run_stopped_anywhere_and_resumed_equals_an_uninterrupted_one(tmp_path_factory, stops, every):
-    d = tmp_path_factory.mktemp("run")
     events, labels, _ = _streams()
-
-    def engine(name):
-        return Engine(MergedSource(TableSource(events, 19), TableSource(labels, 7), time="t"), _learner(), COLUMNS,
-                      output=d / name / "out", dead_letter=d / name / "dead", on_bad_input="dead-letter",
-                      checkpoint=CheckpointPolicy(d / name / "ckpt", every_events=every))
-
-    ref = engine("ref").run()
-    first = True
-    for n in stops:
-        engine("cut").run(max_events=n, resume=not first)
-        first = False
-    stats = engine("cut").run(resume=True)
-    assert read_parts(d / "cut" / "out").equals(read_parts(d / "ref" / "out"))
-    assert read_parts(d / "cut" / "dead").equals(read_parts(d / "ref" / "dead"))
-    assert (stats.rows_in, stats.labels_learned, stats.expired) == (ref.rows_in, ref.labels_learned, ref.expired)
+    assert_resumes_exactly(tmp_path_factory.mktemp("run"),
+                           lambda: MergedSource(TableSource(events, 19), TableSource(labels, 7), time="t"), _learner,
+                           COLUMNS, stops, every)
 
 
 def test_sources_that_cannot_be_merged_are_refused_by_name():
