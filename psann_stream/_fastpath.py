@@ -15,7 +15,8 @@ Everything here mirrors a torch reference exactly (same operations, same order o
   layer, ``off_gain = -1`` for a fixed gain (taken from ``fixed_gain``), ``off_rate = -1`` for the fixed
   rate ``cfg[0]`` (else raw rates ``nu``, ``rho = RATE_CAP exp(-exp(nu))``, one per unit, or per pair),
   ``off_phase = -1`` unless the units are oscillatory pairs (then ``h / 2`` angles);
-  ``head = (off_W, off_b, h_last)``. A layer's own parameters (gain, rate, phase) come before its
+  ``head = (off_W, off_b, h_last, T)`` for ``T`` outputs (``W`` row-major ``[T, h_last]``, then ``b``
+  ``[T]``: one contiguous block). A layer's own parameters (gain, rate, phase) come before its
   ``W``, so ``[first own, off_W)`` is one block.
 * traced learning: a row's traces are laid out like ``theta``; with oscillatory pairs twice (the
   sensitivities of each pair's even unit, then of its odd unit).
@@ -24,7 +25,12 @@ Everything here mirrors a torch reference exactly (same operations, same order o
 * optimiser ``kind`` 0 ObGD ``(lr, kappa, trace_decay)``, 1 intentional ``(lr, kappa, eps, clip)``
   (``clip <= 0``: none), 2 Adam ``(lr, b1, b2, eps)``; ``buf1``/``buf2`` are its per-parameter arrays
   (trace; m, v) and ``scal`` its scalars (intentional: err_sq, err_w; Adam: t).
-* normaliser ``(mean[F], m2[F], ws = [weight, count], forget, eps, on)``.
+* normaliser ``(mean[F], m2[F], ws = [weight, count], forget, eps, on)``; the target's has ``T`` means.
+* several outputs (``T > 1``): the error ``D = (y - mean_y) / std_y - y_hat`` is a vector; the gradient
+  is that of ``u . y_hat`` with ``u = D / ||D||`` and the optimiser's error is ``||D||``, so the step
+  ``||D|| grad(u . y_hat) = sum_k D_k grad y_hat_k`` descends the squared error of all outputs and
+  ObGD's bound (every move at most ``1 / kappa`` in l1) holds as for one output. ``T = 1`` takes
+  ``u = 1`` and the error itself (the one-output arithmetic, unchanged).
 * monitor ``mon`` = ``[per layer: ema max|s|/M, ema saturated share] + [ema |a| per unit]
   + [ema grad norm, ema update ratio, ema effective step, max effective step]``.
 """
@@ -480,9 +486,10 @@ def _layer_input(xin, lay, work, l):
 
 
 @njit(**_KERNEL)
-def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
+def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work, yh):
     """One forward pass for one event: fills each layer's work block ``work[l]`` (rows ``R_*``) and
-    returns y_hat. Leaves ``state`` unchanged (the new state is ``work[l, R_SN]``)."""
+    ``yh`` (``[T]``, the normalised outputs). Leaves ``state`` unchanged (the new state is
+    ``work[l, R_SN]``)."""
     rho, beta, m, gmax, geps = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4]
     n_layers = lay.shape[0]
     for l in range(n_layers):
@@ -503,10 +510,12 @@ def _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, xin, work):
         _units_forward(w, state[os_:os_ + h], fixed_gain[os_:os_ + h], mode, bound, beta, m, gmax, geps, og >= 0, oph >= 0)
     hw, hb, hl = head[0], head[1], head[2]
     out = work[n_layers - 1, R_H]
-    y = theta[hb]
-    for j in range(hl):
-        y += theta[hw + j] * out[j]
-    return y
+    for k in range(head[3]):
+        y = theta[hb + k]
+        row = hw + k * hl
+        for j in range(hl):
+            y += theta[row + j] * out[j]
+        yh[k] = y
 
 
 @njit(**_KERNEL)
@@ -628,22 +637,37 @@ def _units_backward(w, state, mode, beta, geps, in_l1, has_rate, osc):
             w[R_L1, i] += abs(g_r)
 
 
+@njit(cache=True, inline="always")
+def _seed_head(theta, head, top, G, u):
+    """The head's part of the gradient of ``u . y_hat`` into ``G`` and ``d (u . y_hat) / d output`` into
+    the last layer's ``R_GY``; returns the head's share of ``||G||_1`` (bias first, then the weights, in
+    order). With one output and ``u = 1`` every value is exactly the one-output gradient's."""
+    hw, hb, hl = head[0], head[1], head[2]
+    for j in range(hl):
+        top[R_GY, j] = 0.0
+    gl1 = 0.0
+    for k in range(head[3]):
+        uk = u[k]
+        G[hb + k] = uk
+        gl1 += abs(uk)
+        row = hw + k * hl
+        for j in range(hl):
+            g = uk * top[R_H, j]
+            G[row + j] = g
+            gl1 += abs(g)
+            top[R_GY, j] += uk * theta[row + j]
+    return gl1
+
+
 @njit(**_KERNEL)
-def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights):
-    """Gradient of y_hat with respect to theta into G (one step, the previous state detached), from
-    the work blocks of :func:`_forward`; returns ``||G||_1`` (the units' shares summed in order).
-    With ``weights`` False the weight matrices' parts of G are left unwritten (they are
-    ``outer(R_GZ, layer input)``; :func:`_obgd_plain` rebuilds them)."""
+def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights, u):
+    """Gradient of ``u . y_hat`` (``u`` of :func:`_event`; one output: ``u = 1``) with respect to theta
+    into G (one step, the previous state detached), from the work blocks of :func:`_forward`; returns
+    ``||G||_1`` (the units' shares summed in order). With ``weights`` False the weight matrices' parts
+    of G are left unwritten (they are ``outer(R_GZ, layer input)``; :func:`_obgd_plain` rebuilds them)."""
     beta, geps = cfg[1], cfg[4]
     n_layers = lay.shape[0]
-    hw, hb, hl = head[0], head[1], head[2]
-    top = work[n_layers - 1]
-    gl1 = 1.0  # ||G||_1 (ObGD needs it before its update pass)
-    for j in range(hl):
-        G[hw + j] = top[R_H, j]
-        top[R_GY, j] = theta[hw + j]
-        gl1 += abs(top[R_H, j])
-    G[hb] = 1.0
+    gl1 = _seed_head(theta, head, work[n_layers - 1], G, u)  # ||G||_1 (ObGD needs it before its update pass)
     for l in range(n_layers - 1, -1, -1):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
         w = work[l]
@@ -846,21 +870,16 @@ def _weights_traced_osc(E0, E1, EN0, EN1, G, hin, w):
 
 
 @njit(**_KERNEL)
-def _backward_traced(theta, lay, head, cfg, mode, state, xin, work, G, E, EN):
-    """Traced learning: the gradient of y_hat into ``G`` with every stateful layer's parameters seen
+def _backward_traced(theta, lay, head, cfg, mode, state, xin, work, G, E, EN, u):
+    """Traced learning: the gradient of ``u . y_hat`` into ``G`` with every stateful layer's parameters seen
     through their eligibility traces (exact within a layer), one-step backpropagation between layers;
     the advanced traces go to ``EN`` (laid out like ``theta``: only the W, b, amplitude, frequency and
     decay blocks, and the rates' with learnable rates, are used). ``E`` is read only, so a failed
     update can leave the traces unchanged."""
     beta, geps = cfg[1], cfg[4]
     n_layers = lay.shape[0]
-    hw, hb, hl = head[0], head[1], head[2]
     P = theta.shape[0]
-    top = work[n_layers - 1]
-    for j in range(hl):
-        G[hw + j] = top[R_H, j]
-        top[R_GY, j] = theta[hw + j]
-    G[hb] = 1.0
+    _seed_head(theta, head, work[n_layers - 1], G, u)
     for l in range(n_layers - 1, -1, -1):
         n_in, h, og, ow, ob, os_, orr, oph = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 8], lay[l, 9], lay[l, 10]
         w = work[l]
@@ -978,8 +997,9 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
             gsq += _sum_sq(G[own:ow])
         _axpy(theta[ob:od + h], G[ob:od + h], step)
         gsq += _sum_sq(G[ob:od + h])
-    _axpy(theta[head[0]:head[1] + 1], G[head[0]:head[1] + 1], step)
-    gsq += _sum_sq(G[head[0]:head[1] + 1])
+    end = head[1] + head[3]  # the head's weights and biases: one block
+    _axpy(theta[head[0]:end], G[head[0]:end], step)
+    gsq += _sum_sq(G[head[0]:end])
     return abs(step) * gl1, step * gsq, gsq, _sum_abs(theta)
 
 
@@ -1112,7 +1132,7 @@ def _rls_gain(P, z, a, lam):
     """Recursive least squares, first half: ``a = P z`` (``P`` row-major ``n x n``) and the returned
     denominator ``lam + z . a`` (> 0 while ``P`` is positive definite). Writes only ``a``.
 
-    ``P`` is exactly symmetric (:func:`_rls_update`), so ``a_i = sum_j P_ji z_j``: summed over ``j`` in
+    ``P`` is exactly symmetric (:func:`_rls_downdate`), so ``a_i = sum_j P_ji z_j``: summed over ``j`` in
     order, as the row form would, but a whole row of ``P`` at a time, which vectorises (the row form
     is a chain of dependent adds per element; ~6x slower for a 129-wide readout, measured)."""
     n = z.shape[0]
@@ -1145,18 +1165,43 @@ def _rls_error(P, delta, clip):
 
 @njit(**_KERNEL)
 def _rls_update(P, w, a, d, e, lam, cap):
-    """Recursive least squares, second half (Sherman-Morrison with forgetting ``lam``): the readout
-    ``w`` (head weights then bias, contiguous) moves by ``a e / d`` (``e`` the a-priori error) and
-    ``P <- (P - a a^T / d) / f`` with ``f = max(lam, trace / cap)``: the forgetting never lifts the
-    trace of ``P`` above ``cap`` (no wind-up while the inputs do not excite every direction). Each
-    element is ``P_ij - (a_i a_j) / d`` with the product formed first, so ``P`` stays exactly
-    symmetric. ``P``'s two last entries, the error statistics of :func:`_rls_error`, take ``e``."""
-    n = a.shape[0]
-    P[n * n] = 0.999 * P[n * n] + e * e
-    P[n * n + 1] = 0.999 * P[n * n + 1] + 1.0
+    """The RLS step of one output whose weights, then bias, are ``w`` (contiguous): ``w += a e / d``
+    (``e`` the a-priori error; ``a``, ``d`` from :func:`_rls_gain`), then :func:`_rls_downdate`."""
     g = e / d
-    for i in range(n):
+    for i in range(a.shape[0]):
         w[i] += a[i] * g
+    _rls_downdate(P, a, d, e * e, lam, cap)
+
+
+@njit(**_KERNEL)
+def _rls_head(P, theta, head, a, d, D, lam, cap, clip):
+    """The RLS step of every output of the head (weights ``[T, h]`` then biases ``[T]``), one ``P``
+    for all (they share their input): output ``k`` learns its error ``D[k]`` limited by
+    :func:`_rls_error`, then :func:`_rls_downdate` with the mean square of the limited errors."""
+    hw, hb, hl = head[0], head[1], head[2]
+    esq = 0.0
+    for k in range(head[3]):
+        e = _rls_error(P, D[k], clip)
+        g = e / d
+        row = hw + k * hl
+        for i in range(hl):
+            theta[row + i] += a[i] * g
+        theta[hb + k] += a[hl] * g
+        esq += e * e
+    _rls_downdate(P, a, d, esq / head[3], lam, cap)
+
+
+@njit(**_KERNEL)
+def _rls_downdate(P, a, d, esq, lam, cap):
+    """Recursive least squares, second half (Sherman-Morrison with forgetting ``lam``), after the
+    readout moved (:func:`_rls_update`, :func:`_rls_head`): ``P <- (P - a a^T / d) / f`` with ``f = max(lam, trace / cap)``:
+    the forgetting never lifts the trace of ``P`` above ``cap`` (no wind-up while the inputs do not
+    excite every direction). Each element is ``P_ij - (a_i a_j) / d`` with the product formed first,
+    so ``P`` stays exactly symmetric. ``P``'s two last entries, the error statistics of
+    :func:`_rls_error`, take ``esq`` (the squared error learned; several outputs: their mean)."""
+    n = a.shape[0]
+    P[n * n] = 0.999 * P[n * n] + esq
+    P[n * n + 1] = 0.999 * P[n * n + 1] + 1.0
     inv = 1.0 / d
     tr = 0.0
     for i in range(n):  # the trace after the update first, so P is written in one pass
@@ -1243,12 +1288,22 @@ def _on_drift(ph, pcfg, e, state, E, init, reset_state, reset_opt, kind, buf1, s
     return True
 
 
+@njit(cache=True, inline="always")
+def _target_scales(ym, ym2, yws, yf, ye, yon, YS):
+    """Each output's target scale into ``YS[1]`` (``std_y``, 1 without the target normaliser)."""
+    if yon:
+        _stds(ym, ym2, yws, yf, ye, YS[1])
+    else:
+        YS[1, :] = 1.0
+
+
 @njit(**_KERNEL)
 def predict_event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, xm, xm2, xws, xf, xe, xon,
-                  ym, ym2, yws, yf, ye, yon, work, NS):
-    """The prediction (target units) of one event ``x`` from ``state``, as :func:`run_events` makes it,
-    changing nothing but the scratch (``work``: ``(n_layers, W_ROWS, widest layer)``, ``NS``:
-    ``(2, F + 1)``)."""
+                  ym, ym2, yws, yf, ye, yon, work, NS, YS, pred):
+    """The prediction (target units, ``pred[T]``) of one event ``x`` from ``state``, as
+    :func:`run_events` makes it, changing nothing but the scratch (``work``: ``(n_layers, W_ROWS,
+    widest layer)``, ``NS``: ``(2, F)``, ``YS``: ``(4, T)``). Returns ``pred[0]`` (one output's
+    caller needs no array access)."""
     F = x.shape[0]
     XN, SD = NS[0, :F], NS[1, :F]
     if xon:  # as in _event
@@ -1257,31 +1312,65 @@ def predict_event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, xm, 
             XN[j] = (x[j] - xm[j]) / SD[j]
     else:
         XN[:] = x
-    yh = _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, work)
-    sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
-    my = ym[0] if yon else 0.0
-    return yh * sy + my
+    _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, work, YS[0])
+    _target_scales(ym, ym2, yws, yf, ye, yon, YS)
+    for k in range(head[3]):
+        pred[k] = YS[0, k] * YS[1, k] + (ym[k] if yon else 0.0)
+    return pred[0]
+
+
+@njit(cache=True, inline="always")
+def _error_direction(YS, T):
+    """The optimiser's error and ``u`` (module doc) from the errors ``YS[2]``: one output, the error
+    itself and ``u = 1``; several, ``||D||`` and ``D / ||D||`` (``u = 0`` when every error is 0)."""
+    if T == 1:
+        YS[3, 0] = 1.0
+        return YS[2, 0]
+    ss = 0.0
+    for k in range(T):
+        ss += YS[2, k] * YS[2, k]
+    dn = math.sqrt(ss)
+    for k in range(T):
+        YS[3, k] = YS[2, k] / dn if dn > 0.0 else 0.0
+    return dn
+
+
+@njit(cache=True, inline="always")
+def _drift_error(pred, y, ym, ym2, yws, yf, ye, yon, YS):
+    """What the drift detector reads after an event: the absolute error over the target scale, the
+    scale with the event folded in (several outputs: the mean over outputs). Writes ``YS[1]``."""
+    _target_scales(ym, ym2, yws, yf, ye, yon, YS)
+    T = pred.shape[0]
+    if T == 1:
+        return abs(pred[0] - y[0]) / YS[1, 0]
+    e = 0.0
+    for k in range(T):
+        e += abs(pred[k] - y[k]) / YS[1, k]
+    return e / T
 
 
 @njit(**_KERNEL)
-def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
+def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, pred, learn,
            kind, hyp, buf1, buf2, scal,
            xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-           mon, mon_on, work, A, G, NS, traced, E, EN, rls, P, rcfg, RZ):
-    """Predict one event, learn from it if ``learn``, advance the state and the normalisers.
-    Returns (prediction in target units, status) with status 0 ok, 1 non-finite prediction,
-    2 non-finite update (in both cases nothing was changed). Scratch: ``work`` (n_layers, W_ROWS, widest layer),
-    ``A`` the activations of all units (for the monitor), ``G`` the gradient, ``NS`` of shape (2, F + 1):
-    row 0 the normalised input (then the target), row 1 their standard deviations. With ``traced``,
-    the gradient sees the state through the eligibility traces ``E`` (laid out like ``theta``), which
-    advance with the state, learned or not: the advanced traces go to ``EN`` (same size, zero where
-    unused; ``E`` is only read), which the caller takes as the row's traces when the status is 0. With
-    ``rls`` the head (readout) is learned by recursive least squares on the last layer's outputs and
-    a constant (``P`` its inverse-correlation matrix, then two error statistics; ``rcfg = (forgetting,
-    trace cap, error clip, warm-up)``: with ``yon`` it learns once the target statistics hold that
-    many values; ``RZ`` scratch of shape (2, h_last + 1)) and the optimiser moves every
+           mon, mon_on, work, A, G, NS, YS, traced, E, EN, rls, P, rcfg, RZ):
+    """Predict one event (``x [F]``; its prediction in target units into ``pred [T]``), learn its
+    target ``y [T]`` if ``learn``, advance the state and the normalisers. Returns the status: 0 ok,
+    1 non-finite prediction, 2 non-finite update (in both cases nothing was changed). Scratch:
+    ``work`` (n_layers, W_ROWS, widest layer), ``A`` the activations of all units (for the monitor),
+    ``G`` the gradient, ``NS`` of shape (2, F): row 0 the normalised input, row 1 the inputs'
+    standard deviations; ``YS`` of shape (4, T): the normalised outputs, the target scales, the
+    normalised errors and ``u`` (module doc). With ``traced``, the gradient sees the state through
+    the eligibility traces ``E`` (laid out like ``theta``), which advance with the state, learned or
+    not: the advanced traces go to ``EN`` (same size, zero where unused; ``E`` is only read), which
+    the caller takes as the row's traces when the status is 0. With ``rls`` the head (readout) is
+    learned by recursive least squares on the last layer's outputs and a constant (``P`` its
+    inverse-correlation matrix, shared by the outputs, then two error statistics; ``rcfg =
+    (forgetting, trace cap, error clip, warm-up)``: with ``yon`` it learns once the target statistics
+    hold that many values; ``RZ`` scratch of shape (2, h_last + 1)) and the optimiser moves every
     other parameter."""
     F = x.shape[0]
+    T = head[3]
     XN, SD = NS[0, :F], NS[1, :F]
     # predict_event repeats these lines: the same lines as a shared inline helper made every event
     # ~4% slower (measured); tests/test_learner.py holds the two predictions bit-identical
@@ -1291,37 +1380,43 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
             XN[j] = (x[j] - xm[j]) / SD[j]
     else:
         XN[:] = x
-    yh = _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, work)
-    sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
-    my = ym[0] if yon else 0.0
-    pred = yh * sy + my
-    if not math.isfinite(pred):
-        return pred, 1
+    _forward(theta, lay, head, fixed_gain, cfg, mode, bound, state, XN, work, YS[0])
+    _target_scales(ym, ym2, yws, yf, ye, yon, YS)
+    for k in range(T):
+        p = YS[0, k] * YS[1, k] + (ym[k] if yon else 0.0)
+        pred[k] = p
+        if not math.isfinite(p):
+            return 1
     eff = 0.0
     l1 = 0.0
     gsq = 0.0
     tl1 = 0.0
-    if traced:
-        _backward_traced(theta, lay, head, cfg, mode, state, XN, work, G, E, EN)
+    delta = 0.0
     if learn:
-        delta = (y - my) / sy - yh
+        for k in range(T):
+            YS[2, k] = (y[k] - (ym[k] if yon else 0.0)) / YS[1, k] - YS[0, k]
+        delta = _error_direction(YS, T)
+    else:
+        YS[3, :T] = 0.0  # nothing is learned: the traces advance, the gradient is not used
+    if traced:
+        _backward_traced(theta, lay, head, cfg, mode, state, XN, work, G, E, EN, YS[3])
+    if learn:
         d = 0.0
         readout_learns = rls and (not yon or yws[1] >= rcfg[3])  # after the target statistics' warm-up
         if readout_learns:  # the readout's gain first: nothing is written before every part of the step is finite
-            hw, hl = head[0], head[2]
+            hl = head[2]
             top = work[lay.shape[0] - 1]
             for j in range(hl):
                 RZ[0, j] = top[R_H, j]
             RZ[0, hl] = 1.0
             d = _rls_gain(P, RZ[0], RZ[1], rcfg[0])
             if not (math.isfinite(d) and d > 0.0):
-                return pred, 2
-            e_rls = _rls_error(P, delta, rcfg[2])
+                return 2
         if traced or rls:
             if not traced:
-                _backward(theta, lay, head, cfg, mode, state, XN, work, G, True)
+                _backward(theta, lay, head, cfg, mode, state, XN, work, G, True, YS[3])
             if rls:  # the optimiser moves everything but the readout
-                for j in range(head[2] + 1):
+                for j in range(head[3] * (head[2] + 1)):
                     G[head[0] + j] = 0.0
             if kind == 0 and hyp[2] == 0.0:
                 l1, along, gsq, tl1 = _obgd_dense(theta, G, delta, hyp)
@@ -1329,15 +1424,15 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
                 l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         else:
             plain = kind == 0 and hyp[2] == 0.0
-            gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain)
+            gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain, YS[3])
             if plain:
                 l1, along, gsq, tl1 = _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, XN)
             else:
                 l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
-            return pred, 2
+            return 2
         if readout_learns:
-            _rls_update(P, theta[head[0]:head[0] + head[2] + 1], RZ[1], d, e_rls, rcfg[0], rcfg[1])
+            _rls_head(P, theta, head, RZ[1], d, YS[2], rcfg[0], rcfg[1], rcfg[2])
         eff = along / delta if delta != 0.0 else 0.0
     for l in range(lay.shape[0]):
         os_ = lay[l, 8]
@@ -1346,15 +1441,23 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, learn,
     if xon:
         _stats_update(xm, xm2, xws, xf, nclip, x, SD)
     if yon and learn:
-        NS[0, F], NS[1, F] = y, sy
-        _stats_update(ym, ym2, yws, yf, nclip, NS[0, F:], NS[1, F:])
+        _stats_update(ym, ym2, yws, yf, nclip, y, YS[1])
     if mon_on and learn:
         for l in range(lay.shape[0]):  # the monitor takes the activations of all units in one array
             os_ = lay[l, 8]
             for i in range(lay[l, 1]):
                 A[os_ + i] = work[l, R_A, i]
         _monitor(mon, lay, state, A, cfg[2], gsq, tl1, l1, eff, lay.shape[0])
-    return pred, 0
+    return 0
+
+
+@njit(cache=True, inline="always")
+def _event_scratch(F, T, hl):
+    """The small scratch of :func:`_event` (``NS`` (2, F), ``YS`` (4, T), ``RZ`` (2, hl + 1)) in one
+    allocation: a one-event call pays every allocation of its loop (~0.2 us each, measured)."""
+    buf = np.empty(2 * F + 4 * T + 2 * (hl + 1))
+    a, b = 2 * F, 2 * F + 4 * T
+    return buf[:a].reshape(2, F), buf[a:b].reshape(4, T), buf[b:].reshape(2, hl + 1)
 
 
 @njit(**_KERNEL)
@@ -1365,7 +1468,7 @@ def run_packed(F, I, X, Y, learn, skip, out, drifted):
     pays it every time. Returns ``(events done, status)`` as :func:`run_events`."""
     nl = I[22]
     lay = I[34:34 + 11 * nl].reshape(nl, 11)
-    head = I[34 + 11 * nl:37 + 11 * nl]
+    head = I[34 + 11 * nl:38 + 11 * nl]
     forget, eps, clip, init = F[I[20]], F[I[20] + 1], F[I[20] + 2], F[I[20] + 3]
     states = F[I[1]:I[2]].reshape(1, I[2] - I[1])
     traces = F[I[2]:I[3]].reshape(1, I[3] - I[2])
@@ -1383,16 +1486,17 @@ def run_packed(F, I, X, Y, learn, skip, out, drifted):
 
 
 @njit(**_KERNEL)
-def predict_packed(F, I, x, work, NS):
-    """:func:`predict_event` for a one-row learner packed as for :func:`run_packed`."""
+def predict_packed(F, I, x, work, NS, YS, pred):
+    """:func:`predict_event` for a one-row learner packed as for :func:`run_packed` (returns the first
+    output; all of them are in ``pred``)."""
     nl = I[22]
     lay = I[34:34 + 11 * nl].reshape(nl, 11)
-    head = I[34 + 11 * nl:37 + 11 * nl]
+    head = I[34 + 11 * nl:38 + 11 * nl]
     forget, eps = F[I[20]], F[I[20] + 1]
     xon, yon = I[27] != 0, I[28] != 0
     return predict_event(F[I[0]:I[1]], lay, head, F[I[17]:I[18]], F[I[16]:I[17]], I[23], I[24], F[I[1]:I[2]], x,
                          F[I[6]:I[7]], F[I[7]:I[8]], F[I[8]:I[9]], forget, eps, xon,
-                         F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, work, NS)
+                         F[I[9]:I[10]], F[I[10]:I[11]], F[I[11]:I[12]], forget, eps, yon, work, NS, YS, pred)
 
 
 @njit(parallel=True, **_KERNEL)
@@ -1404,37 +1508,37 @@ def run_keyed(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, tr
     readout matrix with ``rls``, ``[rows, 0]`` otherwise). Events are grouped
     by key (``order`` sorted stably by key, segment ``s`` = ``order[starts[s]:starts[s+1]]`` of key row
     ``keys[s]``); keys run in parallel, each key's events in their original order. ``traces`` holds
-    each row's eligibility traces (``[rows, P]`` with ``traced``, else ``[rows, 0]``)."""
+    each row's eligibility traces (``[rows, P]`` with ``traced``, else ``[rows, 0]``). ``Y`` and
+    ``out`` are ``[N, T]``."""
     U = states.shape[1]
     width = np.max(lay[:, 1])
     for s in prange(starts.shape[0] - 1):
         r = keys[s]
         work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
-        G, NS = np.empty(theta.shape[1]), np.empty((2, X.shape[1] + 1))
+        G = np.empty(theta.shape[1])
+        NS, YS, RZ = _event_scratch(X.shape[1], head[3], head[2])
         spare = np.zeros(traces.shape[1])  # the key's second trace buffer (see run_events)
         held = False
-        RZ = np.empty((2, head[2] + 1))
         status[s] = 0
         for q in range(starts[s], starts[s + 1]):
             n = order[q]
             if skip[n]:
-                out[n] = np.nan
+                out[n, :] = np.nan
                 continue
             cur, nxt = (spare, traces[r]) if held else (traces[r], spare)
-            pred, st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
-                              kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
-                              ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, work, A, G, NS,
-                              traced, cur, nxt, rls, P[r], rcfg, RZ)
-            out[n] = pred
+            st = _event(theta[r], lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], out[n], learn,
+                        kind, hyp, buf1[r], buf2[r], scal[r], xm[r], xm2[r], xws[r], xf, xe, xon,
+                        ym[r], ym2[r], yws[r], yf, ye, yon, nclip, mon[r], mon_on, work, A, G, NS, YS,
+                        traced, cur, nxt, rls, P[r], rcfg, RZ)
             if st != 0:
                 status[s] = st * 1_000_000_000 + n
                 break
             if traced:
                 held, cur = not held, nxt
             if ph_on and learn:
-                sy = _std(ym[r], ym2[r], yws[r], yf, ye, 0) if yon else 1.0
-                drifted[n] = _on_drift(ph[r], pcfg, abs(pred - Y[n]) / sy, states[r], cur, init, reset_state,
-                                       reset_opt, kind, buf1[r], scal[r])
+                e = _drift_error(out[n], Y[n], ym[r], ym2[r], yws[r], yf, ye, yon, YS)
+                drifted[n] = _on_drift(ph[r], pcfg, e, states[r], cur, init,
+                                       reset_state, reset_opt, kind, buf1[r], scal[r])
         if held:
             _copy(traces[r], spare)
 
@@ -1447,6 +1551,7 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
     """Walk events ``X[n], Y[n]`` in order with one set of weights (``P``: the readout matrix with
     ``rls``); event ``n`` uses the state row
     ``states[rows[n]]`` (one stream: a single row; shared weights across keys: one row per key).
+    ``Y`` and ``out`` are ``[N, T]`` (``T`` outputs).
     Events with ``skip[n]`` are left out (prediction NaN, nothing changes). With ``ph_on``, each
     learned event's absolute error over the target scale feeds the Page-Hinkley detector of its
     state row (``ph[rows[n]]``); on drift ``drifted[n]`` is set and that row's state (and/or the
@@ -1465,16 +1570,16 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
     U = states.shape[1]
     width = np.max(lay[:, 1])
     work, A = np.empty((lay.shape[0], W_ROWS, width)), np.empty(U)
-    G, NS = np.empty(theta.shape[0]), np.empty((2, X.shape[1] + 1))
+    G = np.empty(theta.shape[0])
+    NS, YS, RZ = _event_scratch(X.shape[1], head[3], head[2])
     spare = np.zeros(traces.shape[1])
     held = -1
-    RZ = np.empty((2, head[2] + 1))
     done, status = X.shape[0], 0
     capture = snaps.shape[0] > 0
     F = X.shape[1]
     for n in range(X.shape[0]):
         if skip[n]:
-            out[n] = np.nan
+            out[n, :] = np.nan
             continue
         r = rows[n]
         if held >= 0 and held != r:
@@ -1486,10 +1591,9 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
                 snaps[n, u] = states[r, u]
             for t in range(cur.shape[0]):
                 snaps[n, U + F + t] = cur[t]
-        pred, status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], learn,
-                              kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
-                              mon, mon_on, work, A, G, NS, traced, cur, nxt, rls, P, rcfg, RZ)
-        out[n] = pred
+        status = _event(theta, lay, head, fixed_gain, cfg, mode, bound, states[r], X[n], Y[n], out[n], learn,
+                        kind, hyp, buf1, buf2, scal, xm, xm2, xws, xf, xe, xon, ym, ym2, yws, yf, ye, yon, nclip,
+                        mon, mon_on, work, A, G, NS, YS, traced, cur, nxt, rls, P, rcfg, RZ)
         if status != 0:
             done = n
             break
@@ -1499,8 +1603,8 @@ def run_events(theta, lay, head, fixed_gain, cfg, mode, bound, states, traces, t
         if traced:
             held, cur = (-1 if held == r else r), nxt
         if ph_on and learn:
-            sy = _std(ym, ym2, yws, yf, ye, 0) if yon else 1.0
-            drifted[n] = _on_drift(ph[r], pcfg, abs(pred - Y[n]) / sy, states[r], cur, init,
+            e = _drift_error(out[n], Y[n], ym, ym2, yws, yf, ye, yon, YS)
+            drifted[n] = _on_drift(ph[r], pcfg, e, states[r], cur, init,
                                    reset_state, reset_opt, kind, buf1, scal)
     if held >= 0:
         _copy(traces[held], spare)

@@ -20,8 +20,6 @@ def fast_path_unsupported(model: StatefulNet) -> str | None:
     """Why the compiled loop cannot run ``model`` (``None`` when it can)."""
     if type(model) is not StatefulNet:
         return f"the model is a {type(model).__name__}, not a StatefulNet"
-    if model.out_features != 1:
-        return f"the model has {model.out_features} outputs; the compiled loop learns one"
     if model.state_config.bound == "ball":
         return "bound='ball' couples the units of a layer; the compiled loop supports 'clip' and 'tanh'"
     return None
@@ -32,7 +30,7 @@ class Layout:
     """The integer and float descriptions of a StatefulNet that the compiled loop reads."""
 
     lay: np.ndarray  # [L, 11] int64
-    head: np.ndarray  # [3] int64
+    head: np.ndarray  # [4] int64: (offset of W, offset of b, h_last, outputs)
     fixed_gain: np.ndarray  # [U] float64
     cfg: np.ndarray  # [5] float64
     mode: int
@@ -41,6 +39,7 @@ class Layout:
     n_units: int
     widths: tuple[int, ...]
     n_traces: int  # eligibility traces per stream with traced learning (n_params, twice with oscillatory pairs)
+    n_outputs: int  # outputs per event (targets learned together), = head[3]
 
 
 def layout(model: StatefulNet) -> Layout:
@@ -64,7 +63,8 @@ def layout(model: StatefulNet) -> Layout:
         fixed.append(layer.gain.detach().double().numpy() if not c.learnable_gain else np.zeros(h))
         unit += h
         n_in = h
-    head = np.array([offsets[id(model.head.weight)], offsets[id(model.head.bias)], model.hidden[-1]], dtype=np.int64)
+    head = np.array([offsets[id(model.head.weight)], offsets[id(model.head.bias)], model.hidden[-1],
+                     model.out_features], dtype=np.int64)
     return Layout(
         lay=np.array(rows, dtype=np.int64),
         head=head,
@@ -76,6 +76,7 @@ def layout(model: StatefulNet) -> Layout:
         n_units=unit,
         widths=tuple(model.hidden),
         n_traces=off * (2 if c.oscillatory else 1),
+        n_outputs=int(model.out_features),
     )
 
 

@@ -168,14 +168,19 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     features = args.features.split(",")
-    columns = ColumnMap(features[0] if len(features) == 1 else features, target=args.target, key=args.key,
-                        time=args.time, id=args.id)
+    targets = None if args.target is None else args.target.split(",")
+    columns = ColumnMap(features[0] if len(features) == 1 else features, key=args.key, time=args.time, id=args.id,
+                        target=None if targets is None else (targets[0] if len(targets) == 1 else targets))
     source = _source(args, dict(cfg.get("kafka", {})))
     source = _with_labels(args, source, dict(cfg.get("kafka", {})))
-    width = columns.bind(source.schema).n_features
+    bound = columns.bind(source.schema)
+    width, outputs = bound.n_features, max(bound.n_targets, 1)
+    if outputs > 1 and "ensemble" in cfg:
+        raise ConfigError(f"--target names {outputs} targets; an [ensemble] learns one: drop the [ensemble] section "
+                          "(one learner learns them together) or give one target.")
     model_cfg = cfg.get("model", {})
     net = None if "ensemble" in cfg else StatefulNet(
-        width, hidden=tuple(model_cfg.get("hidden", (32, 32))),
+        width, outputs, hidden=tuple(model_cfg.get("hidden", (32, 32))),
         state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
         seed=int(model_cfg.get("seed", 0)))
     lcfg = learner_kwargs(cfg.get("learner", {}))
@@ -422,7 +427,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     run.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray started by --ray (default: all)")
     run.add_argument("--features", required=True, help="one fixed_size_list column, or numeric columns COL,COL,...")
-    run.add_argument("--target", help="target column (omit for prediction-only streams)")
+    run.add_argument("--target", help="target column, or comma-separated columns (or one fixed_size_list column) "
+                     "learned together by one model with that many outputs; omit for prediction-only streams")
     run.add_argument("--key", help="key column: one state (and optionally weights) per key")
     run.add_argument("--time", help="event-time column (timestamp or integer): copied to the output, order checked")
     run.add_argument("--id", help="event-id column for labels that arrive later: rows with a null target are "

@@ -7,7 +7,8 @@ readout matrix). Arrays that are not per row are shared by every row. :class:`Ke
 <psann_stream.keyed.KeyedLearner>` is a key table over a core; :class:`Learner
 <psann_stream.learner.Learner>` is its one-row case.
 
-The arrays (``ROW_ARRAYS``; shapes for one row, ``P`` parameters, ``U`` state units, ``F`` inputs):
+The arrays (``ROW_ARRAYS``; shapes for one row, ``P`` parameters, ``U`` state units, ``F`` inputs,
+``T`` outputs):
 
 ============  =========================  =====================================================
 name          shape                      what
@@ -18,15 +19,16 @@ traces        [P or 2P] (0 if truncated) eligibility traces, laid out like ``the
 buf1, buf2    [P]                        optimiser buffers (ObGD trace; Adam m, v)
 scal          [2]                        optimiser scalars (intentional: err_sq, err_w; Adam: t)
 xm, xm2, xws  [F], [F], [2]              input normaliser: mean, m2, (weight, count)
-ym, ym2, yws  [1], [1], [2]              target normaliser
+ym, ym2, yws  [T], [T], [2]              target normaliser
 mon           [monitor_size]             monitor statistics (``monitor.py`` owns the layout)
 ph            [6]                        Page-Hinkley detector (``drift.py`` owns the layout)
-rls           [(h+1)^2 + 2] (0: gradient) readout matrix ``P`` and error statistics
+rls           [(h+1)^2 + 2] (0: gradient) readout matrix ``P`` (shared by the outputs), error statistics
 ============  =========================  =====================================================
 
 :class:`CoreSpec` holds what stays fixed while a learner runs (layout, optimiser, normaliser and
 readout settings, drift policy); :meth:`Core.run` and :meth:`Core.run_keyed` are the only places
-that build the loop's arguments.
+that build the loop's arguments. Targets and predictions are ``[N]`` with one output and ``[N, T]``
+with several; the loop sees them as ``[N, T]`` views.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class CoreSpec:
             "traces": np.zeros(L.n_traces if self.traced else 0),
             **empty_optimizer_state(L.n_params),
             "xm": np.zeros(F), "xm2": np.zeros(F), "xws": np.zeros(2),
-            "ym": np.zeros(1), "ym2": np.zeros(1), "yws": np.zeros(2),
+            "ym": np.zeros(L.n_outputs), "ym2": np.zeros(L.n_outputs), "yws": np.zeros(2),
             "mon": np.zeros(monitor_size(L.widths)),
             "ph": fresh_detector(),
             "rls": initial_readout_matrix("rls" if self.rls else "gradient", model.hidden[-1], rls_prior),
@@ -205,8 +207,9 @@ class Core:
         L = self.spec.layout
         head, tail = self._tail(mon_on, drifted, normalize_x=normalize_x, drift=drift, row=weights_row)
         theta = self.shared["theta"] if weights_row is None else self.rows["theta"][weights_row]
+        N, T = X.shape[0], L.n_outputs
         return fp.run_events(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, states, traces,
-                             self.spec.traced, rows, X, Y, learn, skip, *head, out, *tail,
+                             self.spec.traced, rows, X, Y.reshape(N, T), learn, skip, *head, out.reshape(N, T), *tail,
                              _NO_SNAPSHOTS if snapshots is None else snapshots)
 
     @staticmethod
@@ -238,14 +241,14 @@ class Core:
         Returns ``(events done, status)`` as :meth:`run`."""
         N = X.shape[0]
         if not self.per_row_weights:
-            return self.run(rows, X, np.zeros(N), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
+            return self.run(rows, X, np.zeros(out.shape), learn=False, skip=np.zeros(N, dtype=np.bool_), out=out,
                             drifted=np.zeros(N, dtype=np.bool_), monitor=False, snapshots=snapshots)
 
         def one_row(idx: np.ndarray, r: int) -> tuple[int, int]:
             n = len(idx)
-            part, snaps = np.empty(n), np.empty((n, snapshots.shape[1]))
+            part, snaps = np.empty((n, *out.shape[1:])), np.empty((n, snapshots.shape[1]))
             done = self._events(self.rows["state"], self.rows["traces"], rows[idx], np.ascontiguousarray(X[idx]),
-                                np.zeros(n), learn=False, skip=np.zeros(n, dtype=np.bool_), out=part,
+                                np.zeros(part.shape), learn=False, skip=np.zeros(n, dtype=np.bool_), out=part,
                                 drifted=np.zeros(n, dtype=np.bool_), mon_on=False, snapshots=snaps, weights_row=r)
             out[idx], snapshots[idx] = part, snaps
             return done
@@ -278,7 +281,7 @@ class Core:
         def learn(idx: np.ndarray | None, r: int | None) -> tuple[int, int]:
             pick = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
             n = len(Y) if idx is None else len(idx)
-            part = np.empty(n)
+            part = np.empty((n, *out.shape[1:]))
             done = self._events(pick(states), pick(traces), np.arange(n, dtype=np.int64), pick(XN), pick(Y),
                                 learn=True, skip=np.zeros(n, dtype=np.bool_), out=part,
                                 drifted=np.zeros(n, dtype=np.bool_), mon_on=monitor, weights_row=r,
@@ -297,7 +300,7 @@ class Core:
         ``[forget, eps, clip, init]``; ``I`` the 22 block offsets into ``F``, then ``n_layers, mode,
         bound, kind`` and the flags ``traced, normalize_x, normalize_y, monitor, drift on, drift resets
         state, drift resets optimiser, rls``, then the layout's ``lay`` (``[n_layers, 11]``) and
-        ``head`` (3)."""
+        ``head`` (4)."""
         if self.capacity != 1 or self.per_row_weights:
             raise ValueError("Core.pack: only a one-row core with shared weights packs")
         s, L, d = self.spec, self.spec.layout, self.spec.drift
@@ -323,6 +326,7 @@ class Core:
         row stopped (see :meth:`run`), else 0."""
         L = self.spec.layout
         head, tail = self._tail(monitor and learn, drifted)
+        N, T = X.shape[0], L.n_outputs
         fp.run_keyed(self.rows["theta"], L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, self.rows["state"],
-                     self.rows["traces"], self.spec.traced, X, Y, learn, skip, order, starts, seg_rows, *head, out,
-                     status, *tail)
+                     self.rows["traces"], self.spec.traced, X, Y.reshape(N, T), learn, skip, order, starts, seg_rows,
+                     *head, out.reshape(N, T), status, *tail)

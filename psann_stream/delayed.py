@@ -82,6 +82,9 @@ class DelayedLabels:
         if getattr(learner, "drift", None) is not None:
             raise ConfigError("DelayedLabels: the learner has a drift policy, whose test needs each error in event order; "
                               "build the learner with drift=None.")
+        if int(getattr(learner, "n_outputs", 1)) != 1:
+            raise ConfigError(f"DelayedLabels: the learner has {learner.n_outputs} outputs; delayed labels take one target "
+                              "per event (learn several targets with their rows, or one DelayedLabels per target).")
         self._width = learner.snapshot_width  # refuses a learner on the torch reference path
         self._keyed = hasattr(learner, "per_key_weights")
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:

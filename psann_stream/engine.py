@@ -91,7 +91,8 @@ class StreamLearner(Protocol):
     :class:`~psann_stream.keyed.KeyedLearner`, :class:`~psann_stream.ensemble.Ensemble` and the Ray
     ``ShardedLearner`` implement it.
 
-    ``learn_batch(X, Y)`` / ``predict_batch(X)`` return the predictions ``[N]``; a learner with a
+    ``learn_batch(X, Y)`` / ``predict_batch(X)`` return the predictions ``[N]`` (a learner with an
+    ``n_outputs`` of ``T > 1`` takes ``Y [N, T]`` and returns ``[N, T]``: several target columns); a learner with a
     true ``keyed`` attribute takes the keys first (``learn_batch(keys, X, Y)``; the engine passes
     :class:`~psann_stream.keys.EncodedKeys`). Optional: ``keyed`` (default False), ``last_drifted``
     (``[N]`` bool: the events of the last batch that fired a drift reset), ``drift`` (its policy),
@@ -195,6 +196,12 @@ class Engine:
         width = learner.in_features
         if self.bound.n_features != width:
             raise ConfigError(f"Engine: the stream has {self.bound.n_features} feature(s) but the model takes {width}.")
+        outputs = int(getattr(learner, "n_outputs", 1))
+        if self.bound.n_targets and self.bound.n_targets != outputs:
+            raise ConfigError(
+                f"Engine: the stream has {self.bound.n_targets} target(s) ({', '.join(self.bound.target_names)}) but the "
+                f"learner learns {outputs} per event; build its model with out_features={self.bound.n_targets} "
+                "(StatefulNet(F, out_features=T)) or name as many target columns as it has outputs.")
         self.keyed = keyed
         if output is None or isinstance(output, (str, Path)):
             self.output: Any = PartsSink(output, output_format) if output is not None else None
@@ -247,13 +254,15 @@ class Engine:
             nonfinite_rows &= ~null.any(axis=1)  # a null is bad input, not a non-finite value
         if ev.y is not None:
             ynull = ev.missing_y
-            ynonfinite = ~np.isfinite(ev.y)
-            ybad = ynonfinite | (np.abs(ev.y) > self.max_abs_input)
+            y2 = ev.y if ev.y.ndim == 2 else ev.y[:, None]  # several targets: a row is bad if any of them is
+            ycells = ~np.isfinite(y2) | (np.abs(y2) > self.max_abs_input)
+            ynonfinite = ~np.isfinite(y2).all(axis=1)
+            ybad = ycells.any(axis=1)
             if self.delayed and ynull is not None:  # no target yet: the row is predicted and waits
                 ybad &= ~ynull
                 ynonfinite &= ~ynull
             for r in np.flatnonzero(ybad & ~bad):
-                reasons[r] = "target is null" if ynull is not None and ynull[r] else f"target is {float(ev.y[r])!r}"
+                reasons[r] = self._target_reason(y2[r], ycells[r], ynull is not None and ynull[r])
             nonfinite_rows |= ynonfinite & ~bad if ynull is None else ynonfinite & ~ynull & ~bad
             bad |= ybad
         if ev.missing_key is not None:
@@ -269,6 +278,15 @@ class Engine:
             skip = bad if not self.delayed or null is None else bad | null.all(axis=1)
             bad |= self._check_time_order(ev, skip, reasons)
         return bad, reasons, nonfinite_rows
+
+    def _target_reason(self, y: np.ndarray, bad: np.ndarray, null: bool) -> str:
+        """Why a row's target is bad: ``target is ...`` with one target, else naming the first bad column."""
+        names = self.bound.target_names
+        c = int(np.argmax(bad))
+        what = "null" if null and not np.isfinite(y[c]) else repr(float(y[c]))
+        if y.shape[0] == 1:
+            return f"target is {what}"
+        return f"target {names[c] if len(names) > 1 else c} is {what}"
 
     def _check_time_order(self, ev: Events, bad: np.ndarray, reasons: dict[int, str]) -> np.ndarray:
         """Rows whose event time is null, repeats (``time_order="strict"``) or goes back from their
@@ -557,10 +575,10 @@ class Engine:
             cols["key"] = ev.keys.to_arrow()  # the input column's type, taken from the batch's distinct keys
         if ev.times is not None:
             cols["time"] = pa.array(ev.times)
-        cols["prediction"] = pa.array(preds, pa.float64())
+        cols["prediction"] = _float_column(preds)
         if ev.y is not None:
-            cols["target"] = pa.array(ev.y, pa.float64())
-            cols["error"] = pa.array(preds - ev.y, pa.float64())
+            cols["target"] = _float_column(ev.y)
+            cols["error"] = _float_column(preds - ev.y)
         return pa.record_batch(cols)
 
 
@@ -575,6 +593,13 @@ class _Ready:
 
     def result(self) -> np.ndarray:
         return self.preds
+
+
+def _float_column(v: np.ndarray) -> pa.Array:
+    """``[N]`` values as a float64 column; ``[N, T]`` (several targets) as ``fixed_size_list<float64>[T]``."""
+    if v.ndim == 1:
+        return pa.array(v, pa.float64())
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(v, dtype=np.float64).reshape(-1)), v.shape[1])
 
 
 def _select(ev: Events, keep: np.ndarray) -> Events:

@@ -163,6 +163,10 @@ class Ensemble:
             if lacking:
                 raise ConfigError(f"Ensemble member {name!r} ({type(m).__name__}) lacks {', '.join(lacking)}: a member must "
                                   "follow the learner protocol (Learner, KeyedLearner, psann_stream.experts).")
+        several = [name for name, m in members.items() if int(getattr(m, "n_outputs", 1)) != 1]
+        if several:
+            raise ConfigError(f"Ensemble members {several} learn several targets; the mixture weighs one prediction per "
+                              "event: use a Learner with out_features = T for several targets, or one Ensemble per target.")
         widths = {name: int(m.in_features) for name, m in members.items()}
         if len(set(widths.values())) != 1:
             raise ConfigError(f"Ensemble members take different input widths {widths}; every member must see the same events.")

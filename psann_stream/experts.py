@@ -217,8 +217,9 @@ class LinearRLS:
 
 class Change:
     """``member`` learns ``y - x[column]`` (the change from the last known value); the prediction is
-    ``x[column]`` plus the member's prediction. Keyed when ``member`` is (then ``learn_batch(keys,
-    X, Y)``); checkpoints hold the member's state.
+    ``x[column]`` plus the member's prediction. With several targets (a member with ``n_outputs = T``)
+    ``column`` is a sequence of ``T`` input columns, target ``k``'s last known value in ``column[k]``.
+    Keyed when ``member`` is (then ``learn_batch(keys, X, Y)``); checkpoints hold the member's state.
 
     >>> c = Change(LinearRLS(1), column=0)
     >>> X = np.arange(3000.0)[:, None]
@@ -233,10 +234,16 @@ class Change:
         width = getattr(member, "in_features", None)
         if width is None or not hasattr(member, "learn_batch"):
             raise ConfigError(f"Change needs a learner (Learner, KeyedLearner, an expert), got {type(member).__name__}.")
-        if isinstance(column, bool) or not isinstance(column, (int, np.integer)) or not 0 <= column < width:
-            raise ConfigError(f"Change.column = {column!r} is out of range for {width} input column(s): name the column "
-                              "that holds the last known value of the target.")
-        self.member, self.column = member, int(column)
+        outputs = int(getattr(member, "n_outputs", 1))
+        cols = [column] if outputs == 1 else (list(column) if isinstance(column, (list, tuple)) else [])
+        if len(cols) != outputs or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < width
+                                       for c in cols):
+            need = "the column" if outputs == 1 else f"a list of {outputs} columns, one per target,"
+            raise ConfigError(f"Change.column = {column!r} is out of range for {width} input column(s) and {outputs} "
+                              f"target(s): name {need} that holds the last known value of the target.")
+        self.member = member
+        self.column: int | list[int] = int(cols[0]) if outputs == 1 else [int(c) for c in cols]
+        self.n_outputs = outputs
         self.keyed = bool(getattr(member, "keyed", False))
         self.in_features = int(width)
 
@@ -251,7 +258,7 @@ class Change:
         """``(X, Y)``, or ``(keys, X, Y)`` for a keyed member: prequential predictions of the level."""
         *head, X, Y = args
         last = self._last(X)
-        return self.member.learn_batch(*head, X, np.asarray(Y, dtype=np.float64).reshape(-1) - last) + last
+        return self.member.learn_batch(*head, X, np.asarray(Y, dtype=np.float64).reshape(last.shape) - last) + last
 
     def predict_batch(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.member.predict_batch(*args, **kwargs) + self._last(args[-1])

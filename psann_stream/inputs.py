@@ -13,7 +13,7 @@ import torch
 from .drift import DriftPolicy
 from .errors import ConfigError, NonFiniteInputError
 
-__all__ = ["NOT_LEARNED", "as_float64", "as_rows", "check_common", "nonfinite_rows"]
+__all__ = ["NOT_LEARNED", "as_float64", "as_rows", "as_targets", "check_common", "nonfinite_rows", "predictions"]
 
 NOT_LEARNED = "nothing was learned from it or after it"
 # Largest input checked by a dot product. Above it numpy's BLAS may run the product on its own
@@ -60,9 +60,37 @@ def as_rows(name: str, x: Any, width: int, *, one_event: bool) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def as_targets(owner: str, y: Any, n: int, outputs: int) -> np.ndarray:
+    """The targets ``Y`` of ``n`` events (the rows of ``X``) as a C-contiguous float64 array: ``[n]`` for
+    one output (any shape with ``n`` values), ``[n, outputs]`` for several (a 1-D input of ``outputs``
+    values is one event's). A wrong count or shape is a :class:`ConfigError` naming ``owner``."""
+    try:
+        a = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}: Y cannot be read as numbers ({exc}); nothing was learned.") from None
+    if outputs == 1:
+        a = a.reshape(-1)
+        if a.shape[0] != n:
+            raise ConfigError(f"{owner}: X has {n} row(s) but Y has {a.shape[0]}.")
+        return np.ascontiguousarray(a)
+    if a.ndim == 1 and n == 1:
+        a = a[None, :]
+    if a.shape != (n, outputs):
+        raise ConfigError(f"{owner}: Y has shape {np.shape(y)}; this learner has {outputs} outputs, so it needs "
+                          f"[{n}, {outputs}] targets (one row per event of X).")
+    return np.ascontiguousarray(a)
+
+
+def predictions(n: int, outputs: int) -> np.ndarray:
+    """An empty prediction array for ``n`` events: ``[n]`` for one output, ``[n, outputs]`` for
+    several (the shape every learner returns)."""
+    return np.empty(n if outputs == 1 else (n, outputs))
+
+
 def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learned: int, consequence: str, *,
                    keys: Any = None) -> np.ndarray:
-    """The ``[N]`` mask of events whose ``x`` row or target ``y`` holds NaN or inf. Under
+    """The ``[N]`` mask of events whose ``x`` row or target ``y`` (``[N]``, or ``[N, T]``: any of its
+    values) holds NaN or inf. Under
     ``on_nonfinite="raise"`` the first such event raises :class:`NonFiniteInputError` naming the event
     (and its key, given ``keys``), the column and its value, ``learned`` (events learned so far) and
     ``consequence`` (what was not learned)."""
@@ -71,21 +99,25 @@ def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learn
         # a finite sum of squares means every value is finite (any NaN or inf makes it NaN or inf); one
         # that overflows from finite values only takes the exact path below. A dot product, not
         # X.sum(): ~0.5 us instead of ~1.7 us for one event, which learn_one pays every call
-        finite = math.isfinite(float(flat.dot(flat)) + (0.0 if Y is None else float(Y.dot(Y))))
+        yf = None if Y is None else Y.reshape(-1)
+        finite = math.isfinite(float(flat.dot(flat)) + (0.0 if yf is None else float(yf.dot(yf))))
     else:  # no BLAS on large batches: its threads spin on beside the compiled loop's (module doc)
         finite = bool(np.isfinite(flat).all()) and (Y is None or bool(np.isfinite(Y).all()))
     if finite:
         return np.zeros(X.shape[0], dtype=np.bool_)
     bad = ~np.isfinite(X).all(axis=1)
     if Y is not None:
-        bad |= ~np.isfinite(Y)
+        bad |= ~np.isfinite(Y) if Y.ndim == 1 else ~np.isfinite(Y).all(axis=1)
     if bad.any() and on_nonfinite == "raise":
         n = int(np.argmax(bad))
         if not np.isfinite(X[n]).all():
             col = int(np.argmax(~np.isfinite(X[n])))
             what = f"x column {col} is {float(X[n, col])!r}"
-        else:
+        elif Y.ndim == 1:  # type: ignore[union-attr]
             what = f"y is {float(Y[n])!r}"  # type: ignore[index]
+        else:
+            col = int(np.argmax(~np.isfinite(Y[n])))  # type: ignore[index]
+            what = f"y column {col} is {float(Y[n, col])!r}"  # type: ignore[index]
         key = "" if keys is None else f" (key {keys[n]!r})"
         raise NonFiniteInputError(
             f"event {n} of this batch{key} (learned events so far: {learned}): {what}; {consequence}. Clean the "
@@ -94,16 +126,20 @@ def nonfinite_rows(X: np.ndarray, Y: np.ndarray | None, on_nonfinite: str, learn
     return bad
 
 
-def checked_pending(snapshots: Any, Y: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """``learn_pending``'s arguments as float64 arrays ``[N, width]`` and ``[N]``, or an error that says
-    what is wrong (shape, count, a non-finite value); nothing is learned on an error."""
+def checked_pending(snapshots: Any, Y: Any, width: int, outputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``learn_pending``'s arguments as float64 arrays ``[N, width]`` and ``[N]`` (``[N, outputs]`` for
+    several outputs), or an error that says what is wrong (shape, count, a non-finite value); nothing
+    is learned on an error."""
     S = np.ascontiguousarray(np.asarray(snapshots, dtype=np.float64))
     if S.ndim != 2 or S.shape[1] != width:
         raise ConfigError(f"learn_pending: snapshots have shape {S.shape}; this learner's are [N, {width}] "
                           "(from its predict_pending).")
-    Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
-    if Y.shape[0] != S.shape[0]:
-        raise ConfigError(f"learn_pending: {S.shape[0]} snapshot(s) but {Y.shape[0]} target(s).")
+    if outputs == 1:
+        Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
+        if Y.shape[0] != S.shape[0]:
+            raise ConfigError(f"learn_pending: {S.shape[0]} snapshot(s) but {Y.shape[0]} target(s).")
+    else:
+        Y = as_targets("learn_pending", Y, S.shape[0], outputs)
     if not (np.isfinite(S).all() and np.isfinite(Y).all()):
         raise NonFiniteInputError("learn_pending: a snapshot or target is not finite; nothing was learned.")
     return S, Y

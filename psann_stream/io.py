@@ -102,7 +102,7 @@ class Source:
 @dataclass
 class Events:
     """One batch of events. ``x``: ``[N, F]`` float32/float64 (read-only when zero-copy), ``y``:
-    ``[N]`` float64 or None, ``keys``: the key column encoded once
+    ``[N]`` float64 (several targets: ``[N, T]``) or None, ``keys``: the key column encoded once
     (:class:`~psann_stream.keys.EncodedKeys`: codes into the batch's distinct keys) or None,
     ``times``: ``[N]`` or None."""
 
@@ -113,7 +113,7 @@ class Events:
     missing_key: np.ndarray | None = None  # [N] bool where the key is null; None when no key is null
     missing_time: np.ndarray | None = None  # [N] bool where the event time is null; None when none is
     missing_x: np.ndarray | None = None  # [N, F] bool where a feature is null (x holds NaN there); None when none is
-    missing_y: np.ndarray | None = None  # [N] bool where the target is null (y holds NaN there); None when none is
+    missing_y: np.ndarray | None = None  # [N] bool where a target is null (y holds NaN there); None when none is
     ids: np.ndarray | None = None  # [N] event ids (int64, or objects for other types) with an id column
     missing_id: np.ndarray | None = None  # [N] bool where the id is null; None when none is
 
@@ -137,7 +137,9 @@ class ColumnMap:
         features: one ``fixed_size_list<float32|float64>`` column name, one numeric column name (a
             feature vector of width 1: univariate streams), or a sequence of numeric column names
             (in that order).
-        target: the target column (numeric), or None for prediction-only streams.
+        target: the target column (numeric), or several targets learned together by a model with
+            ``out_features = T`` (a sequence of ``T`` numeric column names, in that order, or one
+            ``fixed_size_list<float32|float64>[T]`` column), or None for prediction-only streams.
         key: the key column (any type), or None.
         time: the event-time column (timestamp or integer), or None.
         id: the event-id column (integer or string) for labels that arrive later, or None: a row
@@ -147,7 +149,7 @@ class ColumnMap:
     """
 
     features: str | Sequence[str]
-    target: str | None = None
+    target: str | Sequence[str] | None = None
     key: str | None = None
     time: str | None = None
     id: str | None = None
@@ -187,10 +189,24 @@ class ColumnMap:
                 if f is not None and not _is_numeric(f.type):
                     problems.append(f"feature column {n!r}: expected a numeric type, got {f.type}")
             width = len(names)
-        if self.target is not None:
+        n_targets, target_list = 0, False
+        target_names: tuple[str, ...] = ()
+        if isinstance(self.target, str):
+            target_names, n_targets = (self.target,), 1
             f = field(self.target, "target")
-            if f is not None and not _is_numeric(f.type):
-                problems.append(f"target column {self.target!r}: expected a numeric type, got {f.type}")
+            if f is not None and pa.types.is_fixed_size_list(f.type) and _is_float(f.type.value_type):
+                target_list, n_targets = True, f.type.list_size
+            elif f is not None and not _is_numeric(f.type):
+                problems.append(f"target column {self.target!r}: expected a numeric type, got {f.type} (several "
+                                "targets in one column: fixed_size_list<float32 or float64>[T])")
+        elif self.target is not None:
+            target_names, n_targets = tuple(self.target), len(self.target)
+            if not target_names:
+                problems.append("no target columns given (use target=None for prediction-only streams)")
+            for n in target_names:
+                f = field(n, "target")
+                if f is not None and not _is_numeric(f.type):
+                    problems.append(f"target column {n!r}: expected a numeric type, got {f.type}")
         if self.key is not None:
             field(self.key, "key")
         if self.time is not None:
@@ -204,7 +220,7 @@ class ColumnMap:
                 problems.append(f"id column {self.id!r}: expected an integer or string type, got {f.type}")
         if problems:
             raise ConfigError("the stream's schema does not match the column map:\n  " + "\n  ".join(problems))
-        return BoundColumns(self, schema, width, list_column, tuple(names))
+        return BoundColumns(self, schema, width, list_column, tuple(names), n_targets, target_list, target_names)
 
 
 @dataclass(frozen=True)
@@ -216,6 +232,14 @@ class BoundColumns:
     n_features: int
     list_column: bool
     feature_names: tuple[str, ...]  # the list column's name, or the numeric columns' names in order
+    n_targets: int = 0  # targets per event (0: no target column)
+    target_list: bool = False  # the targets are one fixed_size_list column
+    target_names: tuple[str, ...] = ()  # the target column's name, or the numeric columns' names in order
+
+    @property
+    def several_targets(self) -> bool:
+        """Whether ``Events.y`` is ``[N, T]`` (several target columns or a list column), not ``[N]``."""
+        return self.target_list or len(self.target_names) > 1
 
     def read(self, batch: pa.RecordBatch) -> Events:
         """The events of ``batch``; raises ConfigError if its schema differs from the bound one."""
@@ -245,8 +269,10 @@ class BoundColumns:
             if any(col.null_count for col in cols):
                 missing_x = np.stack([col.is_null().to_numpy(zero_copy_only=False) for col in cols], axis=1)
         y = keys = times = missing = missing_time = None
-        if c.target is not None:
-            tcol = batch.column(c.target)
+        if self.several_targets:
+            y, missing_y = self._read_targets(batch)
+        elif c.target is not None:
+            tcol = batch.column(self.target_names[0])
             y = tcol.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             if tcol.null_count:
                 missing_y = tcol.is_null().to_numpy(zero_copy_only=False)
@@ -270,6 +296,28 @@ class BoundColumns:
                 ids = ic.to_numpy(zero_copy_only=False)
         return Events(x=x, y=y, keys=keys, times=times, missing_key=missing, missing_time=missing_time,
                       missing_x=missing_x, missing_y=missing_y, ids=ids, missing_id=missing_id)
+
+
+    def _read_targets(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray | None]:
+        """Several targets: ``y [N, T]`` float64 (NaN where null) and the rows with a null target."""
+        T = self.n_targets
+        if self.target_list:
+            col = batch.column(self.target_names[0])
+            values = col.values.slice(col.offset * T, len(col) * T)
+            y = values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, T)
+            if not (col.null_count or values.null_count):
+                return y, None
+            null = values.is_null().to_numpy(zero_copy_only=False).reshape(-1, T)
+            null |= col.is_null().to_numpy(zero_copy_only=False)[:, None]
+            y[null] = np.nan  # a null list's slots hold whatever the buffer holds
+        else:  # null_to_nan: y is NaN where null
+            cols = [batch.column(n) for n in self.target_names]
+            y = np.ascontiguousarray(batch.select(list(self.target_names)).to_tensor(null_to_nan=True).to_numpy(),
+                                     dtype=np.float64)
+            if not any(col.null_count for col in cols):
+                return y, None
+            null = np.stack([col.is_null().to_numpy(zero_copy_only=False) for col in cols], axis=1)
+        return y, null.any(axis=1)
 
 
 # ---------------------------------------------------------------------- sources

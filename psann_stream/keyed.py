@@ -25,7 +25,7 @@ from ._packing import fast_path_unsupported, layer_bounds, optimizer_settings, r
 from .core import WEIGHT_ARRAYS, Core, CoreSpec
 from .drift import DriftPolicy
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
-from .inputs import check_common, checked_pending, nonfinite_rows
+from .inputs import as_targets, check_common, checked_pending, nonfinite_rows, predictions
 from .model import StatefulNet
 from .monitor import Alert, Monitor
 from .readout import RLS_HINT, Readout, readout_config
@@ -216,7 +216,8 @@ class KeyedLearner:
 
     # ------------------------------------------------------------------ learning
     def learn_batch(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any) -> np.ndarray:
-        """Learn events ``(keys[n], X[n], Y[n])``; returns the prequential predictions ``[N]``. ``keys``:
+        """Learn events ``(keys[n], X[n], Y[n])`` (``Y`` ``[N]``; several outputs: ``[N, T]``); returns the
+        prequential predictions, shaped as ``Y``. ``keys``:
         plain keys (str, int, float, bool, bytes) or :class:`~psann_stream.keys.EncodedKeys`."""
         return self._run(keys, X, Y, learn=True)
 
@@ -239,7 +240,7 @@ class KeyedLearner:
         N = X.shape[0]
         if not np.isfinite(X).all():
             raise NonFiniteInputError("predict_pending: X holds non-finite values; clean the input.")
-        out, snaps = np.empty(N), np.empty((N, self._core.snapshot_width))
+        out, snaps = predictions(N, self.n_outputs), np.empty((N, self._core.snapshot_width))
         if N == 0:
             return out, snaps
         rows = self._rows_for(keys)
@@ -258,13 +259,13 @@ class KeyedLearner:
         per-key weights ``keys`` (each event's key) says whose weights learn it, and each key's
         events are learned in their order. Returns the predictions with the weights before each step."""
         self._refuse_pending("learn_pending")
-        S, Yv = checked_pending(snapshots, Y, self._core.snapshot_width)
+        S, Yv = checked_pending(snapshots, Y, self._core.snapshot_width, self.n_outputs)
         rows = None
         if self.per_key_weights:
             if keys is None or len(keys) != Yv.shape[0]:
                 raise ConfigError("learn_pending: with per-key weights give each event's key (keys=, one per target).")
             rows = self._rows_for(keys)
-        out = np.empty(Yv.shape[0])
+        out = predictions(Yv.shape[0], self.n_outputs)
         done, code = self._core.learn_snapshots(S, Yv, out=out, monitor=self.monitor is not None, rows=rows)
         if code:
             raise NonFiniteStateError(
@@ -279,8 +280,11 @@ class KeyedLearner:
             raise ConfigError(f"{where}: the drift test needs each error in event order; build the KeyedLearner with "
                               "drift=None for delayed labels.")
 
-    def learn_one(self, key: Hashable, x: Any, y: float) -> float:
-        return float(self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], np.array([y]))[0])
+    def learn_one(self, key: Hashable, x: Any, y: Any) -> float | np.ndarray:
+        """Learn one event of ``key`` (``y`` a number; with several outputs ``T`` numbers); returns its
+        prediction (a float; several outputs: an array ``[T]``)."""
+        pred = self.learn_batch([key], np.asarray(x, dtype=np.float64)[None, :], as_targets("learn_one", y, 1, self.n_outputs))[0]
+        return float(pred) if self.n_outputs == 1 else pred
 
     def _checked_x(self, where: str, keys: Sequence[Hashable] | EncodedKeys, X: Any) -> np.ndarray:
         """``X`` as a float64 ``[N, F]`` array with one key per row, or an error naming the mismatch."""
@@ -304,16 +308,14 @@ class KeyedLearner:
 
     def _run(self, keys: Sequence[Hashable] | EncodedKeys, X: Any, Y: Any, *, learn: bool) -> np.ndarray:
         X = self._checked_x("", keys, X)
-        N = X.shape[0]
-        Yv = np.zeros(N) if Y is None else np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
-        if Yv.shape[0] != N:
-            raise ConfigError(f"Y has {Yv.shape[0]} value(s) for {N} event(s).")
+        N, T = X.shape[0], self.n_outputs
+        Yv = np.zeros(N if T == 1 else (N, T)) if Y is None else as_targets("learn_batch", Y, N, T)
         skip = nonfinite_rows(X, Yv, self.on_nonfinite, self.n_learned, "nothing in the batch was learned", keys=keys)
         if N == 0:
             self.last_drifted = np.zeros(0, dtype=np.bool_) if (self.drift is not None and learn) else None
-            return np.empty(0)
+            return predictions(0, T)
         rows = self._rows_for(keys)
-        out = np.empty(N)
+        out = predictions(N, T)
         drifted = np.zeros(N, dtype=np.bool_)
         monitor = self.monitor is not None
         if self.per_key_weights:
@@ -373,6 +375,12 @@ class KeyedLearner:
                                         widths=self._layout.widths, optimizer=self.optimizer_name, settings=self.optimizer_settings, step=self.n_learned)
             self._core.shared["mon"][-1] = 0.0
         return found
+
+    @property
+    def n_outputs(self) -> int:
+        """Targets learned per event (the model's ``out_features``): predictions are ``[N]`` for one,
+        ``[N, T]`` for several."""
+        return int(self._layout.n_outputs)
 
     @property
     def in_features(self) -> int:

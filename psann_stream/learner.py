@@ -5,7 +5,8 @@ Per learned event, in this order (both backends):
 
 1. ``x_n = (x - mean_x) / std_x`` with the input statistics *before* this event;
 2. forward with the held state: ``y_hat_n``, reported as ``y_hat = y_hat_n * std_y + mean_y``;
-3. ``delta = (y - mean_y) / std_y - y_hat_n``; one value-form optimiser step with ``grad y_hat_n``:
+3. ``delta = (y - mean_y) / std_y - y_hat_n``; one value-form optimiser step with ``grad y_hat_n``
+   (several targets: the error vector's norm along ``grad(u . y_hat_n)``, ``u`` its direction):
    with ``state_grad="truncated"`` (default) the state's past is detached at every step; with
    ``"traced"`` the gradient reaches it through eligibility traces (exact within each layer,
    :mod:`psann_stream.traces`), which advance with the state;
@@ -49,7 +50,7 @@ from ._packing import (
 from .core import Core, CoreSpec
 from .drift import DriftPolicy, fresh_detector
 from .errors import CheckpointError, ConfigError, NonFiniteInputError, NonFiniteStateError
-from .inputs import NOT_LEARNED, as_float64, as_rows, check_common, checked_pending, nonfinite_rows
+from .inputs import NOT_LEARNED, as_float64, as_rows, as_targets, check_common, checked_pending, nonfinite_rows, predictions
 from .model import StatefulNet
 from .monitor import Alert, Monitor, monitor_size
 from .normalize import RunningStats
@@ -87,11 +88,12 @@ class _CompiledPath:
         self.F, self.I = core.pack(monitor=self.monitor)
         self.xs.adopt(core.shared["xm"], core.shared["xm2"], core.shared["xws"])
         self.ys.adopt(core.shared["ym"], core.shared["ym2"], core.shared["yws"])
-        F = self._model.in_features
-        self.x1, self.y1 = np.empty((1, F)), np.empty(1)
-        self._out1, self._skip1, self.drifted1 = np.empty(1), np.zeros(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_)
+        F, T = self._model.in_features, L.n_outputs
+        self.x1, self.y1 = np.empty((1, F)), np.empty((1, T))
+        self._out1, self._skip1, self.drifted1 = np.empty((1, T)), np.zeros(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_)
         self._work = np.empty((L.lay.shape[0], fp.W_ROWS, int(L.lay[:, 1].max())))
-        self._NS = np.empty((2, F + 1))
+        self._NS, self._YS, self.pred1 = np.empty((2, F)), np.empty((4, T)), np.empty(T)
+        self.y1_flat, self.out1_flat = self.y1.reshape(-1), self._out1.reshape(-1)  # views: one output's fast path
 
     def __getstate__(self) -> dict[str, Any]:
         # a pickled view is a copy: the buffer is packed again on the other side instead
@@ -139,15 +141,16 @@ class _CompiledPath:
         return fp.run_packed(self.F, self.I, self.x1, self.y1, True, self._skip1, self._out1, self.drifted1)
 
     def predict_one(self) -> float:
-        """The prediction of the event in ``x1`` (written by the caller); changes nothing."""
-        return fp.predict_packed(self.F, self.I, self.x1[0], self._work, self._NS)
+        """The prediction of the event in ``x1`` (written by the caller): its first output; all ``T``
+        are in ``pred1`` (a buffer of the path's, overwritten by the next call). Changes nothing."""
+        return fp.predict_packed(self.F, self.I, self.x1[0], self._work, self._NS, self._YS, self.pred1)
 
     def predict(self, X: np.ndarray, *, advance: bool, fail: Fail) -> np.ndarray:
-        out = np.empty(X.shape[0])
+        out = predictions(X.shape[0], self.spec.layout.n_outputs)
         core = self.core
         saved = None if advance else (core.row(0), *(a.copy() for a in self.xs.arrays))
         N = X.shape[0]
-        done, status = core.run(np.zeros(N, dtype=np.int64), X, np.zeros(N), learn=False,
+        done, status = core.run(np.zeros(N, dtype=np.int64), X, np.zeros(out.shape), learn=False,
                                 skip=np.zeros(N, dtype=np.bool_), out=out, drifted=np.zeros(N, dtype=np.bool_),
                                 monitor=False)
         if saved is not None:
@@ -161,7 +164,7 @@ class _CompiledPath:
     def predict_snapshots(self, X: np.ndarray, *, fail: Fail) -> tuple[np.ndarray, np.ndarray]:
         """Predict and advance (as :meth:`predict` with ``advance``), keeping each event's snapshot."""
         N = X.shape[0]
-        out, snaps = np.empty(N), np.empty((N, self.core.snapshot_width))
+        out, snaps = predictions(N, self.spec.layout.n_outputs), np.empty((N, self.core.snapshot_width))
         done, status = self.core.predict_snapshots(np.zeros(N, dtype=np.int64), X, out=out, snapshots=snaps)
         if status:
             fail(done, status)
@@ -226,7 +229,9 @@ class Learner:
     """Prequential online learning of one stream with a StatefulNet (see module doc).
 
     Args:
-        model: the network (one output); the learner owns it and converts it to float64.
+        model: the network; the learner owns it and converts it to float64. Its ``out_features``
+            is the number of targets learned per event (several: ``Y [N, T]``, one trunk and a head
+            per target; :mod:`psann_stream._fastpath` documents the step).
         optimizer: ``"obgd"`` (default), ``"intentional"`` or ``"adam"``.
         optimizer_kwargs: settings overriding the optimiser's defaults (ObGD ``lr=1.0, kappa=1.25``;
             intentional ``lr=0.5``; Adam ``lr=1e-3``).
@@ -289,11 +294,6 @@ class Learner:
         self.readout, self.rls_prior = readout, float(rls_prior)
         check_state_grad(state_grad, model.state_config, "Learner")
         self.state_grad = state_grad
-        if model.out_features != 1:
-            raise ConfigError(
-                f"Learner learns one target but the model has out_features={model.out_features}; "
-                "use one Learner per target."
-            )
         check_common("Learner", on_nonfinite=on_nonfinite, check_every=check_every, forget=forget,
                      normalize_clip=normalize_clip, drift=drift)
         if backend not in ("auto", "numba", "torch"):
@@ -311,12 +311,13 @@ class Learner:
         self.last_drifted: np.ndarray | None = None  # [N] bool of the last learn_batch, with a drift policy
         self._model = model.double()
         self._model.reset_state(n_streams=1)
+        self._n_outputs = int(model.out_features)
         self.optimizer_name = optimizer
         self.optimizer_settings = optimizer_settings(optimizer, optimizer_kwargs)
         self.normalize_x = bool(normalize_x)
         self.normalize_y = bool(normalize_y)
         self.x_stats = RunningStats(model.in_features, forget=forget, clip=normalize_clip)
-        self.y_stats = RunningStats(1, forget=forget, clip=normalize_clip)
+        self.y_stats = RunningStats(model.out_features, forget=forget, clip=normalize_clip)
         self.monitor: Monitor | None = Monitor() if monitor is True else (monitor or None)
         self.check_every = check_every
         self.on_nonfinite = on_nonfinite
@@ -356,12 +357,19 @@ class Learner:
         return int(self._model.in_features)
 
     @property
+    def n_outputs(self) -> int:
+        """Targets learned per event (the model's ``out_features``): predictions are ``[N]`` for one,
+        ``[N, T]`` for several."""
+        return self._n_outputs
+
+    @property
     def alerts(self) -> list[Alert]:
         return self.monitor.alerts if self.monitor else []
 
     # ------------------------------------------------------------------ prediction and learning
-    def predict_one(self, x: Any) -> float:
-        """The prediction for ``x`` with the current weights and held state; changes nothing."""
+    def predict_one(self, x: Any) -> float | np.ndarray:
+        """The prediction for ``x`` with the current weights and held state (a float; with several
+        outputs an array ``[T]``); changes nothing."""
         path = self._path
         if not (type(path) is _CompiledPath and type(x) is np.ndarray and x.shape == path.x1.shape[1:]
                 and x.dtype == np.float64 and math.isfinite(float(x.dot(x)))):
@@ -369,13 +377,18 @@ class Learner:
             if not np.isfinite(X).all():
                 raise NonFiniteInputError(f"predict_one: x holds a non-finite value ({X[0].tolist()}); clean the input.")
             if type(path) is not _CompiledPath:
-                return float(path.predict(X, advance=False, fail=self._failed_at(0))[0])
+                pred = path.predict(X, advance=False, fail=self._failed_at(0))[0]
+                return float(pred) if self.n_outputs == 1 else pred
             x = X[0]
         path.x1[0] = x
-        pred = path.predict_one()
-        if not math.isfinite(pred):
+        p = path.predict_one()
+        if self._n_outputs == 1:
+            if not math.isfinite(p):
+                self._failed_at(0)(0, 1)
+            return p
+        if not np.isfinite(path.pred1).all():
             self._failed_at(0)(0, 1)
-        return pred
+        return path.pred1.copy()
 
     def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
         """Predictions for consecutive events without targets, the state advancing through them.
@@ -388,18 +401,20 @@ class Learner:
             raise NonFiniteInputError("predict_batch: X holds non-finite values; clean the input.")
         return self._path.predict(X, advance=advance, fail=self._failed_at(0))
 
-    def learn_one(self, x: Any, y: float) -> float:
-        """Predict ``x`` with the model as it is, then learn ``y``; returns the prediction.
+    def learn_one(self, x: Any, y: Any) -> float | np.ndarray:
+        """Predict ``x`` with the model as it is, then learn ``y`` (a number; with several outputs a
+        sequence of ``T``); returns the prediction (a float; several outputs: an array ``[T]``).
 
-        The compiled path takes a float64 ``x`` of shape ``[F]`` straight to the loop through
-        preallocated arrays (one event per call costs little more than the loop's own step); anything
-        else goes through the checks of :meth:`learn_batch`."""
+        The compiled path takes a float64 ``x`` of shape ``[F]`` and a float ``y`` straight to the loop
+        through preallocated arrays (one event per call costs little more than the loop's own step);
+        anything else goes through the checks of :meth:`learn_batch`."""
         path = self._path
         if (type(path) is _CompiledPath and type(x) is np.ndarray and x.shape == path.x1.shape[1:]
-                and x.dtype == np.float64 and type(y) in (float, np.float64) and self._since_check + 1 < self.check_every):
+                and x.dtype == np.float64 and type(y) in (float, np.float64) and self._n_outputs == 1
+                and self._since_check + 1 < self.check_every):
             X1 = path.x1
             X1[0] = x
-            path.y1[0] = y
+            path.y1_flat[0] = y
             if math.isfinite(float(x.dot(x)) + y * y):
                 done, status = path.learn_one()
                 if status:
@@ -407,17 +422,20 @@ class Learner:
                 self.n_learned += 1
                 self._since_check += 1
                 self.last_drifted = path.drifted1.copy() if self.drift is not None else None
-                return float(path._out1[0])
-        try:
-            target = float(y)
-        except (TypeError, ValueError):
-            raise ConfigError(f"learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
+                return float(path.out1_flat[0])
+        if self.n_outputs == 1:
+            try:
+                y = float(y)
+            except (TypeError, ValueError):
+                raise ConfigError(f"learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
         X = as_rows("x", x, self._model.in_features, one_event=True)
-        Y = np.array([target])
-        return float(self._learn_rows(X, Y, nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, NOT_LEARNED))[0])
+        Y = as_targets("learn_one", y, 1, self.n_outputs)
+        pred = self._learn_rows(X, Y, nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, NOT_LEARNED))[0]
+        return float(pred) if self.n_outputs == 1 else pred
 
     def learn_batch(self, X: Any, Y: Any, *, mode: Literal["exact", "batched"] = "exact") -> np.ndarray:
-        """Learn consecutive events ``X [N, F]``, ``Y [N]``; returns the prequential predictions.
+        """Learn consecutive events ``X [N, F]``, ``Y [N]`` (several outputs: ``[N, T]``); returns the
+        prequential predictions, shaped as ``Y``.
 
         ``mode="exact"``: event by event (predict, learn, advance), identical to ``learn_one`` in a
         loop. ``mode="batched"``: predict the whole batch with the current weights (the state
@@ -427,9 +445,7 @@ class Learner:
         ``2..N`` then do not benefit from events ``1..N-1``.
         """
         X = as_rows("X", X, self._model.in_features, one_event=False)
-        Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
-        if Y.shape[0] != X.shape[0]:
-            raise ConfigError(f"learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
+        Y = as_targets("learn_batch", Y, X.shape[0], self.n_outputs)
         if mode not in ("exact", "batched"):
             raise ConfigError(f"learn_batch: mode = {mode!r} is not one of 'exact', 'batched'.")
         skip = nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, NOT_LEARNED)
@@ -473,14 +489,14 @@ class Learner:
         arrives right after its prediction is learned exactly as :meth:`learn_batch` would (tested);
         a later one sees the weights of its arrival time. No drift test runs on these events. Returns
         the predictions with the weights before each step."""
-        S, Y = checked_pending(snapshots, Y, self.snapshot_width)
+        S, Y = checked_pending(snapshots, Y, self.snapshot_width, self.n_outputs)
         return self._learn_rows(S, Y, np.zeros(Y.shape[0], dtype=np.bool_), step=self._path.learn_snapshots)
 
     def _learn_rows(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, step: Any = None) -> np.ndarray:
         """Exact-mode learning of checked rows, consulting the monitor every ``check_every`` events
         (``step``: the path's call that learns a chunk; its ``learn`` unless given)."""
         step = self._path.learn if step is None else step
-        out = np.empty(X.shape[0])
+        out = predictions(X.shape[0], self.n_outputs)
         drifted = np.zeros(X.shape[0], dtype=np.bool_)
         start = 0
         while start < X.shape[0]:
@@ -501,7 +517,8 @@ class Learner:
     def _learn_batched(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray) -> np.ndarray:
         """Predict the batch with fixed weights, then one step along mean(delta_n grad y_hat_n)."""
         keep = ~skip
-        out = np.full(X.shape[0], np.nan)
+        out = predictions(X.shape[0], self.n_outputs)
+        out[~keep] = np.nan
         if keep.any():
             out[keep] = self._path.learn_batched(X[keep], Y[keep])
             self.n_learned += int(keep.sum())

@@ -51,7 +51,7 @@ class FadedError:
     Targets arrive with each batch (``on_batch``) and predictions later (``on_prediction``); the
     engine finishes batches in the order it reads them and may read ahead, so targets wait in a queue.
     Predictions cover only a batch's good rows: a batch with dead-lettered rows is left out, and so is
-    any pair that is not finite.
+    any pair that is not finite. With several targets an event's error is its mean over them.
 
     >>> f = FadedError(alpha=0.5)
     >>> class Batch: y = np.array([1.0, 2.0])
@@ -74,8 +74,11 @@ class FadedError:
         y = self._targets.popleft() if self._targets else None
         if y is None or len(y) != len(preds):
             return
-        ok = np.isfinite(preds) & np.isfinite(y)
-        self.add(np.abs(preds[ok] - y[ok]))
+        with np.errstate(invalid="ignore"):
+            err = np.abs(preds - y)
+        if err.ndim == 2:
+            err = err.mean(axis=1)  # several targets: an event's mean absolute error over them
+        self.add(err[np.isfinite(err)])
 
     def add(self, errors: np.ndarray) -> None:
         """Fold absolute errors into the faded sums, in order."""

@@ -33,15 +33,34 @@ __all__ = ["Fail", "ReferencePath", "learn_batched"]
 Fail = Callable[[int, int], None]  # (event index in the call, status 1 prediction / 2 update): raises
 
 
-def _target_scale(ys: RunningStats, normalize_y: bool) -> tuple[float, float]:
-    return (float(ys.std[0]), float(ys.mean[0])) if normalize_y else (1.0, 0.0)
+def _target_scale(ys: RunningStats, normalize_y: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each output's target scale and mean (``[T]``; 1 and 0 without the target normaliser)."""
+    T = ys.n_features
+    return (np.array(ys.std, dtype=np.float64), np.array(ys.mean, dtype=np.float64)) if normalize_y else (np.ones(T), np.zeros(T))
+
+
+def _error_direction(D: np.ndarray) -> tuple[float, np.ndarray]:
+    """The optimiser's error and the output weights ``u`` of the gradient (``_fastpath`` module doc):
+    one output, the error itself and ``u = 1``; several, ``||D||`` and ``D / ||D||`` (0 if ``D = 0``)."""
+    if D.shape[0] == 1:
+        return float(D[0]), np.ones(1)
+    dn = float(np.sqrt(D @ D))
+    return dn, (D / dn if dn > 0 else np.zeros_like(D))
+
+
+def _shaped(preds: list[np.ndarray]) -> np.ndarray:
+    """Per-event prediction rows ``[T]`` as the learners return them: ``[N]`` for one output."""
+    out = np.array(preds, dtype=np.float64).reshape(len(preds), -1)
+    return out[:, 0].copy() if out.shape[1] == 1 else out
 
 
 def learn_batched(model: StatefulNet, opt: torch.optim.Optimizer, xs: RunningStats, ys: RunningStats,
-                  normalize_x: bool, normalize_y: bool, X: np.ndarray, Y: np.ndarray) -> list[float]:
+                  normalize_x: bool, normalize_y: bool, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Predict the rows ``X`` with fixed weights (the state advancing event by event), fold the targets
-    into ``ys``, then one optimiser step along ``mean(delta_n grad y_hat_n)`` with unit error; the
-    model holds the last event's state. Returns the predictions in target units."""
+    into ``ys``, then one optimiser step along ``mean(delta_n . grad y_hat_n)`` with unit error; the
+    model holds the last event's state. Returns the predictions in target units (``[N]``, or
+    ``[N, T]`` for several outputs)."""
+    Y = Y.reshape(X.shape[0], -1)
     state = model.held_state()
     total = torch.zeros((), dtype=torch.float64)
     preds = []
@@ -51,18 +70,22 @@ def learn_batched(model: StatefulNet, opt: torch.optim.Optimizer, xs: RunningSta
             pred, state = model(torch.from_numpy(np.asarray(xn, dtype=np.float64))[None, :], state)
             state = tuple(s.detach() for s in state)
             sy, my = _target_scale(ys, normalize_y)
-            yh = float(pred.detach())
+            yh = pred.detach().numpy()[0]
             preds.append(yh * sy + my)
-            total = total + pred.sum() * (((Y[n] - my) / sy - yh) / len(X))
+            D = (Y[n] - my) / sy - yh
+            if D.shape[0] == 1:
+                total = total + pred.sum() * (float(D[0]) / len(X))
+            else:
+                total = total + (pred[0] * torch.from_numpy(D / len(X))).sum()
             if normalize_x:
                 xs.update(X[n])
     if normalize_y:  # targets become known after the whole batch was predicted
-        ys.update(Y[:, None])
+        ys.update(Y)
     opt.zero_grad(set_to_none=True)
     total.backward()
     opt.step(delta=1.0)
     model.commit_state(state, force_detach=True)
-    return preds
+    return _shaped(preds)
 
 
 class ReferencePath:
@@ -97,7 +120,7 @@ class ReferencePath:
 
     # ------------------------------------------------------------------ steps
     def predict(self, X: np.ndarray, *, advance: bool, fail: Fail) -> np.ndarray:
-        out = np.empty(X.shape[0])
+        out = np.empty((X.shape[0], self._model.out_features))
         model, traces = self._model, (self.trace_ref if advance else None)
         saved = copy.deepcopy(self.xs.state_dict())
         state = model.held_state()
@@ -110,14 +133,14 @@ class ReferencePath:
                     traces.advance(state)
                     state = tuple(t.detach() for t in state)
                 sy, my = _target_scale(self.ys, self.normalize_y)
-                out[n] = float(pred.detach()) * sy + my
+                out[n] = pred.detach().numpy()[0] * sy + my
                 if self.normalize_x:
                     self.xs.update(X[n])
         if advance:
             model.commit_state(state, force_detach=True)
         else:
             self.xs.load_state_dict(saved)
-        return out
+        return _shaped(list(out))
 
     def learn(self, X: np.ndarray, Y: np.ndarray, skip: np.ndarray, out: np.ndarray, drifted: np.ndarray, *,
               monitor: bool, fail: Fail) -> None:
@@ -125,12 +148,14 @@ class ReferencePath:
             if skip[n]:
                 out[n] = np.nan
                 continue
-            out[n] = self._event(X[n], float(Y[n]), n, monitor, fail)
+            p = self._event(X[n], np.atleast_1d(Y[n]).astype(np.float64), n, monitor, fail)
+            out[n] = p[0] if out.ndim == 1 else p
 
-    def learn_batched(self, X: np.ndarray, Y: np.ndarray) -> list[float]:
+    def learn_batched(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         return learn_batched(self._model, self.opt, self.xs, self.ys, self.normalize_x, self.normalize_y, X, Y)
 
-    def _event(self, x: np.ndarray, y: float, index: int, monitor: bool, fail: Fail) -> float:
+    def _event(self, x: np.ndarray, y: np.ndarray, index: int, monitor: bool, fail: Fail) -> np.ndarray:
+        """One event (``y``: ``[T]``); returns its prediction ``[T]`` in target units."""
         model, xs, ys, traces = self._model, self.xs, self.ys, self.trace_ref
         xn = xs.transform(x) if self.normalize_x else x
         acts: list[torch.Tensor] = []
@@ -145,11 +170,12 @@ class ReferencePath:
             if hook is not None:
                 hook.remove()
         sy, my = _target_scale(ys, self.normalize_y)
-        yh = float(pred.detach())
+        yh = pred.detach().numpy()[0].copy()
         p = yh * sy + my
-        if not np.isfinite(p):
+        if not np.isfinite(p).all():
             fail(index, 1)
-        delta = (y - my) / sy - yh
+        D = (y - my) / sy - yh
+        delta, u = _error_direction(D)
         readout_learns = self.readout == "rls" and (not self.normalize_y or ys.count >= self.rcfg[3])
         if readout_learns and not self._rls_gain_ok(acts_out[0]):
             fail(index, 2)  # checked before anything moves, as the compiled loop does
@@ -159,7 +185,7 @@ class ReferencePath:
         if traces is not None:
             traces.advance(new_state)
         self.opt.zero_grad(set_to_none=True)
-        pred.sum().backward()
+        (pred.sum() if u.shape[0] == 1 else (pred[0] * torch.from_numpy(u)).sum()).backward()
         if self.readout == "rls":  # the optimiser moves everything but the readout
             for q in (model.head.weight, model.head.bias):
                 q.grad.zero_()
@@ -175,16 +201,18 @@ class ReferencePath:
             if traces is not None:
                 traces.traces = traces_before
             fail(index, 2)
+        # the monitor's update ratio takes ||theta||_1 after the optimiser's move and before the readout's
+        # (as the compiled loop, whose optimiser returns it)
+        tl1 = sum(float(q.detach().abs().sum()) for q in params) if monitor else 0.0
         if readout_learns:
-            self._rls_step(acts_out[0], delta)
+            self._rls_step(acts_out[0], D)
         model.commit_state(new_state, force_detach=True)
         if self.normalize_x:
             xs.update(x)
         if self.normalize_y:
-            ys.update(np.array([y]))
+            ys.update(y[None, :])
         if monitor:
             gsq = sum(float((q.grad * q.grad).sum()) for q in params if q.grad is not None)
-            tl1 = sum(float(q.detach().abs().sum()) for q in params)
             fp._monitor.py_func(
                 self.mon, self.layout.lay,
                 torch.cat([s.reshape(-1) for s in model.held_state()]).numpy(),
@@ -201,24 +229,26 @@ class ReferencePath:
         d = self.rcfg[0] + z @ (self.P[: n * n].reshape(n, n) @ z)
         return bool(np.isfinite(d) and d > 0)
 
-    def _rls_step(self, h: np.ndarray, e: float) -> None:
-        """The RLS readout step, written from the textbook equations (module doc of
-        :mod:`psann_stream.readout`) in numpy float64, independently of the compiled loop's."""
+    def _rls_step(self, h: np.ndarray, D: np.ndarray) -> None:
+        """The RLS readout step for the errors ``D [T]`` of every output (one ``P``: they share their
+        input), written from the textbook equations (module doc of :mod:`psann_stream.readout`) in numpy
+        float64, independently of the compiled loop's."""
         z = np.append(h, 1.0)
         n = z.shape[0]
         P, (err_sq, err_w) = self.P[: n * n].reshape(n, n), self.P[n * n:]
         lam, cap, clip = self.rcfg[:3]
         a = P @ z
         d = lam + z @ a  # finite and positive: _rls_gain_ok checked it before the optimiser step
+        e = D.astype(np.float64).copy()
         if clip > 0 and err_w > 0:
-            e = float(np.clip(e, -clip * np.sqrt(err_sq / err_w), clip * np.sqrt(err_sq / err_w)))
+            e = np.clip(e, -clip * np.sqrt(err_sq / err_w), clip * np.sqrt(err_sq / err_w))
         head = self._model.head
         with torch.no_grad():
-            head.weight += torch.from_numpy(a[:-1] * (e / d))[None, :]
-            head.bias += float(a[-1] * (e / d))
+            head.weight += torch.from_numpy(np.outer(e / d, a[:-1]))
+            head.bias += torch.from_numpy(a[-1] * (e / d))
         P = P - np.outer(a, a) / d
         P = P / max(lam, np.trace(P) / cap)
-        self.P = np.concatenate([P.reshape(-1), [0.999 * err_sq + e * e, 0.999 * err_w + 1.0]])
+        self.P = np.concatenate([P.reshape(-1), [0.999 * err_sq + float(np.mean(e * e)), 0.999 * err_w + 1.0]])
 
     # ------------------------------------------------------------------ reset and persistence
     def reset(self, *, state: bool, optimizer: bool) -> None:

@@ -63,8 +63,10 @@ def _one_step_both_ways(cfg, seed, x):
     s = np.concatenate([t.reshape(-1).numpy() for t in state])
     work = np.empty((len(net.layers), fp.W_ROWS, max(L.lay[:, 1])))
     G = np.empty(L.n_params)
-    yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work)
-    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True)
+    out = np.empty(1)
+    fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work, out)
+    yh = out[0]
+    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True, np.ones(1))
     SN = np.concatenate([work[l, fp.R_SN, :h] for l, h in enumerate(L.lay[:, 1])])
     return (yh, SN, G), (float(y.detach()), torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), want)
 
@@ -121,10 +123,10 @@ def test_obgd_without_stored_weight_gradients_moves_weights_identically(cfg, del
     s = np.concatenate([t.reshape(-1).numpy() for t in net.initial_state(1)]) + 0.1 * rng.random(L.n_units)
     x = rng.standard_normal(3)
     work = np.empty((len(net.layers), fp.W_ROWS, max(L.lay[:, 1])))
-    fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x, work)
+    fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x, work, np.empty(1))
     full, partial = np.empty(L.n_params), np.full(L.n_params, np.nan)
-    gl1 = fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, full, True)
-    assert fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, partial, False) == gl1
+    gl1 = fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, full, True, np.ones(1))
+    assert fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, partial, False, np.ones(1)) == gl1
     hyp = np.array([1.0, 1.25, 0.0, 0.0])
     step = 1.0 / max(1.25 * max(abs(delta), 1.0) * gl1, 1.0) * delta  # ObGD, lr 1, kappa 1.25
     want, got = theta + full * step, theta.copy()

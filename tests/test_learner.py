@@ -227,8 +227,14 @@ def test_legacy_mode_collapse_is_diagnosed():
 
 def test_learner_configuration_errors():
     net = StatefulNet(3, hidden=(4,))
-    with pytest.raises(ConfigError, match="out_features=2; use one Learner per target"):
-        Learner(StatefulNet(3, 2, hidden=(4,)))
+    two = Learner(StatefulNet(3, 2, hidden=(4,)))
+    with pytest.raises(ConfigError, match=r"Y has shape \(3,\); this learner has 2 outputs, so it needs \[3, 2\]"):
+        two.learn_batch(np.zeros((3, 3)), np.zeros(3))
+    with pytest.raises(ConfigError, match=r"learn_one: Y has shape \(3,\); this learner has 2 outputs"):
+        two.learn_one(np.zeros(3), [1.0, 2.0, 3.0])
+    with pytest.raises(ConfigError, match=r"learn_one: Y has shape \(\); this learner has 2 outputs"):
+        two.learn_one(np.zeros(3), 1.0)
+    assert two.n_learned == 0
     with pytest.raises(ConfigError, match="'sgd' is not one of"):
         Learner(net, optimizer="sgd")
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) 'momentum' for optimizer 'obgd'"):

@@ -79,7 +79,7 @@ def test_legacy_with_zero_beta_and_a_huge_amplitude_keeps_a_finite_state_in_torc
     L = layout(net)
     work = np.empty((1, fp.W_ROWS, 3))
     fp._forward(flat_params(net), L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound,
-                np.full(3, 5.0), x[0].numpy(), work)
+                np.full(3, 5.0), x[0].numpy(), work, np.empty(1))
     assert torch.isfinite(s_torch).all() and np.isfinite(work[0, fp.R_SN, :3]).all()
     np.testing.assert_allclose(work[0, fp.R_SN, :3], s_torch[0].numpy(), rtol=1e-12)
 

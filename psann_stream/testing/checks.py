@@ -533,13 +533,14 @@ class _Context:
         cfg = m.state_config
         L = layout(m)
         theta = flat_params(m)
-        work = np.empty((len(m.layers), fp.W_ROWS, int(max(L.lay[:, 1]))))
+        work, out1 = np.empty((len(m.layers), fp.W_ROWS, int(max(L.lay[:, 1])))), np.empty(1)
         for kind in ("normal", "huge", "bursts"):
             xs = self._stream(kind, torch.float64, streams=1, seed=16)
             ref, states, _ = _run(m, xs, m.initial_state(1))
             s = _flat(m.initial_state(1))[0].numpy().copy()
             for t, x in enumerate(xs):
-                yh = fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work)
+                fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work, out1)
+                yh = out1[0]
                 s = np.concatenate([work[l, fp.R_SN, :h] for l, h in enumerate(L.lay[:, 1])])
                 want_s = states[t][0].numpy()
                 want_y = float(ref[t, 0, 0])
