@@ -6,7 +6,8 @@ The file is not part of the project (CC BY-ND 4.0): pass its path (``--data PATH
 inputs of event ``t`` are row ``t``'s ``HUFL, HULL, MUFL, MULL, LUFL, LULL, OT``, its target row
 ``t + 1``'s ``OT``. Input column 6 (the current ``OT``) is the last known target, so persistence
 ("the next hour = now") is a model of the scenario and a member of the ensemble. No change points
-are marked: the drift is real and unlabelled.
+are marked: the drift is real and unlabelled. :func:`etth1_readings` gives the same events with all
+seven readings of hour ``t + 1`` as targets (:mod:`psann_stream.scenarios.multi_target`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,28 @@ from psann_stream.errors import ConfigError
 
 from .scenario import Scenario, table
 
-__all__ = ["COLUMNS", "etth1"]
+__all__ = ["COLUMNS", "etth1", "etth1_readings"]
 
 COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 
 
+def etth1_readings(path: str | Path, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The seven readings of every hour ``t`` (``X [N, 7]``, columns :data:`COLUMNS`) and of hour
+    ``t + 1`` (``Y [N, 7]``): the events of the multi-target scenario (the first ``n``; all by default)."""
+    v = _read(Path(path))
+    x, y = v[:-1], v[1:]
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
 def etth1(path: str | Path, n: int | None = None) -> Scenario:
     """The scenario from the CSV at ``path`` (the first ``n`` events; all by default)."""
-    p = Path(path)
+    x, y = etth1_readings(path, n)
+    return Scenario("etth1", "ETTh1 oil temperature one hour ahead from the seven current readings (real data)",
+                    table(x, y[:, COLUMNS.index("OT")]), (), last_target_column=COLUMNS.index("OT"))
+
+
+def _read(p: Path) -> np.ndarray:
+    """Every row's seven readings, float64, after checking the file."""
     if not p.is_file():
         raise ConfigError(f"etth1: no file at {p}; pass the path of ETTh1.csv with --data "
                           "(../shared/data/ETT/ETTh1.csv here; from the ETDataset repository elsewhere).")
@@ -39,8 +54,4 @@ def etth1(path: str | Path, n: int | None = None) -> Scenario:
     if not np.isfinite(v).all():
         row = int(np.argmax(~np.isfinite(v).all(axis=1)))
         raise ConfigError(f"etth1: row {row + 2} of {p} holds a missing or non-finite value; the file is not the original.")
-    x, y = v[:-1], v[1:, COLUMNS.index("OT")]
-    if n is not None:
-        x, y = x[:n], y[:n]
-    return Scenario("etth1", "ETTh1 oil temperature one hour ahead from the seven current readings (real data)",
-                    table(x, y), (), last_target_column=COLUMNS.index("OT"))
+    return v

@@ -244,3 +244,47 @@ def test_cli_learns_comma_separated_targets_with_one_model(tmp_path, capsys):
     out = read_parts(tmp_path / "out")
     assert np.array(out.column("prediction").to_pylist()).shape == (600, 3)
     np.testing.assert_array_equal(np.array(out.column("target").to_pylist()), Y)
+
+
+# ---------------------------------------------------------------------- the real feed
+def test_multi_target_etth1_holds_the_single_target_scenario(etth1_path):
+    """The seven-target events are the single-target scenario's with every reading as a target: its OT
+    column is that scenario's target, and one model per target learns OT exactly as the single-target
+    run does."""
+    from psann_stream.scenarios.etth1 import COLUMNS, etth1, etth1_readings
+    from psann_stream.scenarios.multi_target import run_multi_target
+    from psann_stream.scenarios.run import run_scenario
+
+    X, Y = etth1_readings(etth1_path, 600)
+    Xs, ys, _ = etth1(etth1_path, 600).arrays()
+    ot = COLUMNS.index("OT")
+    np.testing.assert_array_equal(Y[:, ot], ys)
+    np.testing.assert_allclose(X, Xs, rtol=1e-6)  # the scenario table stores its inputs as float32
+    multi = run_multi_target(etth1_path, seeds=(0,), models=["per target: river LinearRegression"], n=600)
+    single = run_scenario("etth1", 600, 0, ["river LinearRegression"], data=etth1_path)
+    got = multi["models"]["per target: river LinearRegression"][0]["mae_per_target"][ot]
+    assert got == pytest.approx(single["models"]["river LinearRegression"]["mae"], rel=1e-6)
+
+
+def test_on_etth1_one_model_learns_seven_readings_better_as_changes_than_as_levels(etth1_path):
+    """docs/scenarios.md: hourly readings move little from hour to hour; the joint model that learns
+    each reading's change from its current value has a lower error on every target than the same model
+    learning the levels (first 3,000 events, seed 0)."""
+    from psann_stream.scenarios.multi_target import run_multi_target
+
+    r = run_multi_target(etth1_path, seeds=(0,), models=["psann_stream (joint)", "psann_stream (joint, change)"], n=3000)
+    level = np.array(r["models"]["psann_stream (joint)"][0]["mae_per_target"])
+    change = np.array(r["models"]["psann_stream (joint, change)"][0]["mae_per_target"])
+    assert (change < level).all(), (change, level)
+
+
+def test_change_of_several_targets_needs_a_column_per_target():
+    lrn = Learner(StatefulNet(4, 3, hidden=(4,), seed=0))
+    from psann_stream.experts import Change
+
+    with pytest.raises(ConfigError, match=r"Change.column = 2 is out of range for 4 input column\(s\) and 3 target"):
+        Change(lrn, column=2)
+    X, Y = _stream(50, 0)
+    c = Change(lrn, column=[0, 1, 2])
+    fresh = Learner(StatefulNet(4, 3, hidden=(4,), seed=0))
+    np.testing.assert_array_equal(c.learn_batch(X, Y), fresh.learn_batch(X, Y - X[:, :3]) + X[:, :3])
