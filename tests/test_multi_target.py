@@ -288,3 +288,14 @@ def test_change_of_several_targets_needs_a_column_per_target():
     c = Change(lrn, column=[0, 1, 2])
     fresh = Learner(StatefulNet(4, 3, hidden=(4,), seed=0))
     np.testing.assert_array_equal(c.learn_batch(X, Y), fresh.learn_batch(X, Y - X[:, :3]) + X[:, :3])
+
+
+def test_on_etth1_one_model_learning_the_changes_beats_persistence_on_every_reading(etth1_path):
+    """README and docs/scenarios.md: over the whole file, the joint model learning each reading's
+    change has a lower MAE than persistence on all seven readings (seed 0)."""
+    from psann_stream.scenarios.multi_target import run_multi_target
+
+    r = run_multi_target(etth1_path, seeds=(0,), models=["psann_stream (joint, change)"])
+    mae = np.array(r["models"]["psann_stream (joint, change)"][0]["mae_per_target"])
+    assert r["events"] == 17419
+    assert (mae < np.array(r["persistence_mae"])).all(), (mae, r["persistence_mae"])
