@@ -1194,9 +1194,9 @@ def _rls_head(P, theta, head, a, d, D, lam, cap, clip):
 @njit(**_KERNEL)
 def _rls_downdate(P, a, d, esq, lam, cap):
     """Recursive least squares, second half (Sherman-Morrison with forgetting ``lam``), after the
-    readout moved (:func:`_rls_update`, :func:`_rls_head`): ``P <- (P - a a^T / d) / f`` with ``f = max(lam, trace / cap)``:
-    the forgetting never lifts the trace of ``P`` above ``cap`` (no wind-up while the inputs do not
-    excite every direction). Each element is ``P_ij - (a_i a_j) / d`` with the product formed first,
+    readout moved (:func:`_rls_update`, :func:`_rls_head`): ``P <- (P - a a^T / d) / f`` with
+    ``f = max(lam, trace / cap)``: the forgetting never lifts the trace of ``P`` above ``cap`` (no
+    wind-up while the inputs do not excite every direction). Each element is ``P_ij - (a_i a_j) / d`` with the product formed first,
     so ``P`` stays exactly symmetric. ``P``'s two last entries, the error statistics of
     :func:`_rls_error`, take ``esq`` (the squared error learned; several outputs: their mean)."""
     n = a.shape[0]

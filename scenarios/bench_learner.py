@@ -13,6 +13,8 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
   optimiser, Adam, and ObGD);
 * ``Learner, traced``: the same with exact traces through the state (``state_grad="traced"``), and
   with oscillatory pairs as well (the recommended configuration for memory);
+* ``Learner, 7 outputs``: the default learner with a head of seven outputs learning seven targets
+  (``StatefulNet(10, 7)``; the targets: the stream's and six shifted copies);
 * ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, five learners side by side and their
   mixture, in 1,000-event calls;
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
@@ -70,7 +72,9 @@ def _rate_in_calls(learn_batch: Callable[..., object], arrays: tuple[np.ndarray,
 
 def learner_rate(X: np.ndarray, y: np.ndarray, repeats: int, state: StateConfig = StateConfig(), batch: int = 1000,
                  **kwargs) -> float:
-    lrn = Learner(StatefulNet(X.shape[1], hidden=(32, 32), state=state, seed=0), **kwargs)
+    """``Learner.learn_batch`` in ``batch``-event calls; ``y [N, T]`` learns ``T`` outputs."""
+    outputs = 1 if y.ndim == 1 else y.shape[1]
+    lrn = Learner(StatefulNet(X.shape[1], outputs, hidden=(32, 32), state=state, seed=0), **kwargs)
     lrn.learn_batch(X[:500], y[:500])  # compile
     return _rate_in_calls(lrn.learn_batch, (X, y), batch, repeats)
 
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         "Learner, traced": learner_rate(X[: a.events], y[: a.events], a.repeats, state_grad="traced"),
         "Learner, traced, oscillatory pairs": learner_rate(X[: a.events], y[: a.events], a.repeats,
                                                            StateConfig(oscillatory=True), state_grad="traced"),
+        "Learner, 7 outputs": learner_rate(X[: a.events], np.stack([np.roll(y[: a.events], k) for k in range(7)], axis=1),
+                                           a.repeats),
         "Ensemble (default_ensemble, 5 members)": ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
         "StatefulRegressor (river adapter, Adam)": adapter_rate(X[:n_one], y[:n_one], a.repeats),
         "StatefulRegressor (river adapter, ObGD)": adapter_rate(X[:n_one], y[:n_one], a.repeats, optimizer="obgd",
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     batch = rates["Learner (compiled, ObGD), learn_batch"]
     print(f"traced learning costs {batch / rates['Learner, traced']:.2f}x the truncated path per event "
           f"({batch / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
-          f"ensemble {batch / rates['Ensemble (default_ensemble, 5 members)']:.2f}x")
+          f"ensemble {batch / rates['Ensemble (default_ensemble, 5 members)']:.2f}x; seven outputs "
+          f"{batch / rates['Learner, 7 outputs']:.2f}x (seven learners would cost 7x)")
     scaled = rates["river StandardScaler | LinearRegression"]
     print(f"per-event overhead: learn_one costs {batch / rates['Learner (compiled, ObGD), learn_one']:.2f}x a learn_batch event; "
           f"the adapter (ObGD) runs at {rates['StatefulRegressor (river adapter, ObGD)'] / scaled:.2f}x "

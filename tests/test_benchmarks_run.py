@@ -21,6 +21,7 @@ def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
     out = capsys.readouterr().out
     for name in ("Learner (compiled, ObGD), learn_batch", "Learner (compiled, ObGD), learn_one", "Learner, traced",
+                 "Learner, 7 outputs",
                  "Learner, traced, oscillatory pairs", "eager torch Adam", "river LinearRegression",
                  "river StandardScaler | LinearRegression", "StatefulRegressor (river adapter, Adam)",
                  "StatefulRegressor (river adapter, ObGD)", "KeyedLearner (10 keys"):
@@ -28,6 +29,7 @@ def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     for rate in re.findall(r"^(?:Learner|StatefulRegressor|river|KeyedLearner).*?\s([0-9,]+)\s", out, re.M):
         assert int(rate.replace(",", "")) > 0
     assert re.search(r"traced learning costs [0-9.]+x the truncated path", out)
+    assert re.search(r"seven outputs [0-9.]+x \(seven learners would cost 7x\)", out)
 
 
 def test_ray_benchmark_runs_and_prints_both_engines(capsys):
