@@ -117,6 +117,26 @@ def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
     return default_ensemble(width, keyed=keyed, persistence_column=column, **kw)
 
 
+def _change_from(section: dict, features: list[str], width: int, outputs: int) -> int | list[int]:
+    """The ``[target]`` section's ``change_from``: per target, the input column holding its last value
+    (a name among ``--features`` or an index; one target may give it alone, not in a list)."""
+    given = section["change_from"]
+    names = given if isinstance(given, list) else [given]
+    if len(names) != outputs:
+        raise ConfigError(f"[target] change_from names {len(names)} column(s) for {outputs} target(s); give the "
+                          "feature holding each target's last value, in the order of --target.")
+    cols = []
+    for name in names:
+        if isinstance(name, str) and name in features:
+            cols.append(features.index(name))
+        elif isinstance(name, int) and not isinstance(name, bool) and 0 <= name < width:
+            cols.append(name)
+        else:
+            raise ConfigError(f"[target] change_from: {name!r} is not one of the --features {features} nor an index "
+                              f"below {width}; name the feature holding the target's last value.")
+    return cols[0] if outputs == 1 else cols
+
+
 def _source(args: argparse.Namespace, kafka_settings: dict):
     from .io import open_source
 
@@ -207,6 +227,10 @@ def _run(args: argparse.Namespace) -> int:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
         learner = Learner(net, **lcfg)
+    if "target" in cfg:
+        from .experts import Change
+
+        learner = Change(learner, column=_change_from(cfg["target"], features, width, outputs))
     if args.id is not None:
         from .delayed import DelayedLabels
 

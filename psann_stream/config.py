@@ -10,6 +10,8 @@ Sections (each optional):
   takes :class:`~psann_stream.drift.DriftPolicy` fields);
 * ``[ensemble]`` (alone, instead of the three above): ``persistence``, ``target``, ``eta``, ``share``,
   ``seed``;
+* ``[target]``: ``change_from`` (the feature holding each target's last value, a name or index per
+  target): the learner learns each target's change from it (:class:`~psann_stream.experts.Change`);
 * ``[kafka]``: librdkafka settings, passed on as they are (plain values only).
 
 The accepted keys and types come from the classes' own signatures and fields (one owner). An unknown or
@@ -33,10 +35,11 @@ from .state import StateConfig
 
 __all__ = ["SECTIONS", "check_config", "learner_kwargs"]
 
-SECTIONS = ("model", "state", "learner", "ensemble", "kafka")
+SECTIONS = ("model", "state", "learner", "ensemble", "target", "kafka")
 MODEL_KEYS: dict[str, tuple[type, ...]] = {"hidden": (list,), "seed": (int,)}
 ENSEMBLE_KEYS: dict[str, tuple[type, ...]] = {"persistence": (str, int), "target": (str,), "eta": (int, float),
                                               "share": (int, float), "seed": (int,)}
+TARGET_KEYS: dict[str, tuple[type, ...]] = {"change_from": (str, int, list)}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
                dict: "a table"}
 
@@ -140,6 +143,7 @@ def check_config(cfg: Mapping[str, Any], where: str) -> None:
     _check_keys(where, "model", cfg.get("model", {}), {k: (v, ()) for k, v in MODEL_KEYS.items()})
     _check_keys(where, "state", cfg.get("state", {}), _field_types(StateConfig))
     _check_keys(where, "ensemble", cfg.get("ensemble", {}), {k: (v, ()) for k, v in ENSEMBLE_KEYS.items()})
+    _check_keys(where, "target", cfg.get("target", {}), {k: (v, ()) for k, v in TARGET_KEYS.items()})
     learner = cfg.get("learner", {})
     _check_keys(where, "learner", learner, _learner_types())
     if "drift" in learner:
@@ -150,7 +154,8 @@ def check_config(cfg: Mapping[str, Any], where: str) -> None:
                               f"setting), got {type(value).__name__}.")
     if "ensemble" in cfg and set(cfg) - {"ensemble", "kafka"}:
         raise ConfigError(f"{where}: [ensemble] builds its own members (psann_stream.ensemble.default_ensemble); "
-                          "drop [model], [state] and [learner], or drop [ensemble].")
+                          "drop [model], [state] and [learner] (and [target]: its own target = \"change\" "
+                          "learns changes), or drop [ensemble].")
 
 
 def learner_kwargs(section: Mapping[str, Any]) -> dict[str, Any]:

@@ -299,3 +299,36 @@ def test_on_etth1_one_model_learning_the_changes_beats_persistence_on_every_read
     mae = np.array(r["models"]["psann_stream (joint, change)"][0]["mae_per_target"])
     assert r["events"] == 17419
     assert (mae < np.array(r["persistence_mae"])).all(), (mae, r["persistence_mae"])
+
+
+def test_cli_target_section_learns_each_targets_change_from_its_feature(tmp_path, capsys):
+    """``[target] change_from`` wraps the learner in Change: the run's predictions equal
+    Change(Learner) on the same rows; a wrong count or an unknown feature is a one-line error."""
+    import pyarrow as pa
+
+    from psann_stream.cli import main
+    from psann_stream.experts import Change
+    from psann_stream.sinks import read_parts
+
+    _, X, Y = _targets_table(300)
+    t = pa.table({**{f"x{j}": pa.array(X[:, j]) for j in range(4)}, **{f"y{k}": pa.array(Y[:, k]) for k in range(3)}})
+    with pa.ipc.new_file(str(tmp_path / "s.arrow"), t.schema) as w:
+        w.write_table(t)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nhidden = [6]\n[target]\nchange_from = ["x0", "x1", 2]\n')
+    run = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x0,x1,x2,x3", "--target", "y0,y1,y2",
+           "--config", str(cfg)]
+    assert main(run + ["--output", str(tmp_path / "out")]) == 0
+    got = np.array(read_parts(tmp_path / "out").column("prediction").to_pylist())
+    want = Change(Learner(StatefulNet(4, 3, hidden=(6,), seed=0)), column=[0, 1, 2]).learn_batch(X, Y)
+    np.testing.assert_array_equal(got, want)
+    capsys.readouterr()
+    cfg.write_text('[model]\nhidden = [6]\n[target]\nchange_from = ["x0", "x1"]\n')
+    assert main(run) == 2
+    assert "change_from names 2 column(s) for 3 target(s)" in capsys.readouterr().err
+    cfg.write_text('[target]\nchange_from = ["x0", "nope", 2]\n')
+    assert main(run) == 2
+    assert "'nope' is not one of the --features" in capsys.readouterr().err
+    cfg.write_text('[target]\nchange_form = "x0"\n')
+    assert main(run) == 2
+    assert "[target] change_form is not a setting; did you mean 'change_from'?" in capsys.readouterr().err
