@@ -26,7 +26,7 @@ def _stream(n: int, seed: int, T: int = 3) -> tuple[np.ndarray, np.ndarray]:
 @given(st.integers(0, 10_000), st.sampled_from(["obgd", "adam", "intentional"]),
        st.sampled_from(["truncated", "traced"]), st.sampled_from(["gradient", "rls"]), st.booleans(),
        st.integers(2, 3))
-@settings(max_examples=24)
+@settings(max_examples=24 if settings.default.max_examples <= 100 else 240)  # the thorough profile: 240
 def test_compiled_loop_equals_the_autograd_reference_with_several_outputs(seed, opt, state_grad, readout, osc, T):
     """Predictions, weights, readout matrix and target statistics of the compiled loop against the
     torch backend (autograd through ``u . y_hat``, numpy's textbook RLS) over a whole prequential run."""
