@@ -38,6 +38,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from psann_stream.engine import Engine, RunStats
+from psann_stream.inputs import predictions
 from psann_stream.errors import ConfigError, PsannStreamError
 from psann_stream.keyed import KeyedLearner
 from psann_stream.keys import EncodedKeys, shard_of
@@ -107,7 +108,7 @@ class _Pending:
         self.drifted: np.ndarray | None = None  # after result(): [N] bool, with a drift policy
 
     def result(self) -> np.ndarray:
-        out = np.empty(self.n)
+        out = predictions(self.n, self.owner.n_outputs)
         values = self.owner._get([ref for _, _, ref in self.parts])
         if self.owner.drift is not None:
             self.drifted = np.zeros(self.n, dtype=np.bool_)
@@ -249,6 +250,11 @@ class ShardedLearner:
     @property
     def in_features(self) -> int:
         return int(self.model.in_features)
+
+    @property
+    def n_outputs(self) -> int:
+        """Targets learned per event (the model's ``out_features``): predictions ``[N]`` or ``[N, T]``."""
+        return int(self.model.out_features)
 
     @property
     def alerts(self) -> list[Alert]:

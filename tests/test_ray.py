@@ -237,3 +237,22 @@ def test_traced_oscillatory_rls_shards_recover_to_the_single_process_output(ray_
         _assert_same_keys_state(lrn.state_dict(), want_state)
     finally:
         lrn.close()
+
+
+def test_shards_learn_several_targets_as_one_process(ray_cluster, tmp_path):
+    """Three target columns through two shards: the output equals the single-process engine's."""
+    table = _table(3000)
+    y = table.column("y").to_numpy()
+    table = table.append_column("y2", pa.array(np.cos(3 * y))).append_column("y3", pa.array(y ** 2))
+    cols = ColumnMap("x", target=["y", "y2", "y3"], key="k")
+    net = lambda: StatefulNet(F, 3, hidden=(8,), seed=0)  # noqa: E731
+    Engine(TableSource(table, 500), KeyedLearner(net(), per_key_weights=True, monitor=False), cols,
+           output=tmp_path / "local").run()
+    lrn = ShardedLearner(net(), 2, num_cpus=0.5, per_key_weights=True, monitor=False)
+    try:
+        assert lrn.n_outputs == 3
+        Engine(TableSource(table, 500), lrn, cols, output=tmp_path / "ray").run()
+        got, want = read_parts(tmp_path / "ray"), read_parts(tmp_path / "local")
+        assert got.equals(want) and np.array(got.column("prediction").to_pylist()).shape == (3000, 3)
+    finally:
+        lrn.close()
