@@ -3,6 +3,8 @@
 ``StatefulRegressor`` is a ``river.base.MiniBatchRegressor`` around a
 :class:`~psann_stream.learner.Learner`: ``learn_one(x: dict, y)`` / ``predict_one(x) -> float`` and
 ``learn_many`` / ``predict_many`` on pandas DataFrames and pyarrow Tables or RecordBatches.
+``StatefulMultiTargetRegressor`` is its ``river.base.MultiTargetRegressor`` twin for several targets
+per event (``y`` and predictions are dicts), one model with that many outputs.
 
 Semantics:
 
@@ -48,39 +50,19 @@ from psann_stream.learner import Learner
 from psann_stream.model import StatefulNet
 from psann_stream.state import StateConfig
 
-__all__ = ["StatefulRegressor"]
+__all__ = ["StatefulMultiTargetRegressor", "StatefulRegressor"]
 
 
-class StatefulRegressor(base.MiniBatchRegressor):
-    """A stateful PSANN network learning online, as a river regressor (see the module doc).
+# The one input of a model whose first events carry no feature at all (a dict with every feature missing):
+# always 0, i.e. missing; real features join it later as for any model.
+_NO_FEATURE = "\0no feature"
 
-    Parameters
-    ----------
-    hidden
-        Widths of the stateful sine layers.
-    state
-        The state configuration: ``None`` (the default StateConfig), a mapping accepted by
-        ``StateConfig.from_mapping`` (psann dicts included) or a StateConfig.
-    optimizer
-        ``"adam"`` (default here), ``"obgd"`` or ``"intentional"``.
-    lr
-        Step size of the optimiser; ``None`` keeps the optimiser's own default (ObGD 1.0,
-        intentional 0.5, Adam 1e-3). The default, Adam with 0.005, was the best of the settings tried
-        on river's FriedmanDrift (docs/river.md); the Learner's own default, ObGD, does better on
-        the signal streams of the demo.
-    normalize_x
-        Standardise each feature online (river's StandardScaler).
-    normalize_y
-        Standardise the target online inside the learner.
-    seed
-        Seed of the network's initialisation.
-    state_grad
-        ``"truncated"`` (default) or ``"traced"``: learn through the state with eligibility traces
-        (``Learner(state_grad=...)``; recommended with ``state={"oscillatory": True}``).
-    readout
-        ``"gradient"`` (default) or ``"rls"``: learn the output layer by recursive least squares
-        (``Learner(readout=...)``).
-    """
+
+class _DictInputs:
+    """What both river estimators share: their parameters (documented on :class:`StatefulRegressor`)
+    and the features of dicts turned into a Learner's input row by the module doc's rules."""
+
+    _outputs = 1  # targets per event (StatefulMultiTargetRegressor: as many as its first target dict names)
 
     def __init__(
         self,
@@ -124,7 +106,7 @@ class StatefulRegressor(base.MiniBatchRegressor):
     def _new_learner(self, n: int) -> Learner:
         kwargs = {} if self.lr is None else {"lr": float(self.lr)}
         return Learner(
-            StatefulNet(n, hidden=tuple(self.hidden), state=self._config, seed=self.seed),
+            StatefulNet(n, self._outputs, hidden=tuple(self.hidden), state=self._config, seed=self.seed),
             optimizer=self.optimizer,
             optimizer_kwargs=kwargs,
             normalize_x=False,
@@ -132,6 +114,27 @@ class StatefulRegressor(base.MiniBatchRegressor):
             state_grad=self.state_grad,
             readout=self.readout,
         )
+
+    def _learn_row(self, x: dict, target: Any) -> None:
+        """Learn ``x`` (admitting its new features) with ``target`` (a float, or ``T`` values)."""
+        keys = tuple(x)
+        if self._learner is None and not keys:
+            self._admit([_NO_FEATURE])
+        elif keys != self._last_keys:
+            self._admit(sorted(x, key=str))
+        values, columns = self._values(x, keys, where="learn_one")
+        self._learner.learn_one(self._vector(values, columns), target)  # type: ignore[union-attr]
+        if self.normalize_x:
+            _learn_scaler(values, columns, self._count, self._mean, self._var)
+
+    def _predict_row(self, x: dict) -> Any:
+        """The learner's prediction for ``x`` (unknown features left out); the learner must exist."""
+        keys = tuple(x)
+        if keys != self._last_keys and any(k not in self._position for k in keys):
+            x = {k: v for k, v in x.items() if k in self._position}
+            keys = tuple(x)
+        values, columns = self._values(x, keys, where="predict_one")
+        return self._learner.predict_one(self._vector(values, columns))  # type: ignore[union-attr]
 
     def _admit(self, names: list[Hashable]) -> None:
         """Add unseen feature names (kept sorted) and widen the model, keeping what it learned."""
@@ -188,25 +191,44 @@ class StatefulRegressor(base.MiniBatchRegressor):
         _scaled_row(values, columns, self._mean, self._var, self.normalize_x, vec)
         return vec
 
+
+class StatefulRegressor(_DictInputs, base.MiniBatchRegressor):
+    """A stateful PSANN network learning online, as a river regressor (see the module doc).
+
+    Parameters
+    ----------
+    hidden
+        Widths of the stateful sine layers.
+    state
+        The state configuration: ``None`` (the default StateConfig), a mapping accepted by
+        ``StateConfig.from_mapping`` (psann dicts included) or a StateConfig.
+    optimizer
+        ``"adam"`` (default here), ``"obgd"`` or ``"intentional"``.
+    lr
+        Step size of the optimiser; ``None`` keeps the optimiser's own default (ObGD 1.0,
+        intentional 0.5, Adam 1e-3). The default, Adam with 0.005, was the best of the settings tried
+        on river's FriedmanDrift (docs/river.md); the Learner's own default, ObGD, does better on
+        the signal streams of the demo.
+    normalize_x
+        Standardise each feature online (river's StandardScaler).
+    normalize_y
+        Standardise the target online inside the learner.
+    seed
+        Seed of the network's initialisation.
+    state_grad
+        ``"truncated"`` (default) or ``"traced"``: learn through the state with eligibility traces
+        (``Learner(state_grad=...)``; recommended with ``state={"oscillatory": True}``).
+    readout
+        ``"gradient"`` (default) or ``"rls"``: learn the output layer by recursive least squares
+        (``Learner(readout=...)``).
+    """
+
     # ------------------------------------------------------------------ river API
     def learn_one(self, x: dict, y: float) -> None:
-        keys = tuple(x)
-        if keys != self._last_keys:
-            self._admit(sorted(x, key=str))
-        values, columns = self._values(x, keys, where="learn_one")
-        self._learner.learn_one(self._vector(values, columns), float(y))  # type: ignore[union-attr]
-        if self.normalize_x:
-            _learn_scaler(values, columns, self._count, self._mean, self._var)
+        self._learn_row(x, float(y))
 
     def predict_one(self, x: dict) -> float:
-        if self._learner is None:
-            return 0.0
-        keys = tuple(x)
-        if keys != self._last_keys and any(k not in self._position for k in keys):
-            x = {k: v for k, v in x.items() if k in self._position}
-            keys = tuple(x)
-        values, columns = self._values(x, keys, where="predict_one")
-        return self._learner.predict_one(self._vector(values, columns))
+        return 0.0 if self._learner is None else self._predict_row(x)
 
     def learn_many(self, X: Any, y: Any) -> None:
         rows, targets = _rows(X), _targets(y)
@@ -225,6 +247,47 @@ class StatefulRegressor(base.MiniBatchRegressor):
             return pd.Series(preds, index=index, dtype=float)
         except ImportError:  # pragma: no cover - pandas is optional for Arrow users
             return np.asarray(preds)
+
+
+class StatefulMultiTargetRegressor(_DictInputs, base.MultiTargetRegressor):
+    """Several targets per event, one model with that many outputs: ``learn_one(x: dict, y: dict)``,
+    ``predict_one(x) -> dict``, as a river multi-target regressor. The first ``y`` names the targets
+    (sorted by their ``str``); every later ``y`` must hold the same names (a missing or new name is a
+    ``ConfigError``; nothing is learned). Features, state, normalisation, parameters and speed are
+    those of :class:`StatefulRegressor` (the module doc); ``predict_one`` before any learning returns
+    ``{}``. Parameters: those of :class:`StatefulRegressor`.
+
+    >>> model = StatefulMultiTargetRegressor(hidden=(8,), seed=0)
+    >>> for t in range(50):
+    ...     model.learn_one({"a": float(t % 5)}, {"double": 2.0 * (t % 5), "neg": -float(t % 5)})
+    >>> sorted(model.predict_one({"a": 1.0}))
+    ['double', 'neg']
+    """
+
+    _targets: tuple[Hashable, ...] = ()  # the target names, from the first y (set per instance then)
+
+    def _target_row(self, y: Mapping[Hashable, Any]) -> np.ndarray:
+        if not self._targets:
+            if not isinstance(y, Mapping) or not y:
+                raise ConfigError(f"learn_one: y must be a dict of target name -> number, got {y!r}.")
+            self._targets = tuple(sorted(y, key=str))
+            self._outputs = len(self._targets)
+        if not isinstance(y, Mapping) or len(y) != self._outputs or any(t not in y for t in self._targets):
+            names = sorted(y, key=str) if isinstance(y, Mapping) else y
+            raise ConfigError(f"learn_one: the targets are {list(self._targets)} (from the first y); this y has "
+                              f"{names}. Nothing was learned.")
+        try:
+            return np.array([float(y[t]) for t in self._targets])
+        except (TypeError, ValueError):
+            raise ConfigError(f"learn_one: a target of {dict(y)!r} is not a number; nothing was learned.") from None
+
+    def learn_one(self, x: dict, y: dict) -> None:  # type: ignore[override]
+        self._learn_row(x, self._target_row(y))
+
+    def predict_one(self, x: dict) -> dict:  # type: ignore[override]
+        if self._learner is None:
+            return {}
+        return dict(zip(self._targets, np.atleast_1d(self._predict_row(x)).tolist()))
 
 
 @njit(cache=True)

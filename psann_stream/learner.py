@@ -423,7 +423,7 @@ class Learner:
                 self._since_check += 1
                 self.last_drifted = path.drifted1.copy() if self.drift is not None else None
                 return float(path.out1_flat[0])
-        if self.n_outputs == 1:
+        if self.n_outputs == 1 and np.ndim(y) == 0:  # a number (a one-value sequence goes to as_targets)
             try:
                 y = float(y)
             except (TypeError, ValueError):

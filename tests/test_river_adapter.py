@@ -13,19 +13,51 @@ from river import checks, evaluate, metrics, preprocessing
 from river.datasets import synth
 
 from psann_stream import ConfigError, NonFiniteInputError
-from psann_stream.adapters.river import StatefulRegressor
+from psann_stream.adapters.river import StatefulMultiTargetRegressor, StatefulRegressor
 
 
 def _check_cases():
-    for i, params in enumerate(StatefulRegressor._unit_test_params()):
-        model = StatefulRegressor(**params)
-        for check in checks.yield_checks(model):
-            yield pytest.param(params, check, id=f"params{i}-{check.__name__}")
+    for cls in (StatefulRegressor, StatefulMultiTargetRegressor):
+        for i, params in enumerate(cls._unit_test_params()):
+            for check in checks.yield_checks(cls(**params)):
+                yield pytest.param(cls, params, check, id=f"{cls.__name__}-params{i}-{check.__name__}")
 
 
-@pytest.mark.parametrize(("params", "check"), list(_check_cases()))
-def test_river_check(params, check):
-    check(StatefulRegressor(**params))
+@pytest.mark.parametrize(("cls", "params", "check"), list(_check_cases()))
+def test_river_check(cls, params, check):
+    check(cls(**params))
+
+
+def test_a_first_event_without_features_is_learned_and_features_join_later():
+    """An event whose every feature is missing (an empty dict) is learned from the biases, also as
+    the very first event (the model starts on one always-missing input); features that come later
+    widen it as usual."""
+    for model, y in ((StatefulRegressor(hidden=(4,)), 1.0), (StatefulMultiTargetRegressor(hidden=(4,)), {"a": 1.0})):
+        model.learn_one({}, y)
+        model.learn_one({"u": 2.0}, y)
+        model.learn_one({}, y)
+        assert model._learner.n_learned == 3
+
+
+def test_multi_target_regressor_learns_every_target_and_refuses_other_names():
+    rng = np.random.default_rng(0)
+    model = StatefulMultiTargetRegressor(hidden=(16,), seed=0)
+    errors = []
+    for _ in range(3000):
+        x = {"a": float(rng.standard_normal()), "b": float(rng.standard_normal())}
+        y = {"sum": x["a"] + x["b"], "prod": x["a"] * x["b"]}
+        p = model.predict_one(x)
+        errors.append([abs(p.get(k, 0.0) - v) for k, v in sorted(y.items())])
+        model.learn_one(x, y)
+    errors = np.array(errors)
+    assert (errors[-500:].mean(axis=0) < 0.5 * errors[:500].mean(axis=0)).all()
+    assert sorted(model.predict_one({"a": 1.0})) == ["prod", "sum"]
+    before = model._learner.n_learned
+    with pytest.raises(ConfigError, match=r"the targets are \['prod', 'sum'\] \(from the first y\); this y has \['sum'\]"):
+        model.learn_one({"a": 1.0}, {"sum": 1.0})
+    with pytest.raises(ConfigError, match="a target of .* is not a number"):
+        model.learn_one({"a": 1.0}, {"sum": 1.0, "prod": "x"})
+    assert model._learner.n_learned == before
 
 
 def _stream(n=200, seed=3):
