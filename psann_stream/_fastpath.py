@@ -1396,7 +1396,7 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, pred, le
         for k in range(T):
             YS[2, k] = (y[k] - (ym[k] if yon else 0.0)) / YS[1, k] - YS[0, k]
         delta = _error_direction(YS, T)
-    else:
+    elif traced:
         YS[3, :T] = 0.0  # nothing is learned: the traces advance, the gradient is not used
     if traced:
         _backward_traced(theta, lay, head, cfg, mode, state, XN, work, G, E, EN, YS[3])

@@ -255,8 +255,9 @@ class Engine:
         if ev.y is not None:
             ynull = ev.missing_y
             y2 = ev.y if ev.y.ndim == 2 else ev.y[:, None]  # several targets: a row is bad if any of them is
-            ycells = ~np.isfinite(y2) | (np.abs(y2) > self.max_abs_input)
-            ynonfinite = ~np.isfinite(y2).all(axis=1)
+            yfinite = np.isfinite(y2)
+            ycells = ~yfinite | (np.abs(y2) > self.max_abs_input)
+            ynonfinite = ~yfinite.all(axis=1)
             ybad = ycells.any(axis=1)
             if self.delayed and ynull is not None:  # no target yet: the row is predicted and waits
                 ybad &= ~ynull
