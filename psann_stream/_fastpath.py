@@ -1164,16 +1164,6 @@ def _rls_error(P, delta, clip):
 
 
 @njit(**_KERNEL)
-def _rls_update(P, w, a, d, e, lam, cap):
-    """The RLS step of one output whose weights, then bias, are ``w`` (contiguous): ``w += a e / d``
-    (``e`` the a-priori error; ``a``, ``d`` from :func:`_rls_gain`), then :func:`_rls_downdate`."""
-    g = e / d
-    for i in range(a.shape[0]):
-        w[i] += a[i] * g
-    _rls_downdate(P, a, d, e * e, lam, cap)
-
-
-@njit(**_KERNEL)
 def _rls_head(P, theta, head, a, d, D, lam, cap, clip):
     """The RLS step of every output of the head (weights ``[T, h]`` then biases ``[T]``), one ``P``
     for all (they share their input): output ``k`` learns its error ``D[k]`` limited by
@@ -1194,7 +1184,7 @@ def _rls_head(P, theta, head, a, d, D, lam, cap, clip):
 @njit(**_KERNEL)
 def _rls_downdate(P, a, d, esq, lam, cap):
     """Recursive least squares, second half (Sherman-Morrison with forgetting ``lam``), after the
-    readout moved (:func:`_rls_update`, :func:`_rls_head`): ``P <- (P - a a^T / d) / f`` with
+    readout moved (:func:`_rls_head`): ``P <- (P - a a^T / d) / f`` with
     ``f = max(lam, trace / cap)``: the forgetting never lifts the trace of ``P`` above ``cap`` (no
     wind-up while the inputs do not excite every direction). Each element is ``P_ij - (a_i a_j) / d`` with the product formed first,
     so ``P`` stays exactly symmetric. ``P``'s two last entries, the error statistics of

@@ -16,7 +16,7 @@ stream, as the keyed learner's shared weights do.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteStateError
-from .inputs import as_float64
+from .inputs import as_float64, as_targets, predictions
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
 
@@ -38,24 +38,43 @@ def _rows(X: Any, width: int, owner: str) -> np.ndarray:
     return X
 
 
+def _columns(owner: str, column: object, width: int, outputs: int | None) -> int | list[int]:
+    """``column`` checked: one input column index (one target) or a sequence of them, one per target
+    (``outputs`` of them; ``None``: any number >= 1). Returns an int for one target (also given as a
+    one-element sequence), else a list of ints."""
+    one = not isinstance(column, (list, tuple))
+    cols = [column] if one else list(column)  # type: ignore[arg-type]
+    count = 1 if one else len(cols)
+    if (outputs is not None and count != outputs) or not cols or any(
+            isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < width for c in cols):
+        need = ("the column" if outputs == 1 else f"a list of {outputs} columns, one per target,") if outputs is not None \
+            else "the column (a list of columns, one per target, for several targets)"
+        raise ConfigError(f"{owner}.column = {column!r} is out of range for {width} input column(s)"
+                          f"{'' if outputs is None else f' and {outputs} target(s)'}: name {need} that holds the "
+                          "last known value of the target.")
+    return int(cols[0]) if count == 1 else [int(c) for c in cols]
+
+
 class Persistence:
-    """Predicts input column ``column``: ``y_hat = x[column]``. Learns nothing; has no state.
+    """Predicts input column ``column``: ``y_hat = x[column]``. Learns nothing; has no state. For
+    several targets, ``column`` is a sequence of ``T`` columns (target ``k``'s last value in
+    ``column[k]``) and predictions are ``[N, T]``.
 
     >>> Persistence(2, column=1).learn_batch(np.array([[0.5, 3.0]]), np.array([3.5])).tolist()
     [3.0]
+    >>> Persistence(2, column=[1, 0]).predict_batch(np.array([[0.5, 3.0]])).tolist()
+    [[3.0, 0.5]]
     """
 
     keyed = False
     FORMAT = "psann_stream.persistence/1"
 
-    def __init__(self, in_features: int, *, column: int) -> None:
-        for name, v in (("in_features", in_features), ("column", column)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ConfigError(f"Persistence.{name} = {v!r} must be an integer.")
-        if not 0 <= column < in_features:
-            raise ConfigError(f"Persistence.column = {column} is out of range for {in_features} input column(s): "
-                              "name the column that holds the last known value of the target.")
-        self.in_features, self.column = int(in_features), int(column)
+    def __init__(self, in_features: int, *, column: int | Sequence[int]) -> None:
+        if isinstance(in_features, bool) or not isinstance(in_features, (int, np.integer)):
+            raise ConfigError(f"Persistence.in_features = {in_features!r} must be an integer.")
+        self.in_features = int(in_features)
+        self.column: int | list[int] = _columns("Persistence", column, self.in_features, None)
+        self.n_outputs = 1 if isinstance(self.column, int) else len(self.column)
 
     @property
     def alerts(self) -> list:
@@ -80,36 +99,41 @@ class Persistence:
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def _linear_rls_events(X, Y, learn, w, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, a, sd):
-    """Predict each event with the weights ``w`` on ``z = ((x - mean) / std, 1)`` (statistics before the
-    event, as in the learner's loop), then (``learn``) learn its target by the readout's RLS step and
+def _linear_rls_events(X, Y, learn, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, a, D, sd):
+    """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
+    (``head``: weights ``[T, F]`` then biases ``[T]``, the learners' readout layout) on
+    ``z = ((x - mean) / std, 1)`` (statistics before the event, as in the learner's loop), then
+    (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P`` for every output) and
     fold ``x`` into the statistics. Returns (events done, status): status 1 a non-finite prediction,
     2 a non-finite gain; that event changed nothing."""
-    F = X.shape[1]
+    F, T = X.shape[1], head[3]
     for n in range(X.shape[0]):
         fp._stds(xm, xm2, xws, xf, xe, sd)
         for j in range(F):
             z[j] = (X[n, j] - xm[j]) / sd[j]
         z[F] = 1.0
-        yh = 0.0
-        for j in range(F + 1):
-            yh += w[j] * z[j]
-        out[n] = yh
-        if not np.isfinite(out[n]):
-            return n, 1
+        for k in range(T):
+            yh = 0.0
+            for j in range(F):
+                yh += theta[k * F + j] * z[j]
+            yh += theta[head[1] + k]
+            out[n, k] = yh
+            if not np.isfinite(yh):
+                return n, 1
+            D[k] = Y[n, k] - yh
         if learn and xws[1] >= 2.0:  # before two inputs were seen, z is not yet on the standard scale
             d = fp._rls_gain(P, z, a, rcfg[0])
             if not (np.isfinite(d) and d > 0.0):
                 return n, 2
-            e = fp._rls_error(P, Y[n] - yh, rcfg[2])
-            fp._rls_update(P, w, a, d, e, rcfg[0], rcfg[1])
+            fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
         fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
     return X.shape[0], 0
 
 
 class LinearRLS:
-    """A linear model ``y_hat = w . ((x - mean_x) / std_x, 1)`` learned online by recursive least
-    squares with forgetting (:mod:`psann_stream.readout`: the rule, its bounds and the error clip).
+    """A linear model ``y_hat = W ((x - mean_x) / std_x) + b`` learned online by recursive least
+    squares with forgetting (:mod:`psann_stream.readout`: the rule, its bounds and the error clip;
+    several outputs share one ``P``, as a learner's readout does).
 
     The inputs are standardised online (statistics before each event; values limited to
     ``normalize_clip`` std when folded in), which keeps ``P`` well conditioned whatever their units;
@@ -119,6 +143,7 @@ class LinearRLS:
 
     Args:
         in_features: input width ``F``.
+        n_outputs: targets per event ``T`` (``Y`` and predictions ``[N, T]`` when ``T > 1``).
         forgetting: RLS forgetting factor in ``(0, 1]`` (memory ``1 / (1 - forgetting)`` events).
         prior: the initial ``P = prior * I``, which also caps ``trace(P)``.
         error_clip: limit the learned error to this many RMS of the past ones (``None``: no limit).
@@ -134,11 +159,14 @@ class LinearRLS:
     keyed = False
     FORMAT = "psann_stream.linear_rls/1"
 
-    def __init__(self, in_features: int, *, forgetting: float = 0.999, prior: float = 10.0,
+    def __init__(self, in_features: int, *, n_outputs: int = 1, forgetting: float = 0.999, prior: float = 10.0,
                  error_clip: float | None = 10.0, normalize_clip: float | None = 10.0) -> None:
-        if isinstance(in_features, bool) or not isinstance(in_features, (int, np.integer)) or in_features < 1:
-            raise ConfigError(f"LinearRLS.in_features = {in_features!r} must be an integer >= 1.")
-        self.in_features = int(in_features)
+        for name, v in (("in_features", in_features), ("n_outputs", n_outputs)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"LinearRLS.{name} = {v!r} must be an integer >= 1.")
+        self.in_features, self.n_outputs = int(in_features), int(n_outputs)
+        F, T = self.in_features, self.n_outputs
+        self._head = np.array([0, T * F, F, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
         self._rcfg = readout_config("rls", forgetting, prior, error_clip, self.in_features, "LinearRLS")
         self.prior = float(prior)
         self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
@@ -150,16 +178,21 @@ class LinearRLS:
 
     @property
     def weights(self) -> np.ndarray:
-        """``[F + 1]``: the weights of the standardised inputs, then the bias (target units)."""
-        return self._w.copy()
+        """``[F + 1]`` (``[T, F + 1]`` for several outputs): the weights of the standardised inputs,
+        then the bias (target units)."""
+        F, T = self.in_features, self.n_outputs
+        W = np.concatenate([self._w[: T * F].reshape(T, F), self._w[T * F:, None]], axis=1)
+        return W[0] if T == 1 else W
 
     def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool) -> np.ndarray:
         xs = self.x_stats
         xws = np.array([xs.weight, xs.count])
-        out = np.empty(X.shape[0])
+        out = predictions(X.shape[0], self.n_outputs)
         F = self.in_features
-        done, status = _linear_rls_events(X, Y, learn, self._w, self._P, self._rcfg, xs._mean, xs._m2, xws, xs.forget,
-                                          xs.eps, xs.clip or 0.0, out, np.zeros(F + 1), np.zeros(F + 1), np.zeros(F))
+        done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), learn, self._w, self._head, self._P, self._rcfg,
+                                          xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
+                                          out.reshape(X.shape[0], -1), np.zeros(F + 1), np.zeros(F + 1),
+                                          np.zeros(self.n_outputs), np.zeros(F))
         xs.weight, xs.count = float(xws[0]), int(xws[1])
         if status:
             raise NonFiniteStateError(f"LinearRLS: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
@@ -168,19 +201,17 @@ class LinearRLS:
         return out
 
     def learn_batch(self, X: Any, Y: Any) -> np.ndarray:
-        """Prequential predictions of ``X [N, F]``, each made before its target ``Y [N]`` is learned."""
+        """Prequential predictions of ``X [N, F]``, each made before its targets ``Y`` (``[N]``, or
+        ``[N, T]``) are learned."""
         X = _rows(X, self.in_features, "LinearRLS.learn_batch")
-        Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).reshape(-1))
-        if Y.shape[0] != X.shape[0]:
-            raise ConfigError(f"LinearRLS.learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
-        return self._run(X, Y, True)
+        return self._run(X, as_targets("LinearRLS.learn_batch", Y, X.shape[0], self.n_outputs), True)
 
     def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
         """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics (as
         the learners do for events that will not be learned), ``False`` leaves them as they were."""
         X = _rows(X, self.in_features, "LinearRLS.predict_batch")
         saved = self.x_stats.state_dict() if not advance else None
-        out = self._run(X, np.zeros(X.shape[0]), False)
+        out = self._run(X, np.zeros((X.shape[0], self.n_outputs)), False)
         if saved is not None:
             self.x_stats.load_state_dict(saved)
         return out
@@ -188,7 +219,7 @@ class LinearRLS:
     def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
         """``optimizer=True`` forgets what was learned (weights and ``P``); a linear model holds no state."""
         if optimizer:
-            self._w = np.zeros(self.in_features + 1)
+            self._w = np.zeros((self.in_features + 1) * self.n_outputs)
             self._P = initial_readout_matrix("rls", self.in_features, self.prior)
 
     def state_dict(self) -> dict[str, Any]:
@@ -203,8 +234,9 @@ class LinearRLS:
                 raise CheckpointError(f"unknown linear expert state format {sd.get('format')!r}; expected {self.FORMAT!r}.")
             w, P = as_float64(sd["w"]), as_float64(sd["P"])
             if w.shape != self._w.shape or P.shape != self._P.shape:
-                raise CheckpointError(f"the saved linear expert has {w.shape[0] - 1} input(s); this one has "
-                                      f"{self.in_features}. Build it with the same in_features.")
+                raise CheckpointError(f"the saved linear expert has {w.shape[0]} weights and a {P.shape[0]}-entry P; this "
+                                      f"one has {self._w.shape[0]} and {self._P.shape[0]} ({self.in_features} input(s), "
+                                      f"{self.n_outputs} output(s)). Build it with the same in_features and n_outputs.")
             self.x_stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
                                           for k, v in sd["x_stats"].items()})
         except (KeyError, TypeError, ValueError) as exc:
@@ -230,19 +262,13 @@ class Change:
 
     FORMAT = "psann_stream.change/1"
 
-    def __init__(self, member: Any, *, column: int) -> None:
+    def __init__(self, member: Any, *, column: int | Sequence[int]) -> None:
         width = getattr(member, "in_features", None)
         if width is None or not hasattr(member, "learn_batch"):
             raise ConfigError(f"Change needs a learner (Learner, KeyedLearner, an expert), got {type(member).__name__}.")
         outputs = int(getattr(member, "n_outputs", 1))
-        cols = [column] if outputs == 1 else (list(column) if isinstance(column, (list, tuple)) else [])
-        if len(cols) != outputs or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < width
-                                       for c in cols):
-            need = "the column" if outputs == 1 else f"a list of {outputs} columns, one per target,"
-            raise ConfigError(f"Change.column = {column!r} is out of range for {width} input column(s) and {outputs} "
-                              f"target(s): name {need} that holds the last known value of the target.")
+        self.column: int | list[int] = _columns("Change", column, int(width), outputs)
         self.member = member
-        self.column: int | list[int] = int(cols[0]) if outputs == 1 else [int(c) for c in cols]
         self.n_outputs = outputs
         self.keyed = bool(getattr(member, "keyed", False))
         self.in_features = int(width)

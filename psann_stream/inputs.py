@@ -65,9 +65,12 @@ def as_targets(owner: str, y: Any, n: int, outputs: int) -> np.ndarray:
     one output (any shape with ``n`` values), ``[n, outputs]`` for several (a 1-D input of ``outputs``
     values is one event's). A wrong count or shape is a :class:`ConfigError` naming ``owner``."""
     try:
+        if y is None:  # numpy reads None as NaN
+            raise TypeError("None")
         a = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{owner}: Y cannot be read as numbers ({exc}); nothing was learned.") from None
+        what = f"the target y = {y!r} is not a number" if np.ndim(y) == 0 else f"Y cannot be read as numbers ({exc})"
+        raise ConfigError(f"{owner}: {what}; nothing was learned.") from None
     if outputs == 1:
         a = a.reshape(-1)
         if a.shape[0] != n:

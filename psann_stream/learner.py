@@ -423,11 +423,6 @@ class Learner:
                 self._since_check += 1
                 self.last_drifted = path.drifted1.copy() if self.drift is not None else None
                 return float(path.out1_flat[0])
-        if self.n_outputs == 1 and np.ndim(y) == 0:  # a number (a one-value sequence goes to as_targets)
-            try:
-                y = float(y)
-            except (TypeError, ValueError):
-                raise ConfigError(f"learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
         X = as_rows("x", x, self._model.in_features, one_event=True)
         Y = as_targets("learn_one", y, 1, self.n_outputs)
         pred = self._learn_rows(X, Y, nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, NOT_LEARNED))[0]

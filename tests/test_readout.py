@@ -15,6 +15,13 @@ from psann_stream import _fastpath as fp
 from psann_stream.readout import initial_readout_matrix
 
 
+def _rls_step(P: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray, e: float, lam: float, cap: float,
+              clip: float = 0.0) -> None:
+    """One compiled RLS step of a one-output readout ``w`` (weights, then bias), error ``e``."""
+    d = fp._rls_gain(P, z, a, lam)
+    fp._rls_head(P, w, np.array([0, len(w) - 1, len(w) - 1, 1]), a, d, np.array([e]), lam, cap, clip)
+
+
 def _rls_steps(Z: np.ndarray, E: np.ndarray, lam: float, prior: float, clip: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The compiled RLS step over rows ``Z`` (errors ``E``): the final ``P`` (n x n) and readout."""
     n = Z.shape[1]
@@ -22,8 +29,7 @@ def _rls_steps(Z: np.ndarray, E: np.ndarray, lam: float, prior: float, clip: flo
     w, a = np.zeros(n), np.empty(n)
     cap = prior * n
     for z, e in zip(Z, E):
-        d = fp._rls_gain(P, z, a, lam)
-        fp._rls_update(P, w, a, d, fp._rls_error(P, e, clip), lam, cap)
+        _rls_step(P, w, z, a, e, lam, cap, clip)
     return P[: n * n].reshape(n, n), w
 
 
@@ -53,8 +59,7 @@ def test_without_the_trace_cap_forgetting_winds_p_up():
     w, a = np.zeros(n), np.empty(n)
     z = np.r_[1.0, 0.0, 0.0, 0.0]
     for _ in range(500):
-        d = fp._rls_gain(P, z, a, lam)
-        fp._rls_update(P, w, a, d, 0.1, lam, np.inf)
+        _rls_step(P, w, z, a, 0.1, lam, np.inf)
     assert np.trace(P[: n * n].reshape(n, n)) > 1e2 * n
 
 
