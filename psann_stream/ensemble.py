@@ -30,6 +30,11 @@ passes one half within ``floor(ln((2 - share) / share) / (eta g)) + 1`` events, 
 step only pulls a weight below one half up). Without the share, a member that lost for T events
 needs about T events to recover. The weights always sum to 1. (Both tested.)
 
+Several targets: members that predict ``T`` targets per event (``n_outputs = T``, all the same) make
+an ensemble of ``T`` targets. Each target runs steps 2-4 on the members' predictions of it with its
+own weights, loss scale and target statistics, so a member can lead on one target and trail on
+another; it equals ``T`` one-target mixtures, bit for bit (tested), at the cost of one set of members.
+
 Threads: the members of an unkeyed ensemble learn a batch at the same time, one thread each (up to
 ``threads``); their compiled loops release the GIL, so on several cores the members' costs overlap
 instead of adding up (docs/learner.md has the measured rates). Each member computes what it would alone, so the results are
@@ -58,7 +63,7 @@ from .errors import CheckpointError, ConfigError
 from .experts import Change, LinearRLS, Persistence
 from .keyed import KeyedLearner
 from .keys import EncodedKeys
-from .inputs import as_float64, nonfinite_rows
+from .inputs import as_float64, as_targets, nonfinite_rows, predictions
 from .learner import Learner
 from .model import StatefulNet
 from .monitor import Alert
@@ -75,43 +80,45 @@ FORMAT = "psann_stream.ensemble/1"
 
 
 @njit(cache=True, error_model="numpy")
-def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, scratch):
-    """The mixture over the members' predictions ``P [N, K]`` of consecutive events (module doc,
-    steps 2-4): ``out[n]`` is event ``n``'s prediction with the weights ``W[n]`` held before it;
-    with ``learn`` the weights ``w``, the loss scale ``scale[0]`` and the target statistics (``ym,
-    ym2, yws``) then take ``Y[n]``."""
-    N, K = P.shape
+def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, sd):
+    """The mixture over the members' predictions ``P [N, T, K]`` of consecutive events (module doc,
+    steps 2-4), one per target ``t``: ``out[n, t]`` is event ``n``'s prediction with the weights
+    ``W[n, t] = w[t]`` held before it; with ``learn`` the weights ``w [T, K]``, the loss scales
+    ``scale [T]`` and the target statistics (``ym, ym2 [T], yws``) then take ``Y[n] [T]``."""
+    N, T, K = P.shape
     for n in range(N):
-        sy = fp._std(ym, ym2, yws, yf, ye, 0)
-        my = ym[0]
-        limit = pclip > 0.0 and yws[1] >= 2.0
-        acc = 0.0
-        for k in range(K):
-            p = P[n, k]
-            if limit:
-                p = min(max(p, my - pclip * sy), my + pclip * sy)
-            loss[k] = p
-            W[n, k] = w[k]
-            acc += w[k] * p
-        out[n] = acc
-        if not learn:
-            continue
-        s = min(max(scale[0], LOSS_SCALE_FLOOR), 1.0)
-        low = math.inf
-        for k in range(K):
-            r = (loss[k] - Y[n]) / sy
-            loss[k] = r * r / s
-            low = min(low, loss[k])
-        total = 0.0
-        for k in range(K):
-            w[k] *= math.exp(-eta * (loss[k] - low))  # the best member's factor is 1: no underflow to 0/0
-            total += w[k]
-        for k in range(K):
-            w[k] = (1.0 - share) * (w[k] / total) + share / K
-        r = (acc - Y[n]) / sy
-        scale[0] = LOSS_SCALE_DECAY * scale[0] + (1.0 - LOSS_SCALE_DECAY) * r * r
-        scratch[0], scratch[1] = Y[n], sy
-        fp._stats_update(ym, ym2, yws, yf, nclip, scratch[:1], scratch[1:])
+        for t in range(T):
+            sy = fp._std(ym, ym2, yws, yf, ye, t)
+            sd[t] = sy
+            my = ym[t]
+            limit = pclip > 0.0 and yws[1] >= 2.0
+            acc = 0.0
+            for k in range(K):
+                p = P[n, t, k]
+                if limit:
+                    p = min(max(p, my - pclip * sy), my + pclip * sy)
+                loss[k] = p
+                W[n, t, k] = w[t, k]
+                acc += w[t, k] * p
+            out[n, t] = acc
+            if not learn:
+                continue
+            s = min(max(scale[t], LOSS_SCALE_FLOOR), 1.0)
+            low = math.inf
+            for k in range(K):
+                r = (loss[k] - Y[n, t]) / sy
+                loss[k] = r * r / s
+                low = min(low, loss[k])
+            total = 0.0
+            for k in range(K):
+                w[t, k] *= math.exp(-eta * (loss[k] - low))  # the best member's factor is 1: no underflow to 0/0
+                total += w[t, k]
+            for k in range(K):
+                w[t, k] = (1.0 - share) * (w[t, k] / total) + share / K
+            r = (acc - Y[n, t]) / sy
+            scale[t] = LOSS_SCALE_DECAY * scale[t] + (1.0 - LOSS_SCALE_DECAY) * r * r
+        if learn:
+            fp._stats_update(ym, ym2, yws, yf, nclip, Y[n], sd)
 
 
 def _number(owner: str, name: str, v: object, low: float, high: float) -> float:
@@ -163,10 +170,10 @@ class Ensemble:
             if lacking:
                 raise ConfigError(f"Ensemble member {name!r} ({type(m).__name__}) lacks {', '.join(lacking)}: a member must "
                                   "follow the learner protocol (Learner, KeyedLearner, psann_stream.experts).")
-        several = [name for name, m in members.items() if int(getattr(m, "n_outputs", 1)) != 1]
-        if several:
-            raise ConfigError(f"Ensemble members {several} learn several targets; the mixture weighs one prediction per "
-                              "event: use a Learner with out_features = T for several targets, or one Ensemble per target.")
+        outputs = {name: int(getattr(m, "n_outputs", 1)) for name, m in members.items()}
+        if len(set(outputs.values())) != 1:
+            raise ConfigError(f"Ensemble members learn different numbers of targets {outputs}; every member must predict "
+                              "the same targets (build each with the same n_outputs / out_features).")
         widths = {name: int(m.in_features) for name, m in members.items()}
         if len(set(widths.values())) != 1:
             raise ConfigError(f"Ensemble members take different input widths {widths}; every member must see the same events.")
@@ -187,15 +194,18 @@ class Ensemble:
         self.threads = 1 if self.keyed else min(len(self.names), threads or os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
         self._seconds = np.zeros(len(self.names))  # each member's time on the last batch (thread scheduling)
-        self.y_stats = RunningStats(1, clip=10.0)
-        self._w = np.full(len(self.names), 1.0 / len(self.names))
-        self._scale = np.ones(1)  # the loss scale s (module doc)
+        self.n_outputs = next(iter(outputs.values()))
+        T, K = self.n_outputs, len(self.names)
+        self.y_stats = RunningStats(T, clip=10.0)
+        self._w = np.full((T, K), 1.0 / K)  # one mixture per target
+        self._scale = np.ones(T)  # the loss scales s (module doc)
         self._yws = np.zeros(2)
         self._alerts: list[Alert] = []
         self._seen = {name: 0 for name in self.names}
         self.n_learned = 0
         self.n_skipped = 0
-        self.last_weights: np.ndarray | None = None  # [N, K]: the weights each event of the last batch was mixed with
+        # [N, K] ([N, T, K] for several targets): the weights each event of the last batch was mixed with
+        self.last_weights: np.ndarray | None = None
         self.last_drifted = None
 
     # ------------------------------------------------------------------ inspection
@@ -204,9 +214,17 @@ class Ensemble:
         return int(next(iter(self.members.values())).in_features)
 
     @property
-    def weights(self) -> dict[str, float]:
-        """The mixture weights the next event will be predicted with (sum 1)."""
-        return {name: float(v) for name, v in zip(self.names, self._w)}
+    def weights(self) -> dict[str, Any]:
+        """The mixture weights the next event will be predicted with: name -> weight (they sum to 1);
+        for several targets name -> one weight per target (for each target they sum to 1)."""
+        if self.n_outputs == 1:
+            return {name: float(v) for name, v in zip(self.names, self._w[0])}
+        return {name: self._w[:, k].tolist() for k, name in enumerate(self.names)}
+
+    def _saved_form(self, a: np.ndarray) -> np.ndarray:
+        """``[T, ...]`` per-target arrays as users and checkpoints see them: without the target axis
+        for one target (the shapes of before several targets existed)."""
+        return a[0] if self.n_outputs == 1 else a
 
     @property
     def alerts(self) -> list[Alert]:
@@ -225,11 +243,7 @@ class Ensemble:
         X = np.ascontiguousarray(np.asarray(args[1 if self.keyed else 0], dtype=np.float64))
         if X.ndim != 2 or X.shape[1] != self.in_features:
             raise ConfigError(f"Ensemble.{call}: X must have shape [N, {self.in_features}], got {X.shape}.")
-        Y = None
-        if learn:
-            Y = np.ascontiguousarray(np.asarray(args[-1], dtype=np.float64).reshape(-1))
-            if Y.shape[0] != X.shape[0]:
-                raise ConfigError(f"Ensemble.learn_batch: X has {X.shape[0]} row(s) but Y has {Y.shape[0]}.")
+        Y = as_targets("Ensemble.learn_batch", args[-1], X.shape[0], self.n_outputs) if learn else None
         if keys is not None and len(keys) != X.shape[0]:
             raise ConfigError(f"Ensemble.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
         return keys, X, Y
@@ -242,7 +256,8 @@ class Ensemble:
             X, Y = X[good], None if Y is None else Y[good]
             if keys is not None:
                 keys = keys[good] if isinstance(keys, EncodedKeys) else np.asarray(keys, dtype=object)[good]
-        P = np.empty((X.shape[0], len(self.names)))
+        N, T, K = X.shape[0], self.n_outputs, len(self.names)
+        P = np.empty((N, T, K))
 
         members = list(self.members.values())
 
@@ -250,12 +265,13 @@ class Ensemble:
             m, start = members[k], time.perf_counter()
             with_keys = getattr(m, "keyed", False)
             if learn:
-                P[:, k] = m.learn_batch(keys, X, Y) if with_keys else m.learn_batch(X, Y)
+                p = m.learn_batch(keys, X, Y) if with_keys else m.learn_batch(X, Y)
             else:
-                P[:, k] = m.predict_batch(keys, X) if with_keys else m.predict_batch(X)
+                p = m.predict_batch(keys, X) if with_keys else m.predict_batch(X)
+            P[:, :, k] = np.reshape(p, (N, T))
             self._seconds[k] = time.perf_counter() - start
 
-        if self.threads > 1 and X.shape[0]:
+        if self.threads > 1 and N:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="psann-ensemble")
             # the slowest members (last batch) first, so the threads finish together; the order of
@@ -271,26 +287,29 @@ class Ensemble:
             new = m.alerts[self._seen[name]:]
             self._alerts.extend(new)
             self._seen[name] += len(new)
-        mixed = np.empty(X.shape[0])
+        mixed = predictions(N, T)
         W = np.empty_like(P)
         ys = self.y_stats
         self._yws[0], self._yws[1] = ys.weight, ys.count
-        _mix_events(P, np.zeros(0) if Y is None else Y, learn, self._w, self._scale, ys._mean, ys._m2, self._yws, ys.forget, ys.eps,
-                    ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0, mixed, W,
-                    np.empty(len(self.names)), np.empty(2))
+        _mix_events(P, np.zeros((0, T)) if Y is None else Y.reshape(N, T), learn, self._w, self._scale, ys._mean, ys._m2,
+                    self._yws, ys.forget, ys.eps, ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0,
+                    mixed.reshape(N, T), W, np.empty(K), np.empty(T))
         ys.weight, ys.count = float(self._yws[0]), int(self._yws[1])
-        out = np.full(good.shape[0], np.nan)
+        out = np.full((good.shape[0],) + mixed.shape[1:], np.nan)
         out[good] = mixed
-        self.last_weights = np.full((good.shape[0], len(self.names)), np.nan)
+        self.last_weights = np.full((good.shape[0], T, K), np.nan)
         self.last_weights[good] = W
+        if T == 1:
+            self.last_weights = self.last_weights[:, 0]
         if learn:
             self.n_learned += int(good.sum())
             self.n_skipped += int(bad.sum())
         return out
 
     def learn_batch(self, *args: Any) -> np.ndarray:
-        """``(X [N, F], Y [N])``, or ``(keys [N], X, Y)`` when keyed: every member learns the events
-        in order; returns the mixture's prequential predictions (NaN for skipped events)."""
+        """``(X [N, F], Y [N])`` (``Y [N, T]`` for several targets), or ``(keys [N], X, Y)`` when keyed:
+        every member learns the events in order; returns the mixture's prequential predictions
+        (``[N]`` or ``[N, T]``; NaN for skipped events)."""
         return self._run(args, True)
 
     def predict_batch(self, *args: Any) -> np.ndarray:
@@ -298,25 +317,25 @@ class Ensemble:
         member advances as its own ``predict_batch`` does; the weights do not change."""
         return self._run(args, False)
 
-    def learn_one(self, *args: Any) -> float:
-        """``(x, y)``, or ``(key, x, y)`` when keyed: one event; returns its prediction."""
+    def learn_one(self, *args: Any) -> float | np.ndarray:
+        """``(x, y)``, or ``(key, x, y)`` when keyed: one event (``y`` a number, or ``T`` of them);
+        returns its prediction (a float, or ``[T]``)."""
         if len(args) != (3 if self.keyed else 2):
             raise ConfigError(f"Ensemble.learn_one takes ({'key, x, y' if self.keyed else 'x, y'}); got {len(args)} argument(s).")
         *key, x, y = args
-        try:
-            target = np.array([float(y)])
-        except (TypeError, ValueError):
-            raise ConfigError(f"Ensemble.learn_one: the target y = {y!r} is not a number; nothing was learned.") from None
         X = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        return float(self.learn_batch(*([[key[0]]] if key else []), X, target)[0])
+        return self._one(self.learn_batch(*([[key[0]]] if key else []), X, as_targets("Ensemble.learn_one", y, 1, self.n_outputs)))
 
-    def predict_one(self, *args: Any) -> float:
-        """``(x)``, or ``(key, x)`` when keyed: the prediction for one event, as :meth:`predict_batch`
-        (the members advance as their own ``predict_batch`` does)."""
+    def predict_one(self, *args: Any) -> float | np.ndarray:
+        """``(x)``, or ``(key, x)`` when keyed: the prediction for one event (a float, or ``[T]``), as
+        :meth:`predict_batch` (the members advance as their own ``predict_batch`` does)."""
         if len(args) != (2 if self.keyed else 1):
             raise ConfigError(f"Ensemble.predict_one takes ({'key, x' if self.keyed else 'x'}); got {len(args)} argument(s).")
         X = np.asarray(args[-1], dtype=np.float64).reshape(1, -1)
-        return float(self.predict_batch(*([[args[0]]] if self.keyed else []), X)[0])
+        return self._one(self.predict_batch(*([[args[0]]] if self.keyed else []), X))
+
+    def _one(self, out: np.ndarray) -> float | np.ndarray:
+        return float(out[0]) if self.n_outputs == 1 else out[0]
 
     def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
         """Forward a reset to every member (``keys`` to the keyed ones; the others reset whole);
@@ -328,7 +347,7 @@ class Ensemble:
                 m.reset(state=state, optimizer=optimizer)
         if optimizer:
             self._w[:] = 1.0 / len(self.names)
-            self._scale[0] = 1.0
+            self._scale[:] = 1.0
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -336,8 +355,8 @@ class Ensemble:
         return {
             "format": FORMAT,
             "names": list(self.names),
-            "weights": torch.from_numpy(self._w.copy()),
-            "loss_scale": float(self._scale[0]),
+            "weights": torch.from_numpy(self._saved_form(self._w).copy()),
+            "loss_scale": self._saved_form(self._scale).tolist(),
             "settings": {"eta": self.eta, "share": self.share, "prediction_clip": self.prediction_clip},
             "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
                         for k, v in self.y_stats.state_dict().items()},
@@ -355,13 +374,17 @@ class Ensemble:
             if list(sd["names"]) != self.names:
                 raise CheckpointError(f"the saved ensemble has members {list(sd['names'])} but this one has {self.names}; "
                                       "build it with the same members in the same order.")
-            w = as_float64(sd["weights"])
-            if w.shape != self._w.shape or not np.isfinite(w).all() or abs(w.sum() - 1.0) > 1e-9 or (w < 0).any():
-                raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {len(self.names)} weights summing to 1.")
+            T, K = self._w.shape
+            w = as_float64(sd["weights"]).reshape(-1)
+            if (w.shape[0] != T * K or not np.isfinite(w).all() or (w < 0).any()
+                    or np.abs(w.reshape(T, K).sum(axis=1) - 1.0).max() > 1e-9):
+                per = "" if T == 1 else f" for each of {T} targets"
+                raise CheckpointError(f"the saved mixture weights {w.tolist()} are not {K} weights summing to 1{per}; "
+                                      "was it saved by an ensemble with the same members and targets?")
             y_stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["y_stats"].items()}
-            scale = float(sd["loss_scale"])
-            if not (math.isfinite(scale) and scale >= 0.0):
-                raise CheckpointError(f"the saved loss scale {scale!r} is not a finite value >= 0.")
+            scale = as_float64(sd["loss_scale"]).reshape(-1)
+            if scale.shape[0] != T or not (np.isfinite(scale).all() and (scale >= 0.0).all()):
+                raise CheckpointError(f"the saved loss scale {scale.tolist()} is not {T} finite value(s) >= 0.")
             counters = {k: int(sd["counters"][k]) for k in ("n_learned", "n_skipped")}
             states = {name: sd["members"][name] for name in self.names}
         except CheckpointError:
@@ -379,14 +402,14 @@ class Ensemble:
                     self.members[done].load_state_dict(old)
                 raise CheckpointError(f"ensemble member {name!r}: {exc} Nothing was loaded.") from None
         self.y_stats.load_state_dict(y_stats)
-        self._w = w.copy()
-        self._scale[0] = scale
+        self._w = w.reshape(T, K).copy()
+        self._scale[:] = scale
         self.n_learned, self.n_skipped = counters["n_learned"], counters["n_skipped"]
 
 
-def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | None = None, seed: int = 0,
-                     target: Literal["level", "change"] = "level", eta: float = DEFAULT_ETA,
-                     share: float = DEFAULT_SHARE) -> Ensemble:
+def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | Sequence[int] | None = None,
+                     n_outputs: int | None = None, seed: int = 0, target: Literal["level", "change"] = "level",
+                     eta: float = DEFAULT_ETA, share: float = DEFAULT_SHARE) -> Ensemble:
     """The ensemble chosen by measurement over the scenario suite (docs/scenarios.md, "Choosing the
     default"): four StatefulNet learners that win on different kinds of stream, a linear model, and
     persistence of ``persistence_column`` when the inputs carry the target's last value.
@@ -404,16 +427,28 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
     change from the last known value (:class:`~psann_stream.experts.Change`) instead of the level:
     better on slow real series (ETTh1, docs/scenarios.md). Cost: the members' costs added
     (docs/learner.md has the measured events/s).
+
+    Several targets: every member predicts ``n_outputs`` targets at once (one model with that many
+    outputs) and each target has its own mixture weights. ``persistence_column`` is then a sequence
+    of one input column per target (target ``k``'s last value in ``persistence_column[k]``), which
+    also gives ``n_outputs``.
     """
     if target not in ("level", "change"):
         raise ConfigError(f"default_ensemble: target = {target!r} is not one of 'level', 'change'.")
     if target == "change" and persistence_column is None:
         raise ConfigError("default_ensemble(target='change') learns the change from the last known value: name the "
                           "input column that holds it with persistence_column.")
+    columns = len(persistence_column) if isinstance(persistence_column, (list, tuple)) else 1
+    T = columns if n_outputs is None else n_outputs
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ConfigError(f"default_ensemble: n_outputs = {n_outputs!r} must be an integer >= 1.")
+    if persistence_column is not None and columns != T:
+        raise ConfigError(f"default_ensemble: persistence_column names {columns} column(s) for n_outputs = {T} targets; "
+                          "give one column per target (the input holding that target's last value).")
     make = KeyedLearner if keyed else Learner
 
     def net(hidden: tuple[int, ...], **state: Any) -> StatefulNet:
-        return StatefulNet(in_features, hidden=hidden, state=StateConfig(mode="trace", **state), seed=seed)
+        return StatefulNet(in_features, T, hidden=hidden, state=StateConfig(mode="trace", **state), seed=seed)
 
     members: dict[str, Any] = {
         "memory": make(net((32, 32), oscillatory=True), state_grad="traced", readout="rls"),
@@ -422,10 +457,10 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
         # Adam at this rate overshoots now and then by design (it is here for fast, large moves); the mixture
         # discounts it when it does, so its monitor would only repeat warnings the user cannot act on
         "adam": make(net((32, 32)), optimizer="adam", optimizer_kwargs={"lr": 3e-3}, monitor=False),
-        "linear": LinearRLS(in_features),
+        "linear": LinearRLS(in_features, n_outputs=T),
     }
     if target == "change":
-        members = {name: Change(m, column=persistence_column) for name, m in members.items()}
+        members = {name: Change(m, column=persistence_column) for name, m in members.items()}  # type: ignore[arg-type]
     if persistence_column is not None:
         members["persistence"] = Persistence(in_features, column=persistence_column)
     return Ensemble(members, eta=eta, share=share)

@@ -1,5 +1,6 @@
 """The online mixture (psann_stream.ensemble) and the simple experts (psann_stream.experts): the
-mixture against a float64 reference, its switching guarantee, checkpoints, bad data and bad config."""
+mixture against a float64 reference, its switching guarantee, checkpoints, bad data and bad config;
+several targets (one mixture per target over members that predict them all)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class Preset:
     in_features = 1
 
     def __init__(self, preds: np.ndarray) -> None:
-        self.preds, self.at = preds, 0
+        self.preds, self.at = preds, 0  # [N], or [N, T] for a member of T targets
+        self.n_outputs = 1 if preds.ndim == 1 else preds.shape[1]
         self.alerts: list = []
 
     def learn_batch(self, X, Y):
@@ -319,3 +321,137 @@ def test_threads_change_no_result_and_a_member_error_reaches_the_caller():
         ens.learn_batch(np.zeros((10, 1)), np.zeros(10))
     with pytest.raises(ConfigError, match="threads"):
         Ensemble({"a": Persistence(2, column=0), "b": LinearRLS(2)}, threads=0)
+
+
+# ---------------------------------------------------------------------- several targets
+def _batches(ens: Ensemble, X: np.ndarray, Y: np.ndarray, cuts=(1, 150)) -> np.ndarray:
+    edges = [0, *cuts, len(Y)]
+    return np.concatenate([ens.learn_batch(X[a:b], Y[a:b]) for a, b in zip(edges, edges[1:])])
+
+
+@given(seed=st.integers(0, 2**32 - 1), eta=st.floats(0.05, 5.0), share=st.floats(1e-12, 0.2),
+       clip=st.floats(0.5, 20.0), T=st.integers(2, 3), K=st.integers(2, 4))
+def test_several_targets_mix_as_one_ensemble_per_target(seed, eta, share, clip, T, K):
+    """Each target has its own weights, loss scale and target statistics: a mixture of members that
+    predict T targets equals T one-target mixtures, each over the members' predictions of its target,
+    bit for bit (weights included, across batch boundaries)."""
+    rng = np.random.default_rng(seed)
+    Y = rng.standard_normal((300, T)).cumsum(axis=0) * rng.uniform(0.01, 10.0, T) + rng.uniform(-5, 5, T)
+    P = Y[:, :, None] + rng.standard_normal((300, T, K)) * rng.uniform(0.01, 2.0, (T, K))  # a best member per target
+    P[rng.integers(0, 300, 5), rng.integers(0, T, 5), rng.integers(0, K, 5)] = 1e6
+    settings_ = dict(eta=eta, share=share, prediction_clip=clip)
+    ens = Ensemble({f"m{k}": Preset(P[:, :, k]) for k in range(K)}, **settings_)
+    got = _batches(ens, np.zeros((300, 1)), Y)
+    assert got.shape == (300, T) and ens.n_outputs == T and ens.last_weights.shape == (150, T, K)
+    for t in range(T):
+        one = Ensemble({f"m{k}": Preset(P[:, t, k]) for k in range(K)}, **settings_)
+        np.testing.assert_array_equal(got[:, t], _batches(one, np.zeros((300, 1)), Y[:, t]))
+        np.testing.assert_array_equal(ens.last_weights[:, t], one.last_weights)
+        assert [w[t] for w in ens.weights.values()] == list(one.weights.values())
+
+
+def test_each_target_follows_the_member_that_predicts_it():
+    """Member a predicts target 0 and not target 1, member b the reverse: each target's mixture
+    weights its own best member."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 4))
+    Y = np.stack([X[:, 0], X[:, 3]], axis=1)
+    ens = Ensemble({"a": Persistence(4, column=[0, 1]), "b": Persistence(4, column=[2, 3])})
+    ens.learn_batch(X, Y)
+    assert ens.weights["a"][0] > 0.98 and ens.weights["b"][1] > 0.98, ens.weights
+    assert np.abs(ens.predict_batch(X[:10]) - Y[:10]).max() < 0.05
+
+
+def test_a_linear_expert_of_several_outputs_is_one_per_output_sharing_p():
+    """The outputs share their input, so one P serves all: without the error clip (whose statistic
+    takes the mean square over outputs) T outputs equal T one-output models bit for bit."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((800, 3)) * [1.0, 1e3, 1e-2]
+    Y = np.stack([X @ [1.0, 2e-3, 50.0] + 4.0, np.sin(X[:, 0]), -X[:, 1] * 1e-3], axis=1)
+    many = LinearRLS(3, n_outputs=3, error_clip=None)
+    got = many.learn_batch(X, Y)
+    for t in range(3):
+        one = LinearRLS(3, error_clip=None)
+        np.testing.assert_array_equal(got[:, t], one.learn_batch(X, Y[:, t]))
+        np.testing.assert_array_equal(many.weights[t], one.weights)
+    np.testing.assert_array_equal(many._P[:16], one._P[:16])  # P itself; its last two entries are the clip's statistic
+    with pytest.raises(ConfigError, match=r"this learner has 3 outputs, so it needs \[5, 3\] targets"):
+        many.learn_batch(X[:5], Y[:5, 0])
+    with pytest.raises(CheckpointError, match="same in_features and n_outputs"):
+        LinearRLS(3).load_state_dict(many.state_dict())
+
+
+def test_default_ensemble_of_several_targets_checkpoints_and_refuses_another_shape(tmp_path):
+    X, Y = _stream_targets(400)
+    ens = default_ensemble(4, persistence_column=[0, 1, 2], target="change")
+    assert ens.n_outputs == 3 and all(m.n_outputs == 3 for m in ens.members.values())
+    ens.learn_batch(X[:250], Y[:250])
+    path = save_checkpoint(tmp_path, {"learner": ens.state_dict()}, step=250)
+    twin = default_ensemble(4, persistence_column=[0, 1, 2], target="change")
+    twin.load_state_dict(load_checkpoint(path)["learner"])
+    assert twin.weights == ens.weights
+    np.testing.assert_array_equal(twin.learn_batch(X[250:], Y[250:]), ens.learn_batch(X[250:], Y[250:]))
+    with pytest.raises(CheckpointError, match="not 6 weights summing to 1; was it saved by an ensemble with the same "
+                                              "members and targets"):
+        default_ensemble(4, persistence_column=0, target="change").load_state_dict(ens.state_dict())
+    x = X[0]
+    assert ens.predict_one(x).shape == (3,) and ens.learn_one(x, Y[0]).shape == (3,)
+    with pytest.raises(ConfigError, match=r"Ensemble.learn_one: Y has shape \(2,\); this learner has 3 outputs"):
+        ens.learn_one(x, Y[0, :2])
+
+
+def test_several_targets_bad_configuration_says_what_is_wrong():
+    with pytest.raises(ConfigError, match="different numbers of targets"):
+        Ensemble({"a": Persistence(4, column=[0, 1]), "b": LinearRLS(4)})
+    with pytest.raises(ConfigError, match="names 2 column.s. for n_outputs = 3 targets"):
+        default_ensemble(4, persistence_column=[0, 1], n_outputs=3)
+    with pytest.raises(ConfigError, match="column = .0, 4. is out of range for 4 input column"):
+        Persistence(4, column=[0, 4])
+    with pytest.raises(ConfigError, match="n_outputs = 0 must be an integer >= 1"):
+        LinearRLS(4, n_outputs=0)
+
+
+def _stream_targets(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four inputs, three targets; target k's last value is input k."""
+    rng = np.random.default_rng(5)
+    Y = rng.standard_normal((n + 1, 3)).cumsum(axis=0) * [0.1, 1.0, 10.0]
+    return np.concatenate([Y[:-1], rng.standard_normal((n, 1))], axis=1), Y[1:]
+
+
+def test_cli_runs_an_ensemble_of_several_targets(tmp_path, capsys):
+    import pyarrow as pa
+
+    from psann_stream.cli import main
+    from psann_stream.sinks import read_parts
+
+    X, Y = _stream_targets(600)
+    t = pa.table({**{f"now{k}": X[:, k] for k in range(4)}, **{f"next{k}": Y[:, k] for k in range(3)}})
+    with pa.ipc.new_file(str(tmp_path / "s.arrow"), t.schema) as w:
+        w.write_table(t, max_chunksize=200)
+    cfg = tmp_path / "e.toml"
+    cfg.write_text('[ensemble]\npersistence = ["now0", "now1", 2]\ntarget = "change"\n')
+    base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "now0,now1,now2,now3", "--target",
+            "next0,next1,next2", "--config", str(cfg)]
+    assert main(base + ["--output", str(tmp_path / "out")]) == 0
+    assert "600 predicted, 0 dead-lettered" in capsys.readouterr().out
+    want = default_ensemble(4, persistence_column=[0, 1, 2], target="change")
+    expected = np.concatenate([want.learn_batch(X[a:a + 200].astype(np.float64), Y[a:a + 200]) for a in (0, 200, 400)])
+    np.testing.assert_array_equal(np.array(read_parts(tmp_path / "out").column("prediction").to_pylist()), expected)
+    for text, msg in (('[ensemble]\npersistence = ["now0"]\n', "[ensemble] persistence names 1 column(s) for 3 target(s)"),
+                      ('[ensemble]\ntarget = "change"\n', "give persistence, the feature holding it")):
+        cfg.write_text(text)
+        assert main(base + ["--output", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
+
+
+def test_one_ensemble_of_seven_targets_learning_changes_beats_persistence_on_every_etth1_reading(etth1_path):
+    """docs/scenarios.md: on all seven ETTh1 readings one hour ahead, the default ensemble with seven
+    outputs whose members learn the changes has a lower MAE than persistence on every reading, and a
+    mean ratio to persistence within 1% of seven one-target change ensembles (0.900; seed 0)."""
+    from psann_stream.scenarios.multi_target import run_multi_target
+
+    r = run_multi_target(etth1_path, seeds=(0,), models=["ensemble (joint, change)"])
+    got = r["models"]["ensemble (joint, change)"][0]
+    assert (np.array(got["mae_per_target"]) < np.array(r["persistence_mae"])).all(), got
+    assert got["vs_persistence"] < 0.91, got
