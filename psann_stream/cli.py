@@ -102,28 +102,28 @@ def _load_config(path: str | None) -> dict:
     return cfg
 
 
-def _ensemble(section: dict, features: list[str], width: int, keyed: bool):
+def _ensemble(section: dict, features: list[str], width: int, outputs: int, keyed: bool):
     """The ``[ensemble]`` section: ``persistence`` (the feature holding the target's last value: a
-    name among ``--features``, or an index), ``target`` ("level" or "change"), ``eta``, ``share``, ``seed``."""
+    name among ``--features``, or an index; a list of them, one per target, for several targets),
+    ``target`` ("level" or "change"), ``eta``, ``share``, ``seed``."""
     from .ensemble import default_ensemble
 
     kw = {k: section[k] for k in ("target", "eta", "share", "seed") if k in section}
-    column = section.get("persistence")
-    if isinstance(column, str):
-        if column not in features:
-            raise ConfigError(f"[ensemble] persistence = {column!r} is not one of the --features {features}; name the "
-                              "feature column that holds the target's last value (or give its index).")
-        column = features.index(column)
-    return default_ensemble(width, keyed=keyed, persistence_column=column, **kw)
+    column = None
+    if "persistence" in section:
+        column = _last_value_columns("[ensemble] persistence", section["persistence"], features, width, outputs)
+    elif section.get("target") == "change":
+        raise ConfigError("[ensemble] target = \"change\" learns each target's change from its last value: give "
+                          "persistence, the feature holding it (a list of them, one per target, for several targets).")
+    return default_ensemble(width, keyed=keyed, persistence_column=column, n_outputs=outputs, **kw)
 
 
-def _change_from(section: dict, features: list[str], width: int, outputs: int) -> int | list[int]:
-    """The ``[target]`` section's ``change_from``: per target, the input column holding its last value
-    (a name among ``--features`` or an index; one target may give it alone, not in a list)."""
-    given = section["change_from"]
+def _last_value_columns(where: str, given: object, features: list[str], width: int, outputs: int) -> int | list[int]:
+    """Per target, the input column holding its last value (``[target] change_from``, ``[ensemble]
+    persistence``): a name among ``--features`` or an index; one target may give it alone, not in a list."""
     names = given if isinstance(given, list) else [given]
     if len(names) != outputs:
-        raise ConfigError(f"[target] change_from names {len(names)} column(s) for {outputs} target(s); give the "
+        raise ConfigError(f"{where} names {len(names)} column(s) for {outputs} target(s); give the "
                           "feature holding each target's last value, in the order of --target.")
     cols = []
     for name in names:
@@ -132,7 +132,7 @@ def _change_from(section: dict, features: list[str], width: int, outputs: int) -
         elif isinstance(name, int) and not isinstance(name, bool) and 0 <= name < width:
             cols.append(name)
         else:
-            raise ConfigError(f"[target] change_from: {name!r} is not one of the --features {features} nor an index "
+            raise ConfigError(f"{where}: {name!r} is not one of the --features {features} nor an index "
                               f"below {width}; name the feature holding the target's last value.")
     return cols[0] if outputs == 1 else cols
 
@@ -195,9 +195,6 @@ def _run(args: argparse.Namespace) -> int:
     source = _with_labels(args, source, dict(cfg.get("kafka", {})))
     bound = columns.bind(source.schema)
     width, outputs = bound.n_features, max(bound.n_targets, 1)
-    if outputs > 1 and "ensemble" in cfg:
-        raise ConfigError(f"--target names {outputs} targets; an [ensemble] learns one: drop the [ensemble] section "
-                          "(one learner learns them together) or give one target.")
     model_cfg = cfg.get("model", {})
     net = None if "ensemble" in cfg else StatefulNet(
         width, outputs, hidden=tuple(model_cfg.get("hidden", (32, 32))),
@@ -222,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         explicit = {"per_key_weights": per_key} if "per_key_weights" in cfg.get("learner", {}) else {}
         learner = ShardedLearner(net, args.shards, num_cpus=min(1.0, cpus / args.shards), **explicit, **lcfg)
     elif "ensemble" in cfg:
-        learner = _ensemble(cfg["ensemble"], features, width, keyed=args.key is not None)
+        learner = _ensemble(cfg["ensemble"], features, width, outputs, keyed=args.key is not None)
     elif args.key is not None:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
@@ -230,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
     if "target" in cfg:
         from .experts import Change
 
-        learner = Change(learner, column=_change_from(cfg["target"], features, width, outputs))
+        learner = Change(learner, column=_last_value_columns("[target] change_from", cfg["target"]["change_from"],
+                                                             features, width, outputs))
     if args.id is not None:
         from .delayed import DelayedLabels
 

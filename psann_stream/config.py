@@ -37,7 +37,7 @@ __all__ = ["SECTIONS", "check_config", "learner_kwargs"]
 
 SECTIONS = ("model", "state", "learner", "ensemble", "target", "kafka")
 MODEL_KEYS: dict[str, tuple[type, ...]] = {"hidden": (list,), "seed": (int,)}
-ENSEMBLE_KEYS: dict[str, tuple[type, ...]] = {"persistence": (str, int), "target": (str,), "eta": (int, float),
+ENSEMBLE_KEYS: dict[str, tuple[type, ...]] = {"persistence": (str, int, list), "target": (str,), "eta": (int, float),
                                               "share": (int, float), "seed": (int,)}
 TARGET_KEYS: dict[str, tuple[type, ...]] = {"change_from": (str, int, list)}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
