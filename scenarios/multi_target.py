@@ -8,6 +8,9 @@ current ones, prequential, every model on the same events.
   configuration: 32x32 oscillatory pairs, traced, RLS readout shared by the outputs);
 * ``psann_stream (joint, change)``: the same model learning each reading's change from its current
   value (:class:`~psann_stream.experts.Change` with a column per target);
+* ``ensemble (joint, change)`` and ``ensemble (joint)``: :func:`~psann_stream.ensemble.default_ensemble`
+  with seven outputs (every member one model of seven outputs, persistence of each reading among
+  them, one mixture per target), its members learning the changes or the levels;
 * every single-target model of :data:`~psann_stream.scenarios.run.MODELS` as **one model per
   target** (``per target: NAME``): seven learners, seven times the cost; persistence is one of them
   (each reading's next hour = its current value).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from psann_stream import Learner, StateConfig, StatefulNet
+from psann_stream.ensemble import default_ensemble
 from psann_stream.experts import Change
 
 from .etth1 import COLUMNS, etth1_readings
@@ -49,7 +54,15 @@ def _joint(change: bool) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
     return run
 
 
-JOINT = {"psann_stream (joint)": _joint(False), "psann_stream (joint, change)": _joint(True)}
+def _joint_ensemble(target: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    def run(X: np.ndarray, Y: np.ndarray, seed: int) -> np.ndarray:
+        ens = default_ensemble(X.shape[1], persistence_column=list(range(Y.shape[1])), target=target, seed=seed)
+        return np.concatenate([ens.learn_batch(X[lo:lo + 1000], Y[lo:lo + 1000]) for lo in range(0, len(Y), 1000)])
+    return run
+
+
+JOINT = {"psann_stream (joint)": _joint(False), "psann_stream (joint, change)": _joint(True),
+         "ensemble (joint, change)": _joint_ensemble("change"), "ensemble (joint)": _joint_ensemble("level")}
 PER_TARGET_DEFAULT = ("persistence", "psann_stream", "psann_stream (change ensemble)", "river LinearRegression",
                       "eager MLP (Adam)", "ESN + RLS")
 
@@ -94,6 +107,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _names(given: str) -> list[str]:
+    """``--models``: names split at the commas outside parentheses (``psann_stream (joint, change)`` is one)."""
+    return [m.strip() for m in re.split(r",(?![^()]*\))", given)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="ETTh1.csv (../shared/data/ETT/ETTh1.csv here)")
@@ -103,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the result to this JSON file")
     a = p.parse_args(argv)
     result = run_multi_target(a.data, seeds=tuple(int(s) for s in a.seeds.split(",")),
-                              models=a.models.split(",") if a.models else None, n=a.steps)
+                              models=_names(a.models) if a.models else None, n=a.steps)
     print(format_table(result))
     if a.json:
         with open(a.json, "w") as f:
