@@ -248,11 +248,12 @@ class Ensemble:
             raise ConfigError(f"Ensemble.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
         return keys, X, Y
 
-    def _run(self, args: Sequence[Any], learn: bool) -> np.ndarray:
+    def _run(self, args: Sequence[Any], learn: bool, advance: bool = True) -> np.ndarray:
         keys, X, Y = self._split(args, learn)
         bad = nonfinite_rows(X, Y, self.on_nonfinite, self.n_learned, "no member learned this batch")
         good = ~bad
-        if bad.any():
+        skipped = int(np.count_nonzero(bad))
+        if skipped:
             X, Y = X[good], None if Y is None else Y[good]
             if keys is not None:
                 keys = keys[good] if isinstance(keys, EncodedKeys) else np.asarray(keys, dtype=object)[good]
@@ -271,7 +272,9 @@ class Ensemble:
             P[:, :, k] = np.reshape(p, (N, T))
             self._seconds[k] = time.perf_counter() - start
 
-        if self.threads > 1 and N:
+        if N == 1 and keys is None and (learn or not advance):
+            self._one_event(P, X, Y, learn)
+        elif self.threads > 1 and N:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="psann-ensemble")
             # the slowest members (last batch) first, so the threads finish together; the order of
@@ -295,16 +298,33 @@ class Ensemble:
                     self._yws, ys.forget, ys.eps, ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0,
                     mixed.reshape(N, T), W, np.empty(K), np.empty(T))
         ys.weight, ys.count = float(self._yws[0]), int(self._yws[1])
-        out = np.full((good.shape[0],) + mixed.shape[1:], np.nan)
-        out[good] = mixed
-        self.last_weights = np.full((good.shape[0], T, K), np.nan)
-        self.last_weights[good] = W
+        out, self.last_weights = mixed, W
+        if skipped:  # NaN rows where the skipped events were
+            out = np.full((good.shape[0],) + mixed.shape[1:], np.nan)
+            out[good] = mixed
+            self.last_weights = np.full((good.shape[0], T, K), np.nan)
+            self.last_weights[good] = W
         if T == 1:
             self.last_weights = self.last_weights[:, 0]
         if learn:
-            self.n_learned += int(good.sum())
-            self.n_skipped += int(bad.sum())
+            self.n_learned += good.shape[0] - skipped
+            self.n_skipped += skipped
         return out
+
+    def _one_event(self, P: np.ndarray, X: np.ndarray, Y: np.ndarray | None, learn: bool) -> None:
+        """One unkeyed event, each member's own one-event call in this thread: a Learner's
+        ``learn_one``/``predict_one`` reach its loop through preallocated arrays, and handing one event
+        to threads costs more than the members' work (measured: docs/learner.md). Without a target
+        each member predicts and changes nothing (``predict_one``; a member without it:
+        ``predict_batch(X, advance=False)``)."""
+        x = X[0]
+        y = None if Y is None else (Y[0] if self.n_outputs == 1 else Y[0].copy())
+        for k, m in enumerate(self.members.values()):
+            if learn:
+                p = m.learn_one(x, y) if hasattr(m, "learn_one") else m.learn_batch(X, Y)
+            else:
+                p = m.predict_one(x) if hasattr(m, "predict_one") else m.predict_batch(X, advance=False)
+            P[0, :, k] = np.reshape(p, -1)
 
     def learn_batch(self, *args: Any) -> np.ndarray:
         """``(X [N, F], Y [N])`` (``Y [N, T]`` for several targets), or ``(keys [N], X, Y)`` when keyed:
@@ -327,12 +347,14 @@ class Ensemble:
         return self._one(self.learn_batch(*([[key[0]]] if key else []), X, as_targets("Ensemble.learn_one", y, 1, self.n_outputs)))
 
     def predict_one(self, *args: Any) -> float | np.ndarray:
-        """``(x)``, or ``(key, x)`` when keyed: the prediction for one event (a float, or ``[T]``), as
-        :meth:`predict_batch` (the members advance as their own ``predict_batch`` does)."""
+        """``(x)``, or ``(key, x)`` when keyed: the prediction for one event (a float, or ``[T]``) with
+        the weights as they are. Unkeyed, it changes nothing (every member's ``predict_one``), so
+        ``predict_one(x)`` then ``learn_one(x, y)`` learns the event once; keyed, the members advance
+        the key's state as their ``predict_batch`` does."""
         if len(args) != (2 if self.keyed else 1):
             raise ConfigError(f"Ensemble.predict_one takes ({'key, x' if self.keyed else 'x'}); got {len(args)} argument(s).")
         X = np.asarray(args[-1], dtype=np.float64).reshape(1, -1)
-        return self._one(self.predict_batch(*([[args[0]]] if self.keyed else []), X))
+        return self._one(self._run([[args[0]], X] if self.keyed else [X], False, advance=False))
 
     def _one(self, out: np.ndarray) -> float | np.ndarray:
         return float(out[0]) if self.n_outputs == 1 else out[0]

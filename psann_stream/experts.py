@@ -86,6 +86,14 @@ class Persistence:
     def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
         return _rows(X, self.in_features, "Persistence.predict_batch")[:, self.column].copy()
 
+    def learn_one(self, x: Any, y: Any) -> float | np.ndarray:
+        return self.predict_one(x)
+
+    def predict_one(self, x: Any) -> float | np.ndarray:
+        """``x[column]``: a float (several targets: ``[T]``)."""
+        p = _rows(np.reshape(x, (1, -1)), self.in_features, "Persistence.predict_one")[0, self.column]
+        return float(p) if self.n_outputs == 1 else p.copy()
+
     def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
         """Nothing to reset (the learner protocol's hook)."""
 
@@ -206,6 +214,16 @@ class LinearRLS:
         X = _rows(X, self.in_features, "LinearRLS.learn_batch")
         return self._run(X, as_targets("LinearRLS.learn_batch", Y, X.shape[0], self.n_outputs), True)
 
+    def learn_one(self, x: Any, y: Any) -> float | np.ndarray:
+        """One event (``y`` a number, or ``T``); returns its prediction (a float, or ``[T]``)."""
+        p = self.learn_batch(np.reshape(x, (1, -1)), as_targets("LinearRLS.learn_one", y, 1, self.n_outputs))[0]
+        return float(p) if self.n_outputs == 1 else p
+
+    def predict_one(self, x: Any) -> float | np.ndarray:
+        """The prediction of one event; changes nothing."""
+        p = self.predict_batch(np.reshape(x, (1, -1)), advance=False)[0]
+        return float(p) if self.n_outputs == 1 else p
+
     def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
         """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics (as
         the learners do for events that will not be learned), ``False`` leaves them as they were."""
@@ -288,6 +306,20 @@ class Change:
 
     def predict_batch(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.member.predict_batch(*args, **kwargs) + self._last(args[-1])
+
+    def learn_one(self, *args: Any) -> float | np.ndarray:
+        """``(x, y)``, or ``(key, x, y)`` for a keyed member: one event through the member's
+        ``learn_one``; returns the prediction of the level."""
+        *head, x, y = args
+        last = self._last(np.reshape(x, (1, -1)))[0]
+        change = as_targets("Change.learn_one", y, 1, self.n_outputs)[0] - last
+        p = self.member.learn_one(*head, x, float(change) if self.n_outputs == 1 else change) + last
+        return float(p) if self.n_outputs == 1 else p
+
+    def predict_one(self, *args: Any) -> float | np.ndarray:
+        """``(x)`` (or the member's own arguments): the member's ``predict_one`` plus the last value."""
+        p = self.member.predict_one(*args) + self._last(np.reshape(args[-1], (1, -1)))[0]
+        return float(p) if self.n_outputs == 1 else p
 
     def reset(self, *args: Any, **kwargs: Any) -> None:
         self.member.reset(*args, **kwargs)

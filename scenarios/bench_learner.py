@@ -16,7 +16,8 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
 * ``Learner, 7 outputs``: the default learner with a head of seven outputs learning seven targets
   (``StatefulNet(10, 7)``; the targets: the stream's and six shifted copies);
 * ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, five learners side by side and their
-  mixture, in 1,000-event calls;
+  mixture, in 1,000-event calls, and one event per call (``predict_one`` then ``learn_one``, as a
+  river pipeline calls it);
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
   ``torch.optim.Adam`` step per event (what deep-river and psann do);
 * ``river LinearRegression``: ``river.linear_model.LinearRegression`` predict_one/learn_one on dicts,
@@ -129,6 +130,21 @@ def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000)
     return _rate_in_calls(ens.learn_batch, (X, y), batch, repeats)
 
 
+def ensemble_one_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    """:func:`~psann_stream.ensemble.default_ensemble`'s ``predict_one`` then ``learn_one`` per event."""
+    ens = default_ensemble(X.shape[1])
+    rows, targets = list(X), [float(t) for t in y]
+    ens.learn_batch(X[:500], y[:500])  # compile
+
+    def run() -> int:
+        for x, t in zip(rows, targets):
+            ens.predict_one(x)
+            ens.learn_one(x, t)
+        return len(rows)
+
+    return _best_rate(run, repeats)
+
+
 def eager_adam_rate(X: np.ndarray, y: np.ndarray, repeats: int) -> float:
     net = StatefulNet(X.shape[1], hidden=(32, 32), seed=0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -189,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "Learner, 7 outputs": learner_rate(X[: a.events], np.stack([np.roll(y[: a.events], k) for k in range(7)], axis=1),
                                            a.repeats),
         "Ensemble (default_ensemble, 5 members)": ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
+        "Ensemble, predict_one + learn_one": ensemble_one_rate(X[: a.events // 50], y[: a.events // 50], a.repeats),
         "StatefulRegressor (river adapter, Adam)": adapter_rate(X[:n_one], y[:n_one], a.repeats),
         "StatefulRegressor (river adapter, ObGD)": adapter_rate(X[:n_one], y[:n_one], a.repeats, optimizer="obgd",
                                                                 lr=None),
@@ -208,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
           f"ensemble {batch / rates['Ensemble (default_ensemble, 5 members)']:.2f}x; seven outputs "
           f"{batch / rates['Learner, 7 outputs']:.2f}x (seven learners would cost 7x)")
     scaled = rates["river StandardScaler | LinearRegression"]
+    print(f"the default ensemble per event: predict_one + learn_one at "
+          f"{rates['Ensemble, predict_one + learn_one'] / lr:.3f}x river LinearRegression's predict_one + learn_one")
     print(f"per-event overhead: learn_one costs {batch / rates['Learner (compiled, ObGD), learn_one']:.2f}x a learn_batch event; "
           f"the adapter (ObGD) runs at {rates['StatefulRegressor (river adapter, ObGD)'] / scaled:.2f}x "
           f"(Adam {rates['StatefulRegressor (river adapter, Adam)'] / scaled:.2f}x) river's StandardScaler | LinearRegression")

@@ -21,15 +21,16 @@ def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
     out = capsys.readouterr().out
     for name in ("Learner (compiled, ObGD), learn_batch", "Learner (compiled, ObGD), learn_one", "Learner, traced",
-                 "Learner, 7 outputs",
+                 "Learner, 7 outputs", "Ensemble (default_ensemble, 5 members)", "Ensemble, predict_one + learn_one",
                  "Learner, traced, oscillatory pairs", "eager torch Adam", "river LinearRegression",
                  "river StandardScaler | LinearRegression", "StatefulRegressor (river adapter, Adam)",
                  "StatefulRegressor (river adapter, ObGD)", "KeyedLearner (10 keys"):
         assert name in out
-    for rate in re.findall(r"^(?:Learner|StatefulRegressor|river|KeyedLearner).*?\s([0-9,]+)\s", out, re.M):
+    for rate in re.findall(r"^(?:Learner|Ensemble|StatefulRegressor|river|KeyedLearner).*?\s([0-9,]+)\s", out, re.M):
         assert int(rate.replace(",", "")) > 0
     assert re.search(r"traced learning costs [0-9.]+x the truncated path", out)
     assert re.search(r"seven outputs [0-9.]+x \(seven learners would cost 7x\)", out)
+    assert re.search(r"predict_one \+ learn_one at [0-9.]+x river LinearRegression", out)
 
 
 def test_ray_benchmark_runs_and_prints_both_engines(capsys):

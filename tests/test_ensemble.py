@@ -455,3 +455,21 @@ def test_one_ensemble_of_seven_targets_learning_changes_beats_persistence_on_eve
     got = r["models"]["ensemble (joint, change)"][0]
     assert (np.array(got["mae_per_target"]) < np.array(r["persistence_mae"])).all(), got
     assert got["vs_persistence"] < 0.91, got
+
+
+@pytest.mark.parametrize("T, kw", [(1, {"persistence_column": 2}), (1, {"persistence_column": 2, "target": "change"}),
+                                   (3, {"persistence_column": [0, 1, 2], "target": "change"})])
+def test_one_event_calls_equal_the_batch_and_predict_one_changes_nothing(T, kw):
+    """learn_one event by event (each member's own one-event call) equals learn_batch bit for bit, in
+    predictions and in every member's state; predict_one before each learn_one returns that event's
+    prequential prediction and changes nothing, so the event is learned once."""
+    X, Y = _stream_targets(300)
+    y = Y[:, 0] if T == 1 else Y
+    batch, one = default_ensemble(4, **kw), default_ensemble(4, **kw)
+    want = batch.learn_batch(X, y)
+    for i in range(300):
+        before = one.predict_one(X[i])
+        got = one.learn_one(X[i], y[i])
+        np.testing.assert_array_equal(before, got)
+        np.testing.assert_array_equal(got, want[i])
+    assert same(one.state_dict(), batch.state_dict())
