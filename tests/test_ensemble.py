@@ -255,6 +255,18 @@ def test_ensemble_learning_the_change_beats_persistence_on_etth1(etth1_path):
     assert mae["psann_stream (change ensemble)"] < mae["river LinearRegression"], mae
 
 
+def test_default_ensemble_beats_persistence_on_etth1_once_a_member_learns_the_change(etth1_path):
+    """docs/scenarios.md: with a persistence column the fixed-state member learns the change from the
+    last value, and the default (level) ensemble's MAE over the whole file drops below persistence's
+    (with that member learning the level it was above: 0.6188 against 0.6142)."""
+    result = run_scenario("etth1", None, 0, ["persistence", "psann_stream (ensemble)"], data=etth1_path)
+    mae = {m: r["mae"] for m, r in result["models"].items()}
+    assert mae["psann_stream (ensemble)"] < 0.99 * mae["persistence"], mae
+    ens = default_ensemble(7, persistence_column=6)
+    assert isinstance(ens.members["fixed state (change)"], Change) and "fixed state" not in ens.members
+    assert "fixed state" in default_ensemble(7).names  # without the column, the member learns the level
+
+
 def test_etth1_without_its_file_says_how_to_get_it(tmp_path):
     with pytest.raises(ConfigError, match="--data"):
         run_scenario("etth1", None, 0, ["persistence"])
