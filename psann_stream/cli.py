@@ -271,6 +271,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             stats = engine.run(resume=args.resume)
         progress.done(stats, learner.alerts)
+        _print_mixture(learner, bound.target_names if len(bound.target_names) == outputs else None)
     finally:
         if metrics is not None:
             metrics.close()
@@ -408,13 +409,29 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"  {key}: {payload[key]}")
     lrn = payload.get("learner", {})
     if lrn:
-        print(f"  learner: {lrn.get('format')}, optimizer {lrn.get('optimizer')!r}"
+        opt = lrn.get("optimizer")
+        opt = opt.get("name") if isinstance(opt, dict) else opt  # a learner saves its optimiser's name and buffers
+        print(f"  learner: {lrn.get('format')}" + ("" if opt is None else f", optimizer {opt!r}")
               + (f", {len(lrn['keys'])} hot key(s), {len(lrn.get('cold_keys', []))} cold" if "keys" in lrn else ""))
         if "state_config" in lrn:
             print(f"  state: {lrn['state_config']}")
+        from .ensemble import FORMAT as ENSEMBLE_FORMAT, describe_weights
+
+        if lrn.get("format") == ENSEMBLE_FORMAT:  # what its mixture leans on
+            for line in describe_weights(lrn["names"], lrn["weights"]):
+                print(f"  mixture weights: {line}")
         tensors = [v for v in _walk(lrn) if isinstance(v, torch.Tensor)]
         print(f"  {len(tensors)} tensor(s), {sum(t.numel() for t in tensors):,} numbers")
     return 0
+
+
+def _print_mixture(learner, targets: tuple[str, ...] | None) -> None:
+    """An ensemble's mixture weights at the end of a run (what it leans on; one line per target)."""
+    from .ensemble import Ensemble, describe_weights
+
+    if isinstance(learner, Ensemble):
+        for line in describe_weights(learner.names, learner.weight_matrix, targets):
+            print(f"mixture weights: {line}")
 
 
 def _walk(obj):

@@ -70,7 +70,7 @@ from .monitor import Alert
 from .normalize import RunningStats
 from .state import StateConfig
 
-__all__ = ["DEFAULT_ETA", "DEFAULT_SHARE", "Ensemble", "default_ensemble"]
+__all__ = ["DEFAULT_ETA", "DEFAULT_SHARE", "Ensemble", "default_ensemble", "describe_weights"]
 
 DEFAULT_ETA = 0.5  # learning rate of the weights, per unit of the scaled loss (chosen on the suite)
 LOSS_SCALE_DECAY = 0.99  # the exponential average of the mixture's squared error that scales the losses
@@ -119,6 +119,18 @@ def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, 
             scale[t] = LOSS_SCALE_DECAY * scale[t] + (1.0 - LOSS_SCALE_DECAY) * r * r
         if learn:
             fp._stats_update(ym, ym2, yws, yf, nclip, Y[n], sd)
+
+
+def describe_weights(names: Sequence[str], weights: Any, targets: Sequence[str] | None = None) -> list[str]:
+    """What the mixture leans on, for people: ``"memory 0.612, linear 0.201, ..."`` (highest first),
+    one line, or one per target (``weights [T, K]``; each line starts with ``targets[t]`` or ``t``).
+    ``weights`` as :attr:`Ensemble.weight_matrix` or a checkpoint's ``"weights"`` holds them."""
+    W = as_float64(weights).reshape(-1, len(names))
+    lines = []
+    for t, row in enumerate(W):
+        text = ", ".join(f"{names[k]} {row[k]:.3f}" for k in np.argsort(-row, kind="stable"))
+        lines.append(text if W.shape[0] == 1 else f"{targets[t] if targets else t}: {text}")
+    return lines
 
 
 def _number(owner: str, name: str, v: object, low: float, high: float) -> float:
@@ -220,6 +232,11 @@ class Ensemble:
         if self.n_outputs == 1:
             return {name: float(v) for name, v in zip(self.names, self._w[0])}
         return {name: self._w[:, k].tolist() for k, name in enumerate(self.names)}
+
+    @property
+    def weight_matrix(self) -> np.ndarray:
+        """``[T, K]`` (a copy): row ``t`` the weights of target ``t``'s mixture, members in :attr:`names` order."""
+        return self._w.copy()
 
     def _saved_form(self, a: np.ndarray) -> np.ndarray:
         """``[T, ...]`` per-target arrays as users and checkpoints see them: without the target axis

@@ -25,6 +25,8 @@ series                                 type     meaning
                                                 rest under ``key="other"`` (bounded cardinality)
 ``psann_input_lag_messages{partition}``  gauge  Kafka: messages from the next unread row to the end of
                                                 each partition (sources with a ``lag(position)`` method)
+``psann_ensemble_weight{member,target}``  gauge  an :class:`~psann_stream.ensemble.Ensemble`: each member's
+                                                mixture weight (they sum to 1 per target)
 =====================================  =======  ============================================================
 
 Needs ``prometheus-client`` (``pip install 'psann-stream[metrics]'``), imported only when an
@@ -39,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .ensemble import Ensemble
 from .errors import ConfigError
 
 __all__ = ["EngineMetrics", "FadedError"]
@@ -184,6 +187,16 @@ class EngineMetrics:
                            labels=["partition"])
             for part, n in sorted(lag(s.position).items()):
                 family.add_metric([str(part)], n)
+            yield family
+        learner = self.engine.learner
+        if isinstance(learner, Ensemble):
+            family = gauge("psann_ensemble_weight", "mixture weight of each ensemble member", labels=["member", "target"])
+            names = self.engine.bound.target_names
+            W = learner.weight_matrix
+            for t, row in enumerate(W):
+                target = names[t] if len(names) == W.shape[0] else str(t)
+                for member, w in zip(learner.names, row.tolist()):
+                    family.add_metric([member, target], w)
             yield family
         if self.max_keys:
             keys = counter("psann_key_rows", f"rows per key (first {self.max_keys} keys; the rest as 'other')",

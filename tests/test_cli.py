@@ -68,6 +68,16 @@ def test_run_resume_and_inspect(tmp_path, capsys):
     assert "position: [6, 0]" in shown and "optimizer 'intentional'" in shown and "7 hot key(s)" in shown
 
 
+def test_inspect_names_a_learners_optimizer_without_printing_its_buffers(tmp_path, capsys):
+    _arrow_file(tmp_path / "s.arrow", n=600)
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--output",
+                 str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "ck")]) == 0
+    shown = capsys.readouterr().out
+    assert "learner: psann_stream.learner/1, optimizer 'obgd'\n" in shown and "tensor([" not in shown, shown
+
+
 def test_run_errors_are_one_line(tmp_path, capsys):
     _arrow_file(tmp_path / "s.arrow")
     assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "nope", "--target", "y"]) == 2

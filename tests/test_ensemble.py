@@ -444,11 +444,21 @@ def test_cli_runs_an_ensemble_of_several_targets(tmp_path, capsys):
     cfg.write_text('[ensemble]\npersistence = ["now0", "now1", 2]\ntarget = "change"\n')
     base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "now0,now1,now2,now3", "--target",
             "next0,next1,next2", "--config", str(cfg)]
-    assert main(base + ["--output", str(tmp_path / "out")]) == 0
-    assert "600 predicted, 0 dead-lettered" in capsys.readouterr().out
+    assert main(base + ["--output", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    out = capsys.readouterr().out
+    assert "600 predicted, 0 dead-lettered" in out
     want = default_ensemble(4, persistence_column=[0, 1, 2], target="change")
     expected = np.concatenate([want.learn_batch(X[a:a + 200].astype(np.float64), Y[a:a + 200]) for a in (0, 200, 400)])
     np.testing.assert_array_equal(np.array(read_parts(tmp_path / "out").column("prediction").to_pylist()), expected)
+    # what the mixture leans on, per target, highest first: at the end of the run and in the checkpoint
+    lines = [line.split("mixture weights: ", 1)[1] for line in out.splitlines() if "mixture weights: " in line]
+    W = want.weight_matrix
+    assert [line.split(":")[0] for line in lines] == ["next0", "next1", "next2"]
+    for t, line in enumerate(lines):
+        assert line.split(": ", 1)[1].startswith(f"{want.names[int(np.argmax(W[t]))]} {W[t].max():.3f}, "), line
+    assert main(["inspect", str(tmp_path / "ck")]) == 0
+    shown = [line.split("mixture weights: ", 1)[1] for line in capsys.readouterr().out.splitlines() if "mixture" in line]
+    assert [s.split(": ", 1)[1] for s in shown] == [s.split(": ", 1)[1] for s in lines]
     for text, msg in (('[ensemble]\npersistence = ["now0"]\n', "[ensemble] persistence names 1 column(s) for 3 target(s)"),
                       ('[ensemble]\ntarget = "change"\n', "give persistence, the feature holding it")):
         cfg.write_text(text)

@@ -65,6 +65,34 @@ def test_a_scrape_during_a_run_returns_every_series_with_the_engines_values(tmp_
     assert keys['psann_key_rows_total{key="other"}'] == 4000 - sum(v for k, v in keys.items() if "other" not in k)
 
 
+def test_an_ensembles_mixture_weights_are_exported_per_member_and_target():
+    """psann_ensemble_weight{member,target}: the weights the next event will be mixed with, named by
+    member and target column, summing to 1 per target."""
+    from psann_stream.ensemble import Ensemble
+    from psann_stream.experts import LinearRLS, Persistence
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((1500, 3))
+    t = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 3), "a": X[:, 0], "b": 2 * X[:, 1]})
+    ens = Ensemble({"last": Persistence(3, column=[0, 2]), "linear": LinearRLS(3, n_outputs=2)})
+    engine = Engine(TableSource(t, batch_size=500), ens, ColumnMap("x", target=["a", "b"]))
+    metrics = EngineMetrics(engine, max_keys=0)
+    port = metrics.serve(0)
+    try:
+        engine.run()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            scraped = _parse(r.read().decode())
+    finally:
+        metrics.close()
+    got = {k: v for k, v in scraped.items() if k.startswith("psann_ensemble_weight")}
+    assert len(got) == 4
+    for t_, target in enumerate(("a", "b")):
+        for k, member in enumerate(ens.names):
+            assert got[f'psann_ensemble_weight{{member="{member}",target="{target}"}}'] == ens.weight_matrix[t_, k]
+    assert got['psann_ensemble_weight{member="last",target="a"}'] > 0.9  # a is input 0: persistence is exact
+    assert got['psann_ensemble_weight{member="linear",target="b"}'] > 0.9  # b = 2 x_1: the linear model learns it
+
+
 @pytest.mark.filterwarnings("ignore::psann_stream.monitor.StabilityWarning")  # the alerts are the point here
 def test_alerts_are_counted_by_kind(tmp_path):
     """Unnormalised inputs of scale 1e3 with Adam at lr 1 drive units dormant and gradients to vanish:
