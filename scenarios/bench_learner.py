@@ -15,7 +15,7 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
   with oscillatory pairs as well (the recommended configuration for memory);
 * ``Learner, 7 outputs``: the default learner with a head of seven outputs learning seven targets
   (``StatefulNet(10, 7)``; the targets: the stream's and six shifted copies);
-* ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, five learners side by side and their
+* ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, six learners side by side and their
   mixture, in 1,000-event calls, and one event per call (``predict_one`` then ``learn_one``, as a
   river pipeline calls it);
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
@@ -41,6 +41,9 @@ import torch
 
 from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
 from psann_stream.ensemble import default_ensemble
+
+
+ENSEMBLE_ROW = "Ensemble (default_ensemble, 6 members)"
 
 
 def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +126,7 @@ def _river_rate(make: Callable[[], object], X: np.ndarray, y: np.ndarray, repeat
 
 
 def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000) -> float:
-    """:func:`~psann_stream.ensemble.default_ensemble` (five members, no persistence column) in
+    """:func:`~psann_stream.ensemble.default_ensemble` (six members, no persistence column) in
     ``batch``-event calls."""
     ens = default_ensemble(X.shape[1])
     ens.learn_batch(X[:500], y[:500])  # compile
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                                                            StateConfig(oscillatory=True), state_grad="traced"),
         "Learner, 7 outputs": learner_rate(X[: a.events], np.stack([np.roll(y[: a.events], k) for k in range(7)], axis=1),
                                            a.repeats),
-        "Ensemble (default_ensemble, 5 members)": ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
+        ENSEMBLE_ROW: ensemble_rate(X[: a.events // 5], y[: a.events // 5], a.repeats),
         "Ensemble, predict_one + learn_one": ensemble_one_rate(X[: a.events // 50], y[: a.events // 50], a.repeats),
         "StatefulRegressor (river adapter, Adam)": adapter_rate(X[:n_one], y[:n_one], a.repeats),
         "StatefulRegressor (river adapter, ObGD)": adapter_rate(X[:n_one], y[:n_one], a.repeats, optimizer="obgd",
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     batch = rates["Learner (compiled, ObGD), learn_batch"]
     print(f"traced learning costs {batch / rates['Learner, traced']:.2f}x the truncated path per event "
           f"({batch / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
-          f"ensemble {batch / rates['Ensemble (default_ensemble, 5 members)']:.2f}x; seven outputs "
+          f"ensemble {batch / rates[ENSEMBLE_ROW]:.2f}x; seven outputs "
           f"{batch / rates['Learner, 7 outputs']:.2f}x (seven learners would cost 7x)")
     scaled = rates["river StandardScaler | LinearRegression"]
     print(f"the default ensemble per event: predict_one + learn_one at "
