@@ -361,7 +361,8 @@ class Ensemble:
             raise ConfigError(f"Ensemble.learn_one takes ({'key, x, y' if self.keyed else 'x, y'}); got {len(args)} argument(s).")
         *key, x, y = args
         X = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        return self._one(self.learn_batch(*([[key[0]]] if key else []), X, as_targets("Ensemble.learn_one", y, 1, self.n_outputs)))
+        Y = as_targets("Ensemble.learn_one", y, 1, self.n_outputs)
+        return self._one(self.learn_batch(*([[key[0]]] if key else []), X, Y))
 
     def predict_one(self, *args: Any) -> float | np.ndarray:
         """``(x)``, or ``(key, x)`` when keyed: the prediction for one event (a float, or ``[T]``) with
