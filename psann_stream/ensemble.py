@@ -411,9 +411,14 @@ class Ensemble:
         try:
             if sd.get("format") != FORMAT:
                 raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}.")
-            if list(sd["names"]) != self.names:
-                raise CheckpointError(f"the saved ensemble has members {list(sd['names'])} but this one has {self.names}; "
-                                      "build it with the same members in the same order.")
+            saved = list(sd["names"])
+            if saved != self.names:
+                added, missing = [n for n in self.names if n not in saved], [n for n in saved if n not in self.names]
+                diff = "; ".join(part for part in (f"this one adds {added}" if added else "",
+                                                    f"lacks {missing}" if missing else "") if part) or "another order"
+                raise CheckpointError(f"the saved ensemble has members {saved} but this one has {self.names} ({diff}); "
+                                      "build it with the same members in the same order (default_ensemble's members "
+                                      "change when measurement says so: docs/learner.md).")
             T, K = self._w.shape
             w = as_float64(sd["weights"]).reshape(-1)
             if (w.shape[0] != T * K or not np.isfinite(w).all() or (w < 0).any()

@@ -132,7 +132,8 @@ def test_checkpoint_continues_bit_identically(tmp_path):
 def test_foreign_or_mismatched_state_is_refused_with_the_reason():
     ens = default_ensemble(3)
     sd = ens.state_dict()
-    with pytest.raises(CheckpointError, match="members"):
+    with pytest.raises(CheckpointError, match=r"\(this one adds \['fixed state \(change\)', 'persistence'\]; lacks "
+                                              r"\['fixed state'\]\); build it with the same members"):
         default_ensemble(3, persistence_column=0).load_state_dict(sd)
     with pytest.raises(CheckpointError, match="format"):
         ens.load_state_dict(Learner(StatefulNet(3, hidden=(4,))).state_dict())
