@@ -33,6 +33,18 @@ def _parse(text: str) -> dict[str, float]:
     return out
 
 
+def _run_and_scrape(engine: Engine, **kwargs) -> dict[str, float]:
+    """Run ``engine`` to its end with an :class:`EngineMetrics` (``kwargs``) attached, then scrape it once."""
+    metrics = EngineMetrics(engine, **kwargs)
+    port = metrics.serve(0)
+    try:
+        engine.run()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return _parse(r.read().decode())
+    finally:
+        metrics.close()
+
+
 def test_a_scrape_during_a_run_returns_every_series_with_the_engines_values(tmp_path):
     engine = Engine(TableSource(_table(), batch_size=500), KeyedLearner(StatefulNet(3, hidden=(8,), seed=0)),
                     ColumnMap("x", target="y", key="key"), on_bad_input="dead-letter", dead_letter=tmp_path / "dead",
@@ -76,15 +88,7 @@ def test_an_ensembles_mixture_weights_are_exported_per_member_and_target():
     t = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 3), "a": X[:, 0], "b": 2 * X[:, 1]})
     ens = Ensemble({"last": Persistence(3, column=[0, 2]), "linear": LinearRLS(3, n_outputs=2)})
     engine = Engine(TableSource(t, batch_size=500), ens, ColumnMap("x", target=["a", "b"]))
-    metrics = EngineMetrics(engine, max_keys=0)
-    port = metrics.serve(0)
-    try:
-        engine.run()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            scraped = _parse(r.read().decode())
-    finally:
-        metrics.close()
-    got = {k: v for k, v in scraped.items() if k.startswith("psann_ensemble_weight")}
+    got = {k: v for k, v in _run_and_scrape(engine, max_keys=0).items() if k.startswith("psann_ensemble_weight")}
     assert len(got) == 4
     for t_, target in enumerate(("a", "b")):
         for k, member in enumerate(ens.names):
@@ -106,14 +110,7 @@ def test_alerts_are_counted_by_kind(tmp_path):
     learner = Learner(StatefulNet(3, hidden=(8,), seed=0), normalize_x=False, optimizer="adam",
                       optimizer_kwargs={"lr": 1.0})
     engine = Engine(TableSource(t, batch_size=1000), learner, ColumnMap("x", target="y"))
-    metrics = EngineMetrics(engine)
-    port = metrics.serve(0)
-    try:
-        engine.run()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            got = _parse(r.read().decode())
-    finally:
-        metrics.close()
+    got = _run_and_scrape(engine)
     kinds = {a.kind for a in learner.alerts}
     assert kinds  # the run did alert
     for kind in kinds:
