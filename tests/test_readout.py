@@ -51,6 +51,60 @@ def test_readout_matrix_stays_symmetric_positive_definite_and_within_its_trace_c
     assert np.trace(P) <= prior * 6 * (1 + 1e-12)
 
 
+@given(st.integers(1, 13), st.integers(1, 3), st.integers(0, 10_000), st.floats(0.9, 1.0), st.floats(0.0, 3.0))
+def test_a_downdate_deferred_to_the_next_gain_equals_the_two_passes_bit_for_bit(n, T, seed, lam, clip):
+    """The compiled loop defers each event's downdate of P into the next event's gain (one pass over
+    P instead of two, four rows at a time) and flushes it when the loop ends: gains, readout moves
+    and P are the two-pass step's exactly, for every width (every remainder of n / 4) and output count."""
+    rng = np.random.default_rng(seed)
+    events = 12
+    Z, D = rng.standard_normal((events, n)), rng.standard_normal((events, T))
+    head = np.array([0, T * (n - 1), n - 1, T])
+    cap = 10.0 * n
+    two_pass = [initial_readout_matrix("rls", n - 1, 10.0), np.zeros(T * n), np.empty(n)]
+    deferred = [initial_readout_matrix("rls", n - 1, 10.0), np.zeros(T * n), np.empty(n)]
+    pa, RD = np.empty(n), np.zeros(2)
+    for z, e in zip(Z, D):
+        P, w, a = two_pass
+        d = fp._rls_gain(P, z, a, lam)
+        fp._rls_head(P, w, head, a, d, e, lam, cap, clip)
+        Pd, wd, ad = deferred
+        dd = fp._rls_gain_after(Pd, pa, RD, z, ad, lam)
+        assert dd == d and np.array_equal(ad, a)
+        fp._rls_learn(Pd, wd, head, ad, dd, e, clip)
+        fp._rls_defer(Pd, ad, dd, lam, cap, pa, RD)
+        assert np.array_equal(wd, w)
+    assert not np.array_equal(deferred[0], two_pass[0])  # the last downdate is still pending
+    P, Pd = two_pass[0].copy(), deferred[0]
+    fp._rls_flush(Pd, pa, RD)
+    np.testing.assert_array_equal(Pd, P)
+    fp._rls_flush(Pd, pa, RD)  # a second flush has nothing left to apply
+    np.testing.assert_array_equal(Pd, P)
+    # an event whose step fails after its gain (nothing learned, nothing deferred), then the loop's end
+    Pd[:], RD[:] = two_pass[0], 0.0
+    fp._rls_defer(Pd, Z[-1], 1.0 + Z[-1] @ Z[-1], lam, cap, pa, RD)
+    fp._rls_downdate(P, Z[-1], 1.0 + Z[-1] @ Z[-1], lam, cap)
+    z = rng.standard_normal(n)
+    assert fp._rls_gain_after(Pd, pa, RD, z, np.empty(n), lam) == fp._rls_gain(P, z, np.empty(n), lam)
+    fp._rls_flush(Pd, pa, RD)
+    np.testing.assert_array_equal(Pd, P)
+
+
+@pytest.mark.parametrize("hidden", [(3,), (4,), (5,), (6,)])
+def test_a_readout_learned_in_one_call_equals_event_by_event_calls(hidden):
+    """One call defers downdates across its events; event-by-event calls flush after each: the same
+    predictions and P, bit for bit, whatever the readout width (n = 4..7: every remainder of n / 4)."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((80, 3))
+    Y = np.sin(X[:, 0]) + np.roll(X[:, 1], 1)
+    make = lambda: Learner(StatefulNet(3, hidden=hidden, seed=1), readout="rls", state_grad="traced")  # noqa: E731
+    whole, single = make(), make()
+    want = whole.learn_batch(X, Y)
+    got = np.array([single.learn_one(x, y) for x, y in zip(X, Y)])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(single.state_dict()["readout"]["P"].numpy(), whole.state_dict()["readout"]["P"].numpy())
+
+
 def test_without_the_trace_cap_forgetting_winds_p_up():
     """The cap is what bounds P: the same steps with an infinite cap let P grow like lam^-t in the
     directions the inputs never excite."""
