@@ -1127,6 +1127,15 @@ def _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal):
     return l1, along, gsq, tl1
 
 
+@njit(cache=True, inline="always")
+def _rls_denominator(z, a, lam):
+    """The gain's denominator ``lam + z . a``, summed in order."""
+    d = lam
+    for i in range(z.shape[0]):
+        d += z[i] * a[i]
+    return d
+
+
 @njit(**_KERNEL)
 def _rls_gain(P, z, a, lam):
     """Recursive least squares, first half: ``a = P z`` (``P`` row-major ``n x n``) and the returned
@@ -1143,10 +1152,7 @@ def _rls_gain(P, z, a, lam):
         row = j * n
         for i in range(n):
             a[i] += P[row + i] * zj
-    d = lam
-    for i in range(n):
-        d += z[i] * a[i]
-    return d
+    return _rls_denominator(z, a, lam)
 
 
 @njit(cache=True, inline="always")
@@ -1282,10 +1288,7 @@ def _rls_gain_after(P, pa, RD, z, a, lam):
             v = (P[row + i] - (pj * pa[i]) * inv) * scale
             P[row + i] = v
             a[i] += v * zj
-    d = lam
-    for i in range(n):
-        d += z[i] * a[i]
-    return d
+    return _rls_denominator(z, a, lam)
 
 
 @njit(cache=True, inline="always")
