@@ -77,6 +77,8 @@ LOSS_SCALE_DECAY = 0.99  # the exponential average of the mixture's squared erro
 LOSS_SCALE_FLOOR = 1e-6  # ... and its floor: a mixture that is exact for a while does not divide by 0
 DEFAULT_SHARE = 0.01  # fixed share: the weight every member keeps, times K
 FORMAT = "psann_stream.ensemble/1"
+MAX_LAGS = 32  # default_ensemble's lagged linear member: events of inputs it regresses on, at most
+LAGGED_WIDTH = 64  # ... and regressors at most (lags = min(MAX_LAGS, LAGGED_WIDTH // in_features))
 
 
 @njit(cache=True, error_model="numpy")
@@ -471,6 +473,9 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
       (docs/scenarios.md, "The ensemble");
     * ``adam``: 32x32, truncated gradient, Adam (lr 3e-3) on every weight;
     * ``linear``: :class:`~psann_stream.experts.LinearRLS`;
+    * ``lagged linear`` (unkeyed ensembles): :class:`~psann_stream.experts.LinearRLS` on the inputs of
+      the last ``lags = min(32, 64 // in_features)`` events (an ARX model; only when ``lags >= 2``):
+      a memory of ``lags - 1`` events back, learned in tens of events (delayed copies; docs/scenarios.md);
     * ``persistence``: :class:`~psann_stream.experts.Persistence` (only with ``persistence_column``).
 
     ``keyed=True`` builds :class:`~psann_stream.keyed.KeyedLearner` members (a state per key, shared
@@ -514,6 +519,9 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
         "adam": make(net((32, 32)), optimizer="adam", optimizer_kwargs={"lr": 3e-3}, monitor=False),
         "linear": LinearRLS(in_features, n_outputs=T),
     }
+    lags = min(MAX_LAGS, LAGGED_WIDTH // in_features)
+    if not keyed and lags >= 2:  # a window of past inputs is per stream: unkeyed members see a keyed stream interleaved
+        members["lagged linear"] = LinearRLS(in_features, n_outputs=T, lags=lags)
     if target == "change":
         members = {name: Change(m, column=persistence_column) for name, m in members.items()}  # type: ignore[arg-type]
     if persistence_column is not None:

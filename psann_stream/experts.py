@@ -5,13 +5,16 @@ holds them is never worse than them for long.
 * :class:`Persistence`: the prediction is one input column, e.g. the current reading when the target
   is the same reading one step ahead ("tomorrow = today"), the baseline every forecast must beat;
 * :class:`LinearRLS`: a linear model of the online-standardised inputs, learned by recursive least
-  squares with forgetting (the readout rule of :mod:`psann_stream.readout`, same code);
+  squares with forgetting (the readout rule of :mod:`psann_stream.readout`, same code); with
+  ``lags``, of the inputs of the last events too (an ARX model);
 * :class:`Change`: any learner, taught the change of the target from the last known value (an input
   column) instead of its level: on slow real series the level is mostly the last value, and what is
   left to learn is the change (ETTh1, docs/scenarios.md).
 
 Both are key-agnostic (``keyed = False``): in a keyed ensemble they see every key's events as one
-stream, as the keyed learner's shared weights do.
+stream, as the keyed learner's shared weights do (a lagged ``LinearRLS``'s window then holds the
+events of several keys, as an unkeyed ``Learner``'s state would: ``default_ensemble`` leaves it out of
+keyed ensembles).
 """
 
 from __future__ import annotations
@@ -107,34 +110,42 @@ class Persistence:
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def _linear_rls_events(X, Y, learn, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, a, D, sd):
+def _linear_rls_events(X, Y, learn, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
     """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
-    (``head``: weights ``[T, F]`` then biases ``[T]``, the learners' readout layout) on
-    ``z = ((x - mean) / std, 1)`` (statistics before the event, as in the learner's loop), then
-    (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P`` for every output) and
-    fold ``x`` into the statistics. Returns (events done, status): status 1 a non-finite prediction,
-    2 a non-finite gain; that event changed nothing."""
-    F, T = X.shape[1], head[3]
+    (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout) on its regressors
+    ``zn``, then (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P`` for every
+    output), fold ``x`` into the statistics and keep ``zn`` in ``z``. The regressors are the window
+    (``W = lags * F`` values) of the standardised inputs ``(x - mean) / std`` of the last ``lags``
+    events, this one first (statistics before each event, as in the learner's loop; zeros for events
+    seen before the statistics had a spread), then 1: ``z`` carries the window from event to event
+    and from call to call. Returns (events done, status): status 1 a non-finite prediction, 2 a
+    non-finite gain; that event changed nothing (``z`` included)."""
+    F, T, W = X.shape[1], head[3], head[2]
     for n in range(X.shape[0]):
         fp._stds(xm, xm2, xws, xf, xe, sd)
+        spread = xws[1] >= 2.0
         for j in range(F):
-            z[j] = (X[n, j] - xm[j]) / sd[j]
-        z[F] = 1.0
+            zn[j] = (X[n, j] - xm[j]) / sd[j] if spread else 0.0
+        for j in range(F, W):  # the earlier events, one event further back
+            zn[j] = z[j - F]
+        zn[W] = 1.0
         for k in range(T):
             yh = 0.0
-            for j in range(F):
-                yh += theta[k * F + j] * z[j]
+            for j in range(W):
+                yh += theta[k * W + j] * zn[j]
             yh += theta[head[1] + k]
             out[n, k] = yh
             if not np.isfinite(yh):
                 return n, 1
             D[k] = Y[n, k] - yh
-        if learn and xws[1] >= 2.0:  # before two inputs were seen, z is not yet on the standard scale
-            d = fp._rls_gain(P, z, a, rcfg[0])
+        if learn and spread:  # before two inputs were seen, z is not yet on the standard scale
+            d = fp._rls_gain(P, zn, a, rcfg[0])
             if not (np.isfinite(d) and d > 0.0):
                 return n, 2
             fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
         fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
+        for j in range(W + 1):
+            z[j] = zn[j]
     return X.shape[0], 0
 
 
@@ -149,9 +160,16 @@ class LinearRLS:
     target normalisation would make every past target stale. Learning starts at the third event,
     once the input statistics have a spread (the first two would be learned on the raw scale).
 
+    With ``lags = L > 1`` it is an autoregressive (ARX) model: its inputs are the standardised inputs
+    of this event and the ``L - 1`` before it (``L * F`` values, this event's first; zeros before the
+    stream has that many), which it carries from call to call as its state: a memory of ``L - 1``
+    events back, learned in tens of events (delayed copies; docs/scenarios.md).
+
     Args:
         in_features: input width ``F``.
         n_outputs: targets per event ``T`` (``Y`` and predictions ``[N, T]`` when ``T > 1``).
+        lags: events of inputs it regresses on, this one included (1: the current event only). Cost
+            per event grows as ``(lags * F + 1) ** 2``.
         forgetting: RLS forgetting factor in ``(0, 1]`` (memory ``1 / (1 - forgetting)`` events).
         prior: the initial ``P = prior * I``, which also caps ``trace(P)``.
         error_clip: limit the learned error to this many RMS of the past ones (``None``: no limit).
@@ -167,17 +185,18 @@ class LinearRLS:
     keyed = False
     FORMAT = "psann_stream.linear_rls/1"
 
-    def __init__(self, in_features: int, *, n_outputs: int = 1, forgetting: float = 0.999, prior: float = 10.0,
-                 error_clip: float | None = 10.0, normalize_clip: float | None = 10.0) -> None:
-        for name, v in (("in_features", in_features), ("n_outputs", n_outputs)):
+    def __init__(self, in_features: int, *, n_outputs: int = 1, lags: int = 1, forgetting: float = 0.999,
+                 prior: float = 10.0, error_clip: float | None = 10.0, normalize_clip: float | None = 10.0) -> None:
+        for name, v in (("in_features", in_features), ("n_outputs", n_outputs), ("lags", lags)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"LinearRLS.{name} = {v!r} must be an integer >= 1.")
-        self.in_features, self.n_outputs = int(in_features), int(n_outputs)
-        F, T = self.in_features, self.n_outputs
-        self._head = np.array([0, T * F, F, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
-        self._rcfg = readout_config("rls", forgetting, prior, error_clip, self.in_features, "LinearRLS")
+        self.in_features, self.n_outputs, self.lags = int(in_features), int(n_outputs), int(lags)
+        W, T = self.lags * self.in_features, self.n_outputs
+        self._head = np.array([0, T * W, W, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
+        self._rcfg = readout_config("rls", forgetting, prior, error_clip, W, "LinearRLS")
         self.prior = float(prior)
         self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
+        self._z = np.zeros(W + 1)  # the window of the last lags events' inputs, then the constant (the loop's z)
         self.reset(optimizer=True)
 
     @property
@@ -186,21 +205,22 @@ class LinearRLS:
 
     @property
     def weights(self) -> np.ndarray:
-        """``[F + 1]`` (``[T, F + 1]`` for several outputs): the weights of the standardised inputs,
-        then the bias (target units)."""
-        F, T = self.in_features, self.n_outputs
-        W = np.concatenate([self._w[: T * F].reshape(T, F), self._w[T * F:, None]], axis=1)
-        return W[0] if T == 1 else W
+        """``[lags * F + 1]`` (``[T, lags * F + 1]`` for several outputs): the weights of the
+        standardised inputs (this event's ``F`` first, then each earlier event's), then the bias
+        (target units)."""
+        W, T = self.lags * self.in_features, self.n_outputs
+        M = np.concatenate([self._w[: T * W].reshape(T, W), self._w[T * W:, None]], axis=1)
+        return M[0] if T == 1 else M
 
     def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool) -> np.ndarray:
         xs = self.x_stats
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
-        F = self.in_features
+        width = self._z.shape[0]
         done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), learn, self._w, self._head, self._P, self._rcfg,
                                           xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
-                                          out.reshape(X.shape[0], -1), np.zeros(F + 1), np.zeros(F + 1),
-                                          np.zeros(self.n_outputs), np.zeros(F))
+                                          out.reshape(X.shape[0], -1), self._z, np.zeros(width), np.zeros(width),
+                                          np.zeros(self.n_outputs), np.zeros(self.in_features))
         xs.weight, xs.count = float(xws[0]), int(xws[1])
         if status:
             raise NonFiniteStateError(f"LinearRLS: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
@@ -228,33 +248,42 @@ class LinearRLS:
         """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics (as
         the learners do for events that will not be learned), ``False`` leaves them as they were."""
         X = _rows(X, self.in_features, "LinearRLS.predict_batch")
-        saved = self.x_stats.state_dict() if not advance else None
+        saved = None if advance else (self.x_stats.state_dict(), self._z.copy())
         out = self._run(X, np.zeros((X.shape[0], self.n_outputs)), False)
         if saved is not None:
-            self.x_stats.load_state_dict(saved)
+            self.x_stats.load_state_dict(saved[0])
+            self._z[:] = saved[1]
         return out
 
     def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
-        """``optimizer=True`` forgets what was learned (weights and ``P``); a linear model holds no state."""
+        """``state=True`` empties the window of past inputs (``lags > 1``; the current event's inputs
+        need none); ``optimizer=True`` forgets what was learned (weights and ``P``)."""
+        W = self.lags * self.in_features
+        if state:
+            self._z[:W] = 0.0
         if optimizer:
-            self._w = np.zeros((self.in_features + 1) * self.n_outputs)
-            self._P = initial_readout_matrix("rls", self.in_features, self.prior)
+            self._w = np.zeros((W + 1) * self.n_outputs)
+            self._P = initial_readout_matrix("rls", W, self.prior)
 
     def state_dict(self) -> dict[str, Any]:
         stats = lambda s: {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)  # noqa: E731
                            for k, v in s.state_dict().items()}
         return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
-                "x_stats": stats(self.x_stats)}
+                "x_stats": stats(self.x_stats), "window": torch.from_numpy(self._z[:-1].copy())}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         try:
             if sd.get("format") != self.FORMAT:
                 raise CheckpointError(f"unknown linear expert state format {sd.get('format')!r}; expected {self.FORMAT!r}.")
             w, P = as_float64(sd["w"]), as_float64(sd["P"])
-            if w.shape != self._w.shape or P.shape != self._P.shape:
-                raise CheckpointError(f"the saved linear expert has {w.shape[0]} weights and a {P.shape[0]}-entry P; this "
-                                      f"one has {self._w.shape[0]} and {self._P.shape[0]} ({self.in_features} input(s), "
-                                      f"{self.n_outputs} output(s)). Build it with the same in_features and n_outputs.")
+            # saved before lags existed: no window, and the current event's inputs need none
+            window = as_float64(sd["window"]) if "window" in sd else np.zeros(self.in_features)
+            if w.shape != self._w.shape or P.shape != self._P.shape or window.shape != (self._z.shape[0] - 1,):
+                raise CheckpointError(f"the saved linear expert has {w.shape[0]} weights, a {P.shape[0]}-entry P and a "
+                                      f"{window.shape[0]}-value window; this one has {self._w.shape[0]}, "
+                                      f"{self._P.shape[0]} and {self._z.shape[0] - 1} ({self.in_features} input(s), "
+                                      f"{self.n_outputs} output(s), lags = {self.lags}). Build it with the same "
+                                      "in_features, n_outputs and lags.")
             self.x_stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
                                           for k, v in sd["x_stats"].items()})
         except (KeyError, TypeError, ValueError) as exc:
@@ -263,6 +292,7 @@ class LinearRLS:
             raise CheckpointError(f"the linear expert's state cannot be loaded: {exc}; was it saved by "
                                   "LinearRLS.state_dict()?") from None
         self._w, self._P = w, P
+        self._z[:-1] = window
 
 
 class Change:
