@@ -110,11 +110,11 @@ class Persistence:
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def _linear_rls_events(X, Y, learn, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
+def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
     """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
     (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout) on its regressors
     ``zn``, then (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P`` for every
-    output), fold ``x`` into the statistics and keep ``zn`` in ``z``. The regressors are the window
+    output), and (``advance``) fold ``x`` into the statistics and keep ``zn`` in ``z``. The regressors are the window
     (``W = lags * F`` values) of the standardised inputs ``(x - mean) / std`` of the last ``lags``
     events, this one first (statistics before each event, as in the learner's loop; zeros for events
     seen before the statistics had a spread), then 1: ``z`` carries the window from event to event
@@ -143,9 +143,10 @@ def _linear_rls_events(X, Y, learn, theta, head, P, rcfg, xm, xm2, xws, xf, xe, 
             if not (np.isfinite(d) and d > 0.0):
                 return n, 2
             fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
-        fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
-        for j in range(W + 1):
-            z[j] = zn[j]
+        if advance:
+            fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
+            for j in range(W + 1):
+                z[j] = zn[j]
     return X.shape[0], 0
 
 
@@ -212,13 +213,13 @@ class LinearRLS:
         M = np.concatenate([self._w[: T * W].reshape(T, W), self._w[T * W:, None]], axis=1)
         return M[0] if T == 1 else M
 
-    def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool) -> np.ndarray:
+    def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
         xs = self.x_stats
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
         width = self._z.shape[0]
-        done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), learn, self._w, self._head, self._P, self._rcfg,
-                                          xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
+        done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), learn, advance, self._w, self._head, self._P,
+                                          self._rcfg, xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
                                           out.reshape(X.shape[0], -1), self._z, np.zeros(width), np.zeros(width),
                                           np.zeros(self.n_outputs), np.zeros(self.in_features))
         xs.weight, xs.count = float(xws[0]), int(xws[1])
@@ -245,14 +246,17 @@ class LinearRLS:
         return float(p) if self.n_outputs == 1 else p
 
     def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
-        """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics (as
-        the learners do for events that will not be learned), ``False`` leaves them as they were."""
+        """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics and
+        the window of past inputs (as the learners do for events that will not be learned), ``False``
+        leaves both as they were."""
         X = _rows(X, self.in_features, "LinearRLS.predict_batch")
-        saved = None if advance else (self.x_stats.state_dict(), self._z.copy())
-        out = self._run(X, np.zeros((X.shape[0], self.n_outputs)), False)
-        if saved is not None:
-            self.x_stats.load_state_dict(saved[0])
-            self._z[:] = saved[1]
+        Y = np.zeros((X.shape[0], self.n_outputs))
+        if advance or X.shape[0] == 1:  # one event leaves nothing to a next one: the loop need not advance
+            return self._run(X, Y, False, advance)
+        saved = (self.x_stats.state_dict(), self._z.copy())  # each event sees what the events before it left
+        out = self._run(X, Y, False)
+        self.x_stats.load_state_dict(saved[0])
+        self._z[:] = saved[1]
         return out
 
     def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
