@@ -112,14 +112,15 @@ class Persistence:
 @njit(cache=True, error_model="numpy", nogil=True)
 def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
     """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
-    (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout) on its regressors
-    ``zn``, then (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P`` for every
-    output), and (``advance``) fold ``x`` into the statistics and keep ``zn`` in ``z``. The regressors are the window
-    (``W = lags * F`` values) of the standardised inputs ``(x - mean) / std`` of the last ``lags``
-    events, this one first (statistics before each event, as in the learner's loop; zeros for events
-    seen before the statistics had a spread), then 1: ``z`` carries the window from event to event
-    and from call to call. Returns (events done, status): status 1 a non-finite prediction, 2 a
-    non-finite gain; that event changed nothing (``z`` included)."""
+    (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout) on its
+    regressors ``zn``, then (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P``
+    for every output), and (``advance``) fold ``x`` into the statistics and keep ``zn`` in ``z``. The
+    regressors are the window (``W = lags * F`` values) of the standardised inputs
+    ``(x - mean) / std`` of the last ``lags`` events, this one first (statistics before each event, as
+    in the learner's loop; zeros for events seen before the statistics had a spread), then 1: ``z``
+    carries the window from event to event and from call to call. Returns (events done, status):
+    status 1 a non-finite prediction, 2 a non-finite gain; that event changed nothing (``z``
+    included)."""
     F, T, W = X.shape[1], head[3], head[2]
     for n in range(X.shape[0]):
         fp._stds(xm, xm2, xws, xf, xe, sd)
