@@ -660,14 +660,18 @@ def _seed_head(theta, head, top, G, u):
 
 
 @njit(**_KERNEL)
-def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights, u):
+def _backward(theta, lay, head, cfg, mode, state, xin, work, G, weights, u, head_l1):
     """Gradient of ``u . y_hat`` (``u`` of :func:`_event`; one output: ``u = 1``) with respect to theta
     into G (one step, the previous state detached), from the work blocks of :func:`_forward`; returns
-    ``||G||_1`` (the units' shares summed in order). With ``weights`` False the weight matrices' parts
-    of G are left unwritten (they are ``outer(R_GZ, layer input)``; :func:`_obgd_plain` rebuilds them)."""
+    ``||G||_1`` (the units' shares summed in order; the head's share first, or left out without
+    ``head_l1``: an RLS readout moves the head, the optimiser the rest). With ``weights`` False the
+    weight matrices' parts of G are left unwritten (they are ``outer(R_GZ, layer input)``;
+    :func:`_obgd_plain` rebuilds them)."""
     beta, geps = cfg[1], cfg[4]
     n_layers = lay.shape[0]
     gl1 = _seed_head(theta, head, work[n_layers - 1], G, u)  # ||G||_1 (ObGD needs it before its update pass)
+    if not head_l1:
+        gl1 = 0.0
     for l in range(n_layers - 1, -1, -1):
         n_in, h, og, ow, ob, oa, of, od, os_ = lay[l, 0], lay[l, 1], lay[l, 2], lay[l, 3], lay[l, 4], lay[l, 5], lay[l, 6], lay[l, 7], lay[l, 8]
         w = work[l]
@@ -975,11 +979,12 @@ def _obgd_step(zl1, delta, lr, kappa):
 
 
 @njit(**_KERNEL)
-def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
+def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin, move_head):
     """ObGD without a trace (the default), after a :func:`_backward` that left the weight matrices'
     gradients unstored: each is ``outer(dz, hin)`` of rows the work blocks hold, so the update
     rebuilds it on the fly (bit-identical weights; ~25 KB less memory traffic per event for
-    10-32-32). Returns what :func:`_optimise` returns; the move's l1 and ``<move, G>`` follow from
+    10-32-32). Without ``move_head`` the head stays (an RLS readout moves it; ``gl1`` is then the
+    rest's l1). Returns what :func:`_optimise` returns; the move's l1 and ``<move, G>`` follow from
     ``||G||_1`` and ``||G||^2``, and ``||G||^2`` over a weight matrix is ``||dz||^2 ||hin||^2``."""
     step = _obgd_step(gl1, delta, hyp[0], hyp[1])
     if not math.isfinite(step):
@@ -997,9 +1002,10 @@ def _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, xin):
             gsq += _sum_sq(G[own:ow])
         _axpy(theta[ob:od + h], G[ob:od + h], step)
         gsq += _sum_sq(G[ob:od + h])
-    end = head[1] + head[3]  # the head's weights and biases: one block
-    _axpy(theta[head[0]:end], G[head[0]:end], step)
-    gsq += _sum_sq(G[head[0]:end])
+    if move_head:
+        end = head[1] + head[3]  # the head's weights and biases: one block
+        _axpy(theta[head[0]:end], G[head[0]:end], step)
+        gsq += _sum_sq(G[head[0]:end])
     return abs(step) * gl1, step * gsq, gsq, _sum_abs(theta)
 
 
@@ -1504,23 +1510,19 @@ def _event(theta, lay, head, fixed_gain, cfg, mode, bound, state, x, y, pred, le
             d = _rls_gain_after(P, RZ[2], RD, RZ[0], RZ[1], rcfg[0])
             if not (math.isfinite(d) and d > 0.0):
                 return 2
-        if traced or rls:
-            if not traced:
-                _backward(theta, lay, head, cfg, mode, state, XN, work, G, True, YS[3])
-            if rls:  # the optimiser moves everything but the readout
-                for j in range(head[3] * (head[2] + 1)):
-                    G[head[0] + j] = 0.0
-            if kind == 0 and hyp[2] == 0.0:
-                l1, along, gsq, tl1 = _obgd_dense(theta, G, delta, hyp)
-            else:
-                l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+        plain = kind == 0 and hyp[2] == 0.0
+        gl1 = 0.0
+        if not traced:  # with an RLS readout the head's share is left out: the optimiser moves the rest
+            gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain, YS[3], not rls)
+        if rls and not (plain and not traced):  # the optimiser moves everything but the readout
+            for j in range(head[3] * (head[2] + 1)):
+                G[head[0] + j] = 0.0
+        if plain and not traced:
+            l1, along, gsq, tl1 = _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, XN, not rls)
+        elif plain:
+            l1, along, gsq, tl1 = _obgd_dense(theta, G, delta, hyp)
         else:
-            plain = kind == 0 and hyp[2] == 0.0
-            gl1 = _backward(theta, lay, head, cfg, mode, state, XN, work, G, not plain, YS[3])
-            if plain:
-                l1, along, gsq, tl1 = _obgd_plain(theta, G, gl1, delta, hyp, lay, head, work, XN)
-            else:
-                l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
+            l1, along, gsq, tl1 = _optimise(theta, G, delta, kind, hyp, buf1, buf2, scal)
         if not math.isfinite(l1):
             return 2
         if readout_learns:

@@ -66,7 +66,7 @@ def _one_step_both_ways(cfg, seed, x):
     out = np.empty(1)
     fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x[0].numpy(), work, out)
     yh = out[0]
-    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True, np.ones(1))
+    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x[0].numpy(), work, G, True, np.ones(1), True)
     SN = np.concatenate([work[l, fp.R_SN, :h] for l, h in enumerate(L.lay[:, 1])])
     return (yh, SN, G), (float(y.detach()), torch.cat([t.reshape(-1) for t in new_state]).detach().numpy(), want)
 
@@ -112,11 +112,12 @@ def test_vectorised_exp_is_exact_to_the_last_normal_number(xs):
     assert _ulps(fp.vexp(x), np.exp(x)) <= 1.0
 
 
-@given(FAST_CONFIGS, st.floats(0.01, 50.0) | st.floats(-50.0, -0.01), st.integers(0, 10_000))
-def test_obgd_without_stored_weight_gradients_moves_weights_identically(cfg, delta, seed):
+@given(FAST_CONFIGS, st.floats(0.01, 50.0) | st.floats(-50.0, -0.01), st.integers(0, 10_000), st.booleans())
+def test_obgd_without_stored_weight_gradients_moves_weights_identically(cfg, delta, seed, rls):
     """The default step (ObGD, no trace) never stores the weight matrices' gradients and rebuilds
     them from the work blocks: the weights it writes are bit-identical to ``theta + G * step`` with
-    the full gradient (numpy, float64), and the part of G it skips is never read (NaN there)."""
+    the full gradient (numpy, float64), and the part of G it skips is never read (NaN there). With an
+    RLS readout (``rls``) the head is the readout's: its share is out of ``||G||_1`` and it does not move."""
     net = StatefulNet(3, hidden=(5, 4), state=cfg, seed=seed).double()
     L, theta = layout(net), flat_params(net)
     rng = np.random.default_rng(seed)
@@ -125,15 +126,21 @@ def test_obgd_without_stored_weight_gradients_moves_weights_identically(cfg, del
     work = np.empty((len(net.layers), fp.W_ROWS, max(L.lay[:, 1])))
     fp._forward(theta, L.lay, L.head, L.fixed_gain, L.cfg, L.mode, L.bound, s, x, work, np.empty(1))
     full, partial = np.empty(L.n_params), np.full(L.n_params, np.nan)
-    gl1 = fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, full, True, np.ones(1))
-    assert fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, partial, False, np.ones(1)) == gl1
+    fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, full, True, np.ones(1), True)
+    gl1 = fp._backward(theta, L.lay, L.head, L.cfg, L.mode, s, x, work, partial, False, np.ones(1), not rls)
+    head = slice(L.head[0], L.head[1] + L.head[3])  # the head's weights and biases
+    if rls:
+        full[head] = 0.0
+    np.testing.assert_allclose(gl1, np.abs(full).sum(), rtol=1e-12)
     hyp = np.array([1.0, 1.25, 0.0, 0.0])
     step = 1.0 / max(1.25 * max(abs(delta), 1.0) * gl1, 1.0) * delta  # ObGD, lr 1, kappa 1.25
     want, got = theta + full * step, theta.copy()
-    l1, *_ = fp._obgd_plain(got, partial, gl1, delta, hyp, L.lay, L.head, work, x)
+    l1, *_ = fp._obgd_plain(got, partial, gl1, delta, hyp, L.lay, L.head, work, x, not rls)
     assert l1 == abs(step) * gl1 <= 1.0 / 1.25 + 1e-12
     np.testing.assert_array_equal(got, want)
-    assert np.count_nonzero(got != theta) > 0
+    assert np.count_nonzero(got != theta) > 0 or (rls and not full.any())  # rls: a dead layer below may leave nothing to move
+    if rls:
+        np.testing.assert_array_equal(got[head], theta[head])
 
 
 @given(

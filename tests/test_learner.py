@@ -360,7 +360,7 @@ def test_obgd_without_trace_checks_before_it_writes(where):
         G[L.lay[0, 5] + 1] = np.inf
     gl1 = 1.0 + float(np.abs(G).sum()) + float(np.abs(work[:, fp.R_GZ]).sum())
     before = theta.copy()
-    l1, *_ = fp._obgd_plain(theta, G, gl1, 0.5, np.array([1.0, 1.25, 0.0, 0.0]), L.lay, L.head, work, xin)
+    l1, *_ = fp._obgd_plain(theta, G, gl1, 0.5, np.array([1.0, 1.25, 0.0, 0.0]), L.lay, L.head, work, xin, True)
     assert np.isnan(l1)
     np.testing.assert_array_equal(theta, before)
 
