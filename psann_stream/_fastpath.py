@@ -311,17 +311,19 @@ def _rates(raw, w):
 def _pair_rows(w, h, oph, theta):
     """Oscillatory pairs: each unit's copy of its pair's rate (``R_RHO``, ``R_DRHO``, computed per pair
     in the first ``h / 2`` columns) and of the cos / sin of its pair's angle (``R_PC``, ``R_PS``)."""
+    # per pair in the first h / 2 columns, in loops without a branch that vectorise (64 pairs: 0.65 us
+    # per event as one loop with the branch, measured), libm where the reduction is not accurate
+    for k in range(h // 2):
+        w[R_PS, k], w[R_PC, k] = _sincos(theta[oph + k])
+    for k in range(h // 2):
+        th = theta[oph + k]
+        if not abs(th) <= SINCOS_LIMIT:
+            w[R_PS, k], w[R_PC, k] = math.sin(th), math.cos(th)
     for i in range(h - 1, -1, -1):  # downwards: column i // 2 <= i is read before it is overwritten
         w[R_RHO, i] = w[R_RHO, i // 2]
         w[R_DRHO, i] = w[R_DRHO, i // 2]
-    for k in range(h // 2):
-        th = theta[oph + k]
-        if abs(th) <= SINCOS_LIMIT:
-            sv, cv = _sincos(th)
-        else:
-            sv, cv = math.sin(th), math.cos(th)
-        w[R_PS, 2 * k], w[R_PS, 2 * k + 1] = sv, sv
-        w[R_PC, 2 * k], w[R_PC, 2 * k + 1] = cv, cv
+        w[R_PS, i] = w[R_PS, i // 2]
+        w[R_PC, i] = w[R_PC, i // 2]
 
 
 @njit(**_KERNEL)
