@@ -1,7 +1,8 @@
 """The ``psann-stream`` command line.
 
 ``psann-stream run`` learns an Arrow or Parquet stream through the :class:`~psann_stream.engine.Engine`
-(checkpoints, ``--resume``, dead-letter output); ``psann-stream inspect`` prints a checkpoint.
+(checkpoints, ``--resume``, dead-letter output), with the default ensemble where the run can take it
+and one learner otherwise (:func:`_choose_model`); ``psann-stream inspect`` prints a checkpoint.
 ``psann-stream demo`` learns a regime-switching sine stream online with the default
 :class:`~psann_stream.learner.Learner` (compiled loop, ObGD, online normalisers, monitor),
 prequentially (each value is predicted before it is learned), and prints the error as it goes: the
@@ -118,6 +119,40 @@ def _ensemble(section: dict, features: list[str], width: int, outputs: int, keye
     return default_ensemble(width, keyed=keyed, persistence_column=column, n_outputs=outputs, **kw)
 
 
+def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
+    """What ``run`` learns with, ``"ensemble"`` (:func:`~psann_stream.ensemble.default_ensemble`) or
+    ``"learner"`` (one StatefulNet Learner or KeyedLearner), and why, for the line the run starts with.
+    An ``[ensemble]`` section or ``--model`` decide; otherwise unkeyed runs take the ensemble (the
+    lowest error on every scenario of docs/scenarios.md, at ~1/5 of a Learner's events/s) and runs
+    that it cannot serve take the learner: keyed (its keyed form runs at ~1/10 of a KeyedLearner's
+    events/s: ``--model ensemble`` for it), ``--id`` (delayed labels need a learner's snapshots),
+    ``--ray`` (shards one keyed learner), or a ``[model]``, ``[state]``, ``[learner]`` or ``[target]``
+    section (they configure the learner)."""
+    single = [f"[{name}]" for name in ("model", "state", "learner", "target") if name in cfg]
+    if "ensemble" in cfg:
+        if args.model == "learner":
+            raise ConfigError("--model learner and an [ensemble] section contradict each other: drop one of them.")
+        return "ensemble", "the [ensemble] section"
+    if args.model == "ensemble":
+        if single:
+            raise ConfigError(f"--model ensemble builds its own members; {', '.join(single)} configure one learner: "
+                              "drop them, or drop --model ensemble (settings of the ensemble go in an [ensemble] section).")
+        if args.id is not None:
+            raise ConfigError("--model ensemble cannot learn delayed labels (--id): use --model learner.")
+        return "ensemble", "--model ensemble"
+    if args.model == "learner":
+        return "learner", "--model learner"
+    if single:
+        return "learner", f"{', '.join(single)} configure it"
+    if args.ray:
+        return "learner", "--ray shards one keyed learner"
+    if args.id is not None:
+        return "learner", "delayed labels (--id) learn from a learner's snapshots"
+    if args.key is not None:
+        return "learner", "the default for keyed runs; --model ensemble: lower error at ~1/10 of the events/s"
+    return "ensemble", "the default for unkeyed runs; --model learner: one Learner at ~5x the events/s"
+
+
 def _last_value_columns(where: str, given: object, features: list[str], width: int, outputs: int) -> int | list[int]:
     """Per target, the input column holding its last value (``[target] change_from``, ``[ensemble]
     persistence``): a name among ``--features`` or an index; one target may give it alone, not in a list."""
@@ -196,7 +231,8 @@ def _run(args: argparse.Namespace) -> int:
     bound = columns.bind(source.schema)
     width, outputs = bound.n_features, max(bound.n_targets, 1)
     model_cfg = cfg.get("model", {})
-    net = None if "ensemble" in cfg else StatefulNet(
+    kind, why = _choose_model(args, cfg)
+    net = None if kind == "ensemble" else StatefulNet(
         width, outputs, hidden=tuple(model_cfg.get("hidden", (32, 32))),
         state=StateConfig.from_mapping({"mode": "trace", **cfg.get("state", {})}) if cfg.get("state") else StateConfig(),
         seed=int(model_cfg.get("seed", 0)))
@@ -204,8 +240,8 @@ def _run(args: argparse.Namespace) -> int:
     per_key = bool(lcfg.pop("per_key_weights", False))
     ray = None
     if args.ray:
-        if "ensemble" in cfg:
-            raise ConfigError("--ray shards one keyed learner; an [ensemble] runs on one machine: drop one of them.")
+        if kind == "ensemble":
+            raise ConfigError(f"--ray shards one keyed learner; an ensemble ({why}) runs on one machine: drop one of them.")
         if args.key is None:
             raise ConfigError("--ray shards keys: give --key.")
         from psann_stream.adapters.ray import ShardedLearner, require_ray
@@ -218,8 +254,8 @@ def _run(args: argparse.Namespace) -> int:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         explicit = {"per_key_weights": per_key} if "per_key_weights" in cfg.get("learner", {}) else {}
         learner = ShardedLearner(net, args.shards, num_cpus=min(1.0, cpus / args.shards), **explicit, **lcfg)
-    elif "ensemble" in cfg:
-        learner = _ensemble(cfg["ensemble"], features, width, outputs, keyed=args.key is not None)
+    elif kind == "ensemble":
+        learner = _ensemble(cfg.get("ensemble", {}), features, width, outputs, keyed=args.key is not None)
     elif args.key is not None:
         learner = KeyedLearner(net, per_key_weights=per_key, **lcfg)
     else:
@@ -259,6 +295,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics = EngineMetrics(engine, max_keys=args.metrics_keys)
         port = metrics.serve(args.metrics_port, host=args.metrics_host)
         print(f"metrics: http://{args.metrics_host}:{port}/metrics", flush=True)
+    members = f"default_ensemble: {', '.join(learner.names)}" if kind == "ensemble" else f"one learner, hidden {net.hidden}"
+    print(f"model: {members} ({why})", flush=True)
     if args.init_from:
         if args.resume:
             raise ConfigError("--init-from starts a new run from a learned state; --resume continues one. Use one.")
@@ -486,6 +524,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     run.add_argument("--init-from", help="start from the learner of this checkpoint (file or directory), e.g. after a warm-up run")
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections, or an [ensemble] section")
+    run.add_argument("--model", choices=("ensemble", "learner"), default=None,
+                     help="what learns: the default ensemble (lowest error; the default for unkeyed runs) or one learner "
+                          "(~5x the events/s; the default with --key, --id, --ray or a [model], [state], [learner] or "
+                          "[target] section)")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")
     run.add_argument("--kafka-out", help="write predictions to Kafka at HOST:PORT (with --out-topic; at least once: "

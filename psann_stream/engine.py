@@ -346,7 +346,10 @@ class Engine:
                     "directory, or start a new run without resume into an empty one."
                 )
         start = self.source.position_from_state(payload["position"])
-        self.learner.load_state_dict(payload["learner"])
+        try:
+            self.learner.load_state_dict(payload["learner"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"the newest checkpoint in {self.policy.directory} (step {step}): {exc}") from None
         lt = payload.get("last_time", {"keys": [], "times": torch.zeros(0, dtype=torch.int64)})
         self._last_time = dict(zip(lt["keys"], lt["times"].tolist()))
         for sink, n in ((self.output, payload["parts"]), (self.dead, payload["dead_parts"])):

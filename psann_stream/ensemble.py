@@ -412,7 +412,9 @@ class Ensemble:
         nothing: when a member refuses its state, the members loaded before it are put back."""
         try:
             if sd.get("format") != FORMAT:
-                raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}.")
+                raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}. A state "
+                                      "saved by one learner loads into that learner, not an ensemble (psann-stream run: "
+                                      "--model learner; runs without it build an ensemble when unkeyed).")
             saved = list(sd["names"])
             if saved != self.names:
                 added, missing = [n for n in self.names if n not in saved], [n for n in saved if n not in self.names]

@@ -652,7 +652,9 @@ class Learner:
         mon_shape, ph_shape = self._path.mon.shape, self._path.export()["ph"].shape
         try:
             if sd.get("format") != FORMAT:
-                raise CheckpointError(f"unknown learner state format {sd.get('format')!r}; expected {FORMAT!r}.")
+                raise CheckpointError(f"unknown learner state format {sd.get('format')!r}; expected {FORMAT!r}. A state "
+                                      "saved by another kind of learner (an ensemble, say) loads into that kind only "
+                                      "(psann-stream run: --model).")
             if sd["optimizer"]["name"] != self.optimizer_name:
                 raise CheckpointError(
                     f"the saved optimiser is {sd['optimizer']['name']!r} but this learner uses {self.optimizer_name!r}; "

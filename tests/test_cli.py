@@ -68,10 +68,65 @@ def test_run_resume_and_inspect(tmp_path, capsys):
     assert "position: [6, 0]" in shown and "optimizer 'intentional'" in shown and "7 hot key(s)" in shown
 
 
+def test_run_learns_with_the_default_ensemble_unkeyed_and_with_one_learner_where_asked_or_keyed(tmp_path, capsys):
+    """docs/engine.md, "Which model learns": an unkeyed run without a model section learns with
+    default_ensemble (its predictions are the ensemble's, bit for bit), ``--model learner`` with one
+    Learner, a keyed run with one learner unless ``--model ensemble``; each run says which and why."""
+    import numpy as np
+    import pyarrow as pa
+
+    from psann_stream import Learner, StatefulNet
+    from psann_stream.ensemble import default_ensemble
+    from psann_stream.sinks import read_parts
+
+    _arrow_file(tmp_path / "s.arrow", n=1000)
+    t = pa.ipc.open_file(str(tmp_path / "s.arrow")).read_all()
+    X = np.array(t.column("x").to_pylist(), dtype=np.float64)
+    y = np.array(t.column("y").to_pylist(), dtype=np.float64)
+    base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y"]
+    for extra, want, line in (([], default_ensemble(4), "model: default_ensemble: memory, wide memory, fixed state, adam, "
+                                                        "linear, lagged linear (the default for unkeyed runs"),
+                              (["--model", "learner"], Learner(StatefulNet(4, hidden=(32, 32), seed=0)),
+                               "model: one learner, hidden (32, 32) (--model learner)")):
+        out_dir = tmp_path / f"out{len(extra)}"
+        assert main(base + extra + ["--output", str(out_dir)]) == 0
+        assert line in capsys.readouterr().out
+        expected = np.concatenate([np.reshape(want.learn_batch(X[a:a + 500], y[a:a + 500]), -1) for a in (0, 500)])
+        np.testing.assert_array_equal(np.array(read_parts(out_dir).column("prediction").to_pylist()), expected)
+    assert main(base + ["--key", "key", "--output", str(tmp_path / "keyed")]) == 0
+    assert "model: one learner, hidden (32, 32) (the default for keyed runs; --model ensemble" in capsys.readouterr().out
+    assert main(base + ["--key", "key", "--model", "ensemble", "--output", str(tmp_path / "keyed-ens")]) == 0
+    assert "model: default_ensemble: memory, wide memory, fixed state, adam, linear (--model ensemble)" in capsys.readouterr().out
+
+
+def test_run_refuses_a_model_choice_it_cannot_keep_and_names_the_way_out(tmp_path, capsys):
+    _arrow_file(tmp_path / "s.arrow", n=600)
+    base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y"]
+    ens, model = tmp_path / "e.toml", tmp_path / "m.toml"
+    ens.write_text("[ensemble]\n")
+    model.write_text("[model]\nhidden = [8]\n")
+    for extra, msg in ((["--config", str(ens), "--model", "learner"], "--model learner and an [ensemble] section contradict"),
+                       (["--config", str(model), "--model", "ensemble"], "[model] configure one learner: drop them"),
+                       (["--model", "ensemble", "--id", "key"], "--model ensemble cannot learn delayed labels (--id): use "
+                                                                "--model learner"),
+                       (["--model", "ensemble", "--key", "key", "--ray"], "--ray shards one keyed learner; an ensemble "
+                                                                          "(--model ensemble) runs on one machine")):
+        assert main(base + extra + ["--output", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    # a run checkpointed by one learner does not resume as the default ensemble: the error says where and what to pass
+    ck = ["--output", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(base + ["--model", "learner"] + ck) == 0
+    assert main(base + ck + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the newest checkpoint in {tmp_path / 'ck'} (step 600)" in err and "--model learner" in err, err
+    assert main(base + ["--model", "learner"] + ck + ["--resume"]) == 0
+
+
 def test_inspect_names_a_learners_optimizer_without_printing_its_buffers(tmp_path, capsys):
     _arrow_file(tmp_path / "s.arrow", n=600)
-    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--output",
-                 str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    assert main(["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y", "--model", "learner",
+                 "--output", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "ck")]) == 0
     shown = capsys.readouterr().out
