@@ -29,7 +29,7 @@ from .inputs import as_targets, check_common, checked_pending, nonfinite_rows, p
 from .model import StatefulNet
 from .monitor import Alert, Monitor
 from .readout import RLS_HINT, Readout, readout_config
-from .keys import EncodedKeys, sort_key
+from .keys import EncodedKeys, distinct_index, sort_key
 from .sharding import KEYED_FORMAT as FORMAT
 from .state import check_restored_state
 from .traces import StateGrad, check_state_grad
@@ -172,18 +172,7 @@ class KeyedLearner:
         """Row of every event's key, creating (or bringing back) keys as needed, in sorted order: one
         dict lookup per distinct key of the batch. :class:`~psann_stream.keys.EncodedKeys` (what the
         engine passes) are used as codes, without a Python object per row."""
-        if isinstance(keys, EncodedKeys):
-            uniq, index = keys.present()
-            if len(index) and index.min() < 0:
-                n = int(np.argmax(index < 0))
-                raise ConfigError(f"event {n} of this batch has a null key; give every event a key.")
-        elif len(keys) == 1:  # one event (learn_one, one label): no sort, the key as a Python value
-            k = keys[0]
-            uniq, index = [k.item() if isinstance(k, np.generic) else k], np.zeros(1, dtype=np.int64)
-        else:
-            arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
-            found, inverse = np.unique(arr, return_inverse=True)
-            uniq, index = found.tolist(), inverse.reshape(-1)
+        uniq, index = distinct_index(keys)
         rows = np.empty(len(uniq), dtype=np.int64)
         for i, k in enumerate(uniq):
             r = self._key_row.get(k)

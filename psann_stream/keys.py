@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Hashable
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from .errors import ConfigError
 
-__all__ = ["EncodedKeys", "key_bytes", "shard_of", "sort_key"]
+__all__ = ["EncodedKeys", "distinct_index", "key_bytes", "shard_of", "sort_key"]
 
 
 class EncodedKeys:
@@ -98,6 +98,25 @@ class EncodedKeys:
         """Every event's key as a plain Python value (a Python object per row: for hooks and errors)."""
         distinct = self.distinct()
         return [None if c < 0 else distinct[c] for c in self.codes.tolist()]
+
+
+def distinct_index(keys: Sequence[Hashable] | EncodedKeys) -> tuple[list[Any], np.ndarray]:
+    """A batch's distinct keys (sorted; Python values) and each event's index into them: one dict
+    lookup per distinct key for whoever maps keys to rows. :class:`EncodedKeys` (what the engine
+    passes) are used as codes, without a Python object per row; one event needs no sort. A null key is
+    refused, naming its event."""
+    if isinstance(keys, EncodedKeys):
+        uniq, index = keys.present()
+        if len(index) and index.min() < 0:
+            n = int(np.argmax(index < 0))
+            raise ConfigError(f"event {n} of this batch has a null key; give every event a key.")
+        return uniq, index
+    if len(keys) == 1:
+        k = keys[0]
+        return [k.item() if isinstance(k, np.generic) else k], np.zeros(1, dtype=np.int64)
+    arr = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
+    found, inverse = np.unique(arr, return_inverse=True)
+    return found.tolist(), inverse.reshape(-1)
 
 
 def sort_key(key: Hashable) -> tuple[str, str]:

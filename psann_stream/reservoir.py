@@ -1,0 +1,311 @@
+"""An echo-state network as an ensemble member: a fixed random reservoir of tanh units whose state
+carries the stream's past, and a linear readout of that state learned online by the readout's
+recursive least squares (:mod:`psann_stream.readout`, same code).
+
+Per event, with the inputs standardised online (statistics before the event, as in the learners)::
+
+    s' = (1 - leak) s + leak tanh(W_in x + W s + b)       (per stream: one state per key when keyed)
+    y_hat = w . (s', 1)                                   (the readout; RLS learns w, one P)
+
+``W`` is a dense Gaussian matrix scaled to spectral radius ``spectral_radius``; ``W_in`` and ``b``
+are uniform in ``[-input_scaling, input_scaling]``; all three are drawn once from ``seed`` and never
+learned. Bounds: ``|s| <= 1`` in every coordinate for any finite input (tanh, and ``0 < leak <= 1``
+mixes values in ``[-1, 1]``), so the readout's regressors stay on one scale whatever the stream does.
+
+What it adds to the learners: its recurrence mixes the units, so its state is a nonlinear function
+of the past (an oscillatory pair's state is linear in it), and its readout sees few regressors, so it
+settles in tens of events. On keyed sines whose period switches (keyed-switch, docs/scenarios.md)
+that is what wins after a change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from numba import njit
+
+from . import _fastpath as fp
+from .errors import CheckpointError, ConfigError, NonFiniteStateError
+from .inputs import as_float64, as_targets, predictions
+from .keys import EncodedKeys, distinct_index, sort_key
+from .normalize import RunningStats
+from .readout import initial_readout_matrix, readout_config
+
+__all__ = ["EchoState"]
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _echo_state_events(X, Y, rows, learn, advance, Win, Wr, bias, leak, S, theta, head, P, rcfg, xm, xm2, xws, xf, xe,
+                       nclip, out, xn, pre, z, bits, a, D, sd):
+    """Event ``n`` of stream row ``rows[n]``: advance that row's reservoir state ``S[rows[n]]`` (``U``
+    units) on the standardised inputs into ``z`` (then 1), predict its ``T`` outputs (``out``, ``Y``:
+    ``[N, T]``) with the weights ``theta`` (``head``: weights ``[T, U]`` then biases ``[T]``, the
+    learners' readout layout; ``z[U] = 1`` carries the bias into the RLS step), then (``learn``) learn the errors ``D`` by the readout's
+    RLS step, and (``advance``) keep ``z`` as the row's state and fold ``x`` into the statistics.
+    Inputs are zeros until the statistics have a spread, and nothing is learned before. Returns
+    (events done, status): status 1 a non-finite prediction, 2 a non-finite gain; that event changed
+    nothing."""
+    F, T, U = X.shape[1], head[3], Wr.shape[0]
+    for n in range(X.shape[0]):
+        r = rows[n]
+        fp._stds(xm, xm2, xws, xf, xe, sd)
+        spread = xws[1] >= 2.0
+        for j in range(F):
+            xn[j] = (X[n, j] - xm[j]) / sd[j] if spread else 0.0
+        for i in range(U):
+            acc = bias[i]
+            for j in range(F):
+                acc += Win[i, j] * xn[j]
+            for k in range(U):
+                acc += Wr[i, k] * S[r, k]
+            pre[i] = acc
+        fp._tanh_pass(pre, z[:U], bits)
+        for i in range(U):
+            z[i] = (1.0 - leak) * S[r, i] + leak * z[i]
+        z[U] = 1.0
+        for k in range(T):
+            yh = theta[head[1] + k]
+            for j in range(U):
+                yh += theta[k * U + j] * z[j]
+            out[n, k] = yh
+            if not np.isfinite(yh):
+                return n, 1
+            D[k] = Y[n, k] - yh
+        if learn and spread:
+            d = fp._rls_gain(P, z, a, rcfg[0])
+            if not (np.isfinite(d) and d > 0.0):
+                return n, 2
+            fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
+        if advance:
+            fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
+            for i in range(U):
+                S[r, i] = z[i]
+    return X.shape[0], 0
+
+
+def _check(owner: str, name: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or not ((low < value) if low_open else (low <= value)) or not value <= high:  # type: ignore[operator]
+        raise ConfigError(f"{owner}.{name} = {value!r} is out of range: need {low} {'<' if low_open else '<='} "
+                          f"{name} <= {high}.")
+    return float(value)  # type: ignore[arg-type]
+
+
+class EchoState:
+    """An echo-state network (module doc): a fixed reservoir of ``units`` tanh units and an RLS
+    readout of its state. ``keyed=True`` keeps a state per key (``learn_batch(keys, X, Y)``) and
+    one readout, as a :class:`~psann_stream.keyed.KeyedLearner` keeps a state per key and shared
+    weights; a key's state starts at 0 on its first event and is kept until :meth:`reset`
+    (``units`` floats per key).
+
+    Args:
+        in_features: input width ``F``.
+        n_outputs: targets per event ``T`` (``Y`` and predictions ``[N, T]`` when ``T > 1``).
+        keyed: one reservoir state per key.
+        units: reservoir size ``U`` (cost per event ~``U**2``: the recurrence and an RLS of ``U + 1``).
+        spectral_radius: of the recurrent matrix, in ``(0, 1.5]`` (below 1: the state forgets its start).
+        input_scaling: half-width of the uniform input weights and biases, ``> 0``.
+        leak: ``0 < leak <= 1``, the share of the new activation in each step (1: no leak).
+        seed: draws the reservoir.
+        forgetting, prior, error_clip: the RLS readout's (:class:`~psann_stream.experts.LinearRLS`).
+        normalize_clip: limit values folded into the input statistics to ``mean +- clip * std``.
+
+    >>> esn = EchoState(1)
+    >>> t = np.arange(3001.0)
+    >>> x = np.sin(0.3 * t)
+    >>> p = esn.learn_batch(x[:-1, None], x[1:])   # the next value of a sine from the current one
+    >>> bool(np.abs(p[-500:] - x[-500:]).mean() < 0.01)
+    True
+    """
+
+    FORMAT = "psann_stream.echo_state/1"
+
+    def __init__(self, in_features: int, *, n_outputs: int = 1, keyed: bool = False, units: int = 50,
+                 spectral_radius: float = 0.9, input_scaling: float = 0.5, leak: float = 1.0, seed: int = 0,
+                 forgetting: float = 0.999, prior: float = 10.0, error_clip: float | None = 10.0,
+                 normalize_clip: float | None = 10.0) -> None:
+        for name, v in (("in_features", in_features), ("n_outputs", n_outputs), ("units", units)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"EchoState.{name} = {v!r} must be an integer >= 1.")
+        self.in_features, self.n_outputs, self.units = int(in_features), int(n_outputs), int(units)
+        self.keyed = bool(keyed)
+        self.spectral_radius = _check("EchoState", "spectral_radius", spectral_radius, 0.0, 1.5, low_open=True)
+        self.input_scaling = _check("EchoState", "input_scaling", input_scaling, 0.0, np.inf, low_open=True)
+        self.leak = _check("EchoState", "leak", leak, 0.0, 1.0, low_open=True)
+        self.seed = int(seed)
+        U, F, T = self.units, self.in_features, self.n_outputs
+        rng = np.random.default_rng(self.seed)
+        self._Win = np.ascontiguousarray(rng.uniform(-1.0, 1.0, (U, F)) * self.input_scaling)
+        self._bias = rng.uniform(-1.0, 1.0, U) * self.input_scaling
+        Wr = rng.standard_normal((U, U))
+        radius = float(np.abs(np.linalg.eigvals(Wr)).max())
+        self._Wr = np.ascontiguousarray(Wr * (self.spectral_radius / radius)) if radius > 0 else Wr
+        self._head = np.array([0, T * U, U, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
+        self._rcfg = readout_config("rls", forgetting, prior, error_clip, U, "EchoState")
+        self.prior = float(prior)
+        self.x_stats = RunningStats(F, clip=normalize_clip)
+        self._key_row: dict[Hashable, int] = {}
+        self._S = np.zeros((1 if not self.keyed else 16, U))
+        self.reset(optimizer=True)
+
+    @property
+    def alerts(self) -> list:
+        return []
+
+    @property
+    def keys(self) -> list[Hashable]:
+        """The keys with a state (keyed)."""
+        return list(self._key_row)
+
+    # ------------------------------------------------------------------ learning
+    def _rows_of(self, keys: Sequence[Hashable] | EncodedKeys | None, n: int) -> np.ndarray:
+        if not self.keyed:
+            return np.zeros(n, dtype=np.int64)
+        uniq, index = distinct_index(keys)  # type: ignore[arg-type]
+        rows = np.empty(len(uniq), dtype=np.int64)
+        for i, k in enumerate(uniq):
+            r = self._key_row.get(k)
+            if r is None:
+                r = len(self._key_row)
+                if r == self._S.shape[0]:
+                    self._S = np.concatenate([self._S, np.zeros_like(self._S)])
+                self._S[r] = 0.0
+                self._key_row[k] = r
+            rows[i] = r
+        return rows[index]
+
+    def _split(self, args: Sequence[Any], learn: bool, call: str) -> tuple[Any, np.ndarray, np.ndarray]:
+        want = (3 if learn else 2) if self.keyed else (2 if learn else 1)
+        if len(args) != want:
+            form = ("keys, X, Y" if learn else "keys, X") if self.keyed else ("X, Y" if learn else "X")
+            raise ConfigError(f"EchoState.{call} takes ({form}) for this {'keyed ' if self.keyed else ''}network; "
+                              f"got {len(args)} argument(s).")
+        X = np.ascontiguousarray(np.asarray(args[1 if self.keyed else 0], dtype=np.float64))
+        if X.ndim != 2 or X.shape[1] != self.in_features:
+            raise ConfigError(f"EchoState.{call}: X must have shape [N, {self.in_features}], got {X.shape}.")
+        Y = as_targets(f"EchoState.{call}", args[-1], X.shape[0], self.n_outputs) if learn else \
+            np.zeros((X.shape[0], self.n_outputs))
+        keys = args[0] if self.keyed else None
+        if keys is not None and len(keys) != X.shape[0]:
+            raise ConfigError(f"EchoState.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
+        return keys, X, Y
+
+    def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
+        rows = self._rows_of(keys, X.shape[0])
+        xs, U = self.x_stats, self.units
+        xws = np.array([xs.weight, xs.count])
+        out = predictions(X.shape[0], self.n_outputs)
+        done, status = _echo_state_events(X, Y.reshape(X.shape[0], -1), rows, learn, advance, self._Win, self._Wr,
+                                          self._bias, self.leak, self._S, self._w, self._head, self._P, self._rcfg,
+                                          xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
+                                          out.reshape(X.shape[0], -1), np.zeros(self.in_features), np.zeros(U),
+                                          np.zeros(U + 1), np.zeros(U, dtype=np.int64), np.zeros(U + 1),
+                                          np.zeros(self.n_outputs), np.zeros(self.in_features))
+        xs.weight, xs.count = float(xws[0]), int(xws[1])
+        if status:
+            raise NonFiniteStateError(f"EchoState: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
+                                      "became non-finite; that event and those after it were not learned. Check the "
+                                      "inputs for non-finite values, or lower prior.")
+        return out
+
+    def learn_batch(self, *args: Any) -> np.ndarray:
+        """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
+        prequential predictions, each made before its targets are learned."""
+        return self._run(*self._split(args, True, "learn_batch"), True)
+
+    def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
+        """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` moves the
+        states and the input statistics on (as the learners do for events that will not be learned),
+        ``False`` leaves everything as it was."""
+        keys, X, Y = self._split(args, False, "predict_batch")
+        if advance or (X.shape[0] == 1 and not self.keyed):
+            return self._run(keys, X, Y, False, advance)
+        saved = (self.x_stats.state_dict(), self._S.copy(), dict(self._key_row))
+        out = self._run(keys, X, Y, False)
+        self.x_stats.load_state_dict(saved[0])
+        self._S, self._key_row = saved[1], saved[2]
+        return out
+
+    def learn_one(self, *args: Any) -> float | np.ndarray:
+        """``(x, y)``, or ``(key, x, y)`` when keyed: one event; returns its prediction (a float, or ``[T]``)."""
+        *key, x, y = args
+        p = self.learn_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)),
+                             as_targets("EchoState.learn_one", y, 1, self.n_outputs))[0]
+        return float(p) if self.n_outputs == 1 else p
+
+    def predict_one(self, *args: Any) -> float | np.ndarray:
+        """``(x)``, or ``(key, x)`` when keyed: the prediction of one event; changes nothing."""
+        *key, x = args
+        p = self.predict_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)), advance=False)[0]
+        return float(p) if self.n_outputs == 1 else p
+
+    def reset(self, keys: Sequence[Hashable] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
+        """``state=True``: the given keys' states (all of them by default; unkeyed: the one state) back
+        to 0; ``optimizer=True``: forget the readout (weights and ``P``). The reservoir is never learned."""
+        if state:
+            if keys is None:
+                self._S[:] = 0.0
+            else:
+                if not self.keyed:
+                    raise ConfigError("EchoState.reset: keys are for a keyed network; this one has one state.")
+                for k in keys:
+                    if k not in self._key_row:
+                        raise ConfigError(f"EchoState.reset: unknown key {k!r}; known keys: {len(self._key_row)}.")
+                    self._S[self._key_row[k]] = 0.0
+        if optimizer:
+            self._w = np.zeros((self.units + 1) * self.n_outputs)
+            self._P = initial_readout_matrix("rls", self.units, self.prior)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The readout (``w``, ``P``), the input statistics, every stream's state (keyed: the keys in
+        canonical order and their states) and the reservoir, so that a checkpoint is whole."""
+        order = sorted(self._key_row, key=sort_key)
+        rows = [self._key_row[k] for k in order]
+        stats = {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
+                 for k, v in self.x_stats.state_dict().items()}
+        return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
+                "x_stats": stats, "keys": order,
+                "states": torch.from_numpy(self._S[rows].copy() if self.keyed else self._S.copy()),
+                "reservoir": {"W_in": torch.from_numpy(self._Win.copy()), "W": torch.from_numpy(self._Wr.copy()),
+                              "b": torch.from_numpy(self._bias.copy()), "leak": self.leak}}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into a network built with the same settings (the saved
+        reservoir must be this one's: a checkpoint from other settings or another seed is refused)."""
+        try:
+            if sd.get("format") != self.FORMAT:
+                raise CheckpointError(f"unknown echo-state state format {sd.get('format')!r}; expected {self.FORMAT!r}.")
+            res = sd["reservoir"]
+            same = all(np.array_equal(as_float64(res[k]).reshape(-1), mine.reshape(-1))
+                       for k, mine in (("W_in", self._Win), ("W", self._Wr), ("b", self._bias))) \
+                and float(res["leak"]) == self.leak
+            if not same:
+                raise CheckpointError("the saved echo-state network has another reservoir; build it with the same "
+                                      "in_features, units, spectral_radius, input_scaling, leak and seed.")
+            w, P = as_float64(sd["w"]), as_float64(sd["P"])
+            if w.shape != self._w.shape or P.shape != self._P.shape:
+                raise CheckpointError(f"the saved readout has {w.shape[0]} weights; this one has {self._w.shape[0]} "
+                                      f"({self.n_outputs} output(s)): build it with the same n_outputs.")
+            keys = list(sd["keys"])
+            states = as_float64(sd["states"]).reshape(-1, self.units)
+            if (not self.keyed and (keys or states.shape[0] != 1)) or (self.keyed and states.shape[0] != len(keys)):
+                raise CheckpointError(f"the saved network holds {states.shape[0]} state(s) for {len(keys)} key(s); "
+                                      f"this one is {'keyed' if self.keyed else 'unkeyed'}: build it with the same keyed.")
+            stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["x_stats"].items()}
+            RunningStats(self.in_features).load_state_dict(stats)  # refuses a foreign one before anything changes
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the echo-state network's state cannot be loaded: {exc}; was it saved by "
+                                  "EchoState.state_dict()?") from None
+        self.x_stats.load_state_dict(stats)
+        self._w, self._P = w, P
+        if self.keyed:
+            self._key_row = {k: i for i, k in enumerate(keys)}
+            self._S = np.zeros((max(16, len(keys)), self.units))
+            self._S[: len(keys)] = states
+        else:
+            self._S = states.copy()
