@@ -58,6 +58,17 @@ def _columns(owner: str, column: object, width: int, outputs: int | None) -> int
     return int(cols[0]) if count == 1 else [int(c) for c in cols]
 
 
+def after_loop(owner: str, xs: RunningStats, xws: np.ndarray, done: int, status: int) -> None:
+    """After a compiled expert's loop: the input statistics' counters (``xws``) back into ``xs``, and a
+    failed event (status 1: a non-finite prediction, 2: a non-finite gain; the loop stopped there)
+    raised, naming it."""
+    xs.weight, xs.count = float(xws[0]), int(xws[1])
+    if status:
+        raise NonFiniteStateError(f"{owner}: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
+                                  "became non-finite; the events before it were learned, it and those after it were "
+                                  "not. Check the inputs for non-finite values (an Ensemble skips them), or lower prior.")
+
+
 class Persistence:
     """Predicts input column ``column``: ``y_hat = x[column]``. Learns nothing; has no state. For
     several targets, ``column`` is a sequence of ``T`` columns (target ``k``'s last value in
@@ -223,11 +234,7 @@ class LinearRLS:
                                           self._rcfg, xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
                                           out.reshape(X.shape[0], -1), self._z, np.zeros(width), np.zeros(width),
                                           np.zeros(self.n_outputs), np.zeros(self.in_features))
-        xs.weight, xs.count = float(xws[0]), int(xws[1])
-        if status:
-            raise NonFiniteStateError(f"LinearRLS: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
-                                      "became non-finite from finite data; that event and those after it were not "
-                                      "learned. Lower prior or scale the inputs down.")
+        after_loop("LinearRLS", xs, xws, done, status)
         return out
 
     def learn_batch(self, X: Any, Y: Any) -> np.ndarray:

@@ -27,7 +27,8 @@ import torch
 from numba import njit
 
 from . import _fastpath as fp
-from .errors import CheckpointError, ConfigError, NonFiniteStateError
+from .errors import CheckpointError, ConfigError
+from .experts import after_loop
 from .inputs import as_float64, as_targets, predictions
 from .keys import EncodedKeys, distinct_index, sort_key
 from .normalize import RunningStats
@@ -203,11 +204,7 @@ class EchoState:
                                           out.reshape(X.shape[0], -1), np.zeros(self.in_features), np.zeros(U),
                                           np.zeros(U + 1), np.zeros(U, dtype=np.int64), np.zeros(U + 1),
                                           np.zeros(self.n_outputs), np.zeros(self.in_features))
-        xs.weight, xs.count = float(xws[0]), int(xws[1])
-        if status:
-            raise NonFiniteStateError(f"EchoState: event {done} of this batch: the {'prediction' if status == 1 else 'gain'} "
-                                      "became non-finite; that event and those after it were not learned. Check the "
-                                      "inputs for non-finite values, or lower prior.")
+        after_loop("EchoState", xs, xws, done, status)
         return out
 
     def learn_batch(self, *args: Any) -> np.ndarray:

@@ -143,3 +143,21 @@ def test_calls_of_the_wrong_form_are_refused():
         EchoState(2).learn_batch(np.zeros((1, 3)), np.zeros(1))
     with pytest.raises(ConfigError, match="keys are for a keyed network"):
         EchoState(2).reset(["a"])
+
+
+@pytest.mark.parametrize("make", [lambda: EchoState(2, units=6), lambda: __import__("psann_stream.experts").experts.LinearRLS(2)])
+def test_a_non_finite_input_stops_the_expert_at_that_event_with_nothing_of_it_learned(make):
+    from psann_stream.errors import NonFiniteStateError
+
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((50, 2)), rng.standard_normal(50)
+    X[30, 1] = np.nan
+    expert, twin = make(), make()
+    with pytest.raises(NonFiniteStateError, match="event 30 of this batch: the prediction became non-finite; the events "
+                                                  "before it were learned"):
+        expert.learn_batch(X, y)
+    twin.learn_batch(X[:30], y[:30])
+    for k, v in twin.state_dict().items():
+        if hasattr(v, "numpy"):
+            np.testing.assert_array_equal(expert.state_dict()[k].numpy(), v.numpy())
+    assert expert.x_stats.count == twin.x_stats.count == 30
