@@ -120,6 +120,30 @@ class Persistence:
                                   "build the ensemble with the same members.")
 
 
+@njit(cache=True, inline="always")
+def predict_learn(z, y, out, theta, head, P, rcfg, a, D, learn):
+    """One event of a compiled expert with an RLS readout: its ``T`` predictions ``w_k . z[:W] + b_k``
+    (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout; ``z [W + 1]`` ends
+    with 1) into ``out [T]``, then (``learn``) the readout's RLS step on the errors ``y - out``
+    (one ``P``). Returns 0, or 1 (a non-finite prediction) / 2 (a non-finite gain) with nothing learned."""
+    T, W = head[3], head[2]
+    for k in range(T):
+        yh = 0.0
+        for j in range(W):
+            yh += theta[k * W + j] * z[j]
+        yh += theta[head[1] + k]
+        out[k] = yh
+        if not np.isfinite(yh):
+            return 1
+        D[k] = y[k] - yh
+    if learn:
+        d = fp._rls_gain(P, z, a, rcfg[0])
+        if not (np.isfinite(d) and d > 0.0):
+            return 2
+        fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
+    return 0
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
 def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
     """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
@@ -132,7 +156,7 @@ def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws,
     carries the window from event to event and from call to call. Returns (events done, status):
     status 1 a non-finite prediction, 2 a non-finite gain; that event changed nothing (``z``
     included)."""
-    F, T, W = X.shape[1], head[3], head[2]
+    F, W = X.shape[1], head[2]
     for n in range(X.shape[0]):
         fp._stds(xm, xm2, xws, xf, xe, sd)
         spread = xws[1] >= 2.0
@@ -141,20 +165,10 @@ def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws,
         for j in range(F, W):  # the earlier events, one event further back
             zn[j] = z[j - F]
         zn[W] = 1.0
-        for k in range(T):
-            yh = 0.0
-            for j in range(W):
-                yh += theta[k * W + j] * zn[j]
-            yh += theta[head[1] + k]
-            out[n, k] = yh
-            if not np.isfinite(yh):
-                return n, 1
-            D[k] = Y[n, k] - yh
-        if learn and spread:  # before two inputs were seen, z is not yet on the standard scale
-            d = fp._rls_gain(P, zn, a, rcfg[0])
-            if not (np.isfinite(d) and d > 0.0):
-                return n, 2
-            fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
+        # before two inputs were seen, z is not yet on the standard scale: nothing is learned
+        status = predict_learn(zn, Y[n], out[n], theta, head, P, rcfg, a, D, learn and spread)
+        if status:
+            return n, status
         if advance:
             fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
             for j in range(W + 1):

@@ -28,7 +28,7 @@ from numba import njit
 
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError
-from .experts import after_loop
+from .experts import after_loop, predict_learn
 from .inputs import as_float64, as_targets, predictions
 from .keys import EncodedKeys, distinct_index, sort_key
 from .normalize import RunningStats
@@ -48,7 +48,7 @@ def _echo_state_events(X, Y, rows, learn, advance, Win, Wr, bias, leak, S, theta
     Inputs are zeros until the statistics have a spread, and nothing is learned before. Returns
     (events done, status): status 1 a non-finite prediction, 2 a non-finite gain; that event changed
     nothing."""
-    F, T, U = X.shape[1], head[3], Wr.shape[0]
+    F, U = X.shape[1], Wr.shape[0]
     for n in range(X.shape[0]):
         r = rows[n]
         fp._stds(xm, xm2, xws, xf, xe, sd)
@@ -66,19 +66,9 @@ def _echo_state_events(X, Y, rows, learn, advance, Win, Wr, bias, leak, S, theta
         for i in range(U):
             z[i] = (1.0 - leak) * S[r, i] + leak * z[i]
         z[U] = 1.0
-        for k in range(T):
-            yh = theta[head[1] + k]
-            for j in range(U):
-                yh += theta[k * U + j] * z[j]
-            out[n, k] = yh
-            if not np.isfinite(yh):
-                return n, 1
-            D[k] = Y[n, k] - yh
-        if learn and spread:
-            d = fp._rls_gain(P, z, a, rcfg[0])
-            if not (np.isfinite(d) and d > 0.0):
-                return n, 2
-            fp._rls_head(P, theta, head, a, d, D, rcfg[0], rcfg[1], rcfg[2])
+        status = predict_learn(z, Y[n], out[n], theta, head, P, rcfg, a, D, learn and spread)
+        if status:
+            return n, status
         if advance:
             fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
             for i in range(U):
