@@ -123,8 +123,8 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     """What ``run`` learns with, ``"ensemble"`` (:func:`~psann_stream.ensemble.default_ensemble`) or
     ``"learner"`` (one StatefulNet Learner or KeyedLearner), and why, for the line the run starts with.
     An ``[ensemble]`` section or ``--model`` decide; otherwise unkeyed runs take the ensemble (the
-    lowest error on every scenario of docs/scenarios.md, at ~1/5 of a Learner's events/s) and runs
-    that it cannot serve take the learner: keyed (its keyed form runs at ~1/10 of a KeyedLearner's
+    lowest error on every scenario of docs/scenarios.md, at ~1/4 of a Learner's events/s) and runs
+    that it cannot serve take the learner: keyed (its keyed form runs at ~1/7 of a KeyedLearner's
     events/s: ``--model ensemble`` for it), ``--id`` (delayed labels need a learner's snapshots),
     ``--ray`` (shards one keyed learner), or a ``[model]``, ``[state]``, ``[learner]`` or ``[target]``
     section (they configure the learner)."""
@@ -149,8 +149,8 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     if args.id is not None:
         return "learner", "delayed labels (--id) learn from a learner's snapshots"
     if args.key is not None:
-        return "learner", "the default for keyed runs; --model ensemble: lower error at ~1/10 of the events/s"
-    return "ensemble", "the default for unkeyed runs; --model learner: one Learner at ~5x the events/s"
+        return "learner", "the default for keyed runs; --model ensemble: lower error at ~1/7 of the events/s"
+    return "ensemble", "the default for unkeyed runs; --model learner: one Learner at ~4x the events/s"
 
 
 def _last_value_columns(where: str, given: object, features: list[str], width: int, outputs: int) -> int | list[int]:
@@ -526,7 +526,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections, or an [ensemble] section")
     run.add_argument("--model", choices=("ensemble", "learner"), default=None,
                      help="what learns: the default ensemble (lowest error; the default for unkeyed runs) or one learner "
-                          "(~5x the events/s; the default with --key, --id, --ray or a [model], [state], [learner] or "
+                          "(~4x the events/s; the default with --key, --id, --ray or a [model], [state], [learner] or "
                           "[target] section)")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")

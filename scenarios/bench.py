@@ -16,7 +16,7 @@ added). Rows:
 * ``psann_stream recommended ...``: the same two with the scenario suite's recommended configuration
   (oscillatory state pairs, learned with exact traces through the state: ``scenarios.run.RECOMMENDED``);
 * ``psann_stream ensemble ...``: the same two with :func:`~psann_stream.ensemble.default_ensemble`
-  (seven members and their mixture; members in threads);
+  (its members and their mixture; members in threads);
 * the baselines of :mod:`psann_stream.scenarios.baselines`, called once per event.
 
 Slow models learn fewer events (``--slow-events``); rates are per event, so they compare. Machines

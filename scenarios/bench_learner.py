@@ -15,7 +15,7 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
   with oscillatory pairs as well (the recommended configuration for memory);
 * ``Learner, 7 outputs``: the default learner with a head of seven outputs learning seven targets
   (``StatefulNet(10, 7)``; the targets: the stream's and six shifted copies);
-* ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, seven members side by side and their
+* ``Ensemble``: :func:`~psann_stream.ensemble.default_ensemble`, its members side by side and their
   mixture, in 1,000-event calls, and one event per call (``predict_one`` then ``learn_one``, as a
   river pipeline calls it);
 * ``eager torch Adam``: the same network, one eager autograd forward/backward and one
@@ -43,7 +43,7 @@ from psann_stream import KeyedLearner, Learner, StateConfig, StatefulNet
 from psann_stream.ensemble import default_ensemble
 
 
-ENSEMBLE_ROW = "Ensemble (default_ensemble, 7 members)"
+ENSEMBLE_ROW = "Ensemble (default_ensemble), learn_batch"
 
 
 def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +126,7 @@ def _river_rate(make: Callable[[], object], X: np.ndarray, y: np.ndarray, repeat
 
 
 def ensemble_rate(X: np.ndarray, y: np.ndarray, repeats: int, batch: int = 1000) -> float:
-    """:func:`~psann_stream.ensemble.default_ensemble` (seven members, no persistence column) in
+    """:func:`~psann_stream.ensemble.default_ensemble` (no persistence column) in
     ``batch``-event calls."""
     ens = default_ensemble(X.shape[1])
     ens.learn_batch(X[:500], y[:500])  # compile

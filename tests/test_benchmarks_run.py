@@ -21,7 +21,7 @@ def test_learner_benchmark_runs_and_prints_every_rate(capsys):
     bench_learner.main(["--events", "2000", "--eager-events", "50", "--keys", "10", "--repeats", "1"])
     out = capsys.readouterr().out
     for name in ("Learner (compiled, ObGD), learn_batch", "Learner (compiled, ObGD), learn_one", "Learner, traced",
-                 "Learner, 7 outputs", "Ensemble (default_ensemble, 7 members)", "Ensemble, predict_one + learn_one",
+                 "Learner, 7 outputs", "Ensemble (default_ensemble), learn_batch", "Ensemble, predict_one + learn_one",
                  "Learner, traced, oscillatory pairs", "eager torch Adam", "river LinearRegression",
                  "river StandardScaler | LinearRegression", "StatefulRegressor (river adapter, Adam)",
                  "StatefulRegressor (river adapter, ObGD)", "KeyedLearner (10 keys"):

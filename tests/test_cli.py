@@ -84,8 +84,8 @@ def test_run_learns_with_the_default_ensemble_unkeyed_and_with_one_learner_where
     X = np.array(t.column("x").to_pylist(), dtype=np.float64)
     y = np.array(t.column("y").to_pylist(), dtype=np.float64)
     base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y"]
-    for extra, want, line in (([], default_ensemble(4), "model: default_ensemble: memory, wide memory, fixed state, adam, "
-                                                        "linear, lagged linear, echo state (the default for unkeyed runs"),
+    for extra, want, line in (([], default_ensemble(4), "model: default_ensemble: wide memory, fixed state, adam, linear, "
+                                                        "lagged linear, echo state (the default for unkeyed runs"),
                               (["--model", "learner"], Learner(StatefulNet(4, hidden=(32, 32), seed=0)),
                                "model: one learner, hidden (32, 32) (--model learner)")):
         out_dir = tmp_path / f"out{len(extra)}"
@@ -96,7 +96,7 @@ def test_run_learns_with_the_default_ensemble_unkeyed_and_with_one_learner_where
     assert main(base + ["--key", "key", "--output", str(tmp_path / "keyed")]) == 0
     assert "model: one learner, hidden (32, 32) (the default for keyed runs; --model ensemble" in capsys.readouterr().out
     assert main(base + ["--key", "key", "--model", "ensemble", "--output", str(tmp_path / "keyed-ens")]) == 0
-    assert ("model: default_ensemble: memory, wide memory, fixed state, adam, linear, echo state (--model ensemble)"
+    assert ("model: default_ensemble: wide memory, fixed state, adam, linear, echo state (--model ensemble)"
             in capsys.readouterr().out)
 
 

@@ -53,9 +53,9 @@ def test_readme_ensemble_example_learns_and_prints_its_weights(capsys):
     y = np.sin(X[:, 0]) + 0.5 * X[:, 1]
     err = np.abs(scope["preds"] - y)
     assert err[-500:].mean() < 0.5 * err[:500].mean()
-    assert list(ens.weights) == ["memory", "wide memory", "fixed state", "adam", "linear", "lagged linear", "echo state"]
+    assert list(ens.weights) == ["wide memory", "fixed state", "adam", "linear", "lagged linear", "echo state"]
     assert abs(sum(ens.weights.values()) - 1.0) < 1e-12
-    assert "'memory':" in capsys.readouterr().out
+    assert "'wide memory':" in capsys.readouterr().out
 
 
 def test_readme_river_pipeline_example_runs_and_beats_linear_regression(capsys):
