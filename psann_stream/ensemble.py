@@ -35,11 +35,13 @@ an ensemble of ``T`` targets. Each target runs steps 2-4 on the members' predict
 own weights, loss scale and target statistics, so a member can lead on one target and trail on
 another; it equals ``T`` one-target mixtures, bit for bit (tested), at the cost of one set of members.
 
-Threads: the members of an unkeyed ensemble learn a batch at the same time, one thread each (up to
-``threads``); their compiled loops release the GIL, so on several cores the members' costs overlap
-instead of adding up (docs/learner.md has the measured rates). Each member computes what it would alone, so the results are
-the same bit for bit with any number of threads. Keyed members run one after the other (the keyed
-loop already spreads its keys over the cores).
+Threads: the members learn a batch at the same time, one thread each (up to ``threads``); their
+compiled loops release the GIL, so on several cores the members' costs overlap instead of adding up
+(docs/learner.md has the measured rates). Each member computes what it would alone, so the results
+are the same bit for bit with any number of threads. Keyed members with shared weights learn their
+events in order, as unkeyed ones do, and run in threads the same way; an ensemble with a member that
+learns per-key weights runs its members one after the other (that member's loop spreads its keys
+over the cores itself, and numba's default threading layer runs one such loop at a time).
 
 Events whose input or target is not finite never reach a member (``on_nonfinite``: ``"raise"``, or
 ``"skip"`` with a NaN prediction and nothing changed). A member that raises (e.g. a non-finite
@@ -137,6 +139,12 @@ def describe_weights(names: Sequence[str], weights: Any, targets: Sequence[str] 
     return lines
 
 
+def _spreads_its_keys(member: Any) -> bool:
+    """Whether ``member`` (or the learner a :class:`~psann_stream.experts.Change` wraps) runs its keys
+    in parallel itself: a :class:`~psann_stream.keyed.KeyedLearner` with per-key weights."""
+    return bool(getattr(getattr(member, "member", member), "per_key_weights", False))
+
+
 def _number(owner: str, name: str, v: object, low: float, high: float) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low < v <= high:
         raise ConfigError(f"{owner}.{name} = {v!r} is out of range: need {low} < {name} <= {high:.12g}.")
@@ -207,7 +215,8 @@ class Ensemble:
         self.keyed = any(getattr(m, "keyed", False) for m in self.members.values())
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"Ensemble.threads = {threads!r} is out of range: need None or an integer >= 1.")
-        self.threads = 1 if self.keyed else min(len(self.names), threads or os.cpu_count() or 1)
+        alone = any(_spreads_its_keys(m) for m in self.members.values())
+        self.threads = 1 if alone else min(len(self.names), threads or os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
         self._seconds = np.zeros(len(self.names))  # each member's time on the last batch (thread scheduling)
         self.n_outputs = next(iter(outputs.values()))
@@ -295,7 +304,7 @@ class Ensemble:
 
         if N == 1 and keys is None and (learn or not advance):
             self._one_event(P, X, Y, learn)
-        elif self.threads > 1 and N:
+        elif self.threads > 1 and N > 1:  # one event: handing it to threads costs more than the members' work
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="psann-ensemble")
             # the slowest members (last batch) first, so the threads finish together; the order of

@@ -428,6 +428,22 @@ def test_threads_change_no_result_and_a_member_error_reaches_the_caller():
         Ensemble({"a": Persistence(2, column=0), "b": LinearRLS(2)}, threads=0)
 
 
+def test_keyed_members_learn_in_threads_with_the_same_results_unless_one_spreads_its_keys_itself():
+    X, y = _stream(600)
+    keys = np.array([f"k{i % 7}" for i in range(600)], dtype=object)
+    one, many = default_ensemble(3, keyed=True), default_ensemble(3, keyed=True)
+    one.threads = 1
+    assert many.threads > 1 or (os.cpu_count() or 1) == 1
+    many.threads = 4
+    for lo in range(0, 600, 150):
+        np.testing.assert_array_equal(many.learn_batch(keys[lo:lo + 150], X[lo:lo + 150], y[lo:lo + 150]),
+                                      one.learn_batch(keys[lo:lo + 150], X[lo:lo + 150], y[lo:lo + 150]))
+    assert same(many.state_dict(), one.state_dict())
+    own = KeyedLearner(StatefulNet(3, hidden=(4,), seed=0), per_key_weights=True)
+    assert Ensemble({"own weights": own, "linear": LinearRLS(3)}, threads=2).threads == 1
+    assert Ensemble({"own weights": Change(own, column=0), "linear": LinearRLS(3)}, threads=2).threads == 1
+
+
 # ---------------------------------------------------------------------- several targets
 def _batches(ens: Ensemble, X: np.ndarray, Y: np.ndarray, cuts=(1, 150)) -> np.ndarray:
     edges = [0, *cuts, len(Y)]
