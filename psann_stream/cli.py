@@ -124,8 +124,8 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     ``"learner"`` (one StatefulNet Learner or KeyedLearner), and why, for the line the run starts with.
     An ``[ensemble]`` section or ``--model`` decide; otherwise unkeyed runs take the ensemble (the
     lowest error on every scenario of docs/scenarios.md, at ~1/4 of a Learner's events/s) and runs
-    that it cannot serve take the learner: keyed (its keyed form runs at ~1/7 of a KeyedLearner's
-    events/s: ``--model ensemble`` for it), ``--id`` (delayed labels need a learner's snapshots),
+    that it should not serve take the learner: keyed (its keyed form holds 30-65x a KeyedLearner's
+    memory per key, the wide member's eligibility traces: ``--model ensemble`` for it), ``--id`` (delayed labels need a learner's snapshots),
     ``--ray`` (shards one keyed learner), or a ``[model]``, ``[state]``, ``[learner]`` or ``[target]``
     section (they configure the learner)."""
     single = [f"[{name}]" for name in ("model", "state", "learner", "target") if name in cfg]
@@ -149,7 +149,7 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     if args.id is not None:
         return "learner", "delayed labels (--id) learn from a learner's snapshots"
     if args.key is not None:
-        return "learner", "the default for keyed runs; --model ensemble: lower error at ~1/7 of the events/s"
+        return "learner", "the default for keyed runs; --model ensemble: lower error, ~30-65x the memory per key"
     return "ensemble", "the default for unkeyed runs; --model learner: one Learner at ~4x the events/s"
 
 
