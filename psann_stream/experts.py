@@ -171,8 +171,7 @@ def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws,
             return n, status
         if advance:
             fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
-            for j in range(W + 1):
-                z[j] = zn[j]
+            fp._copy(z, zn)
     return X.shape[0], 0
 
 

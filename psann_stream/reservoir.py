@@ -71,8 +71,7 @@ def _echo_state_events(X, Y, rows, learn, advance, Win, Wr, bias, leak, S, theta
             return n, status
         if advance:
             fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
-            for i in range(U):
-                S[r, i] = z[i]
+            fp._copy(S[r], z[:U])
     return X.shape[0], 0
 
 
