@@ -125,9 +125,9 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     An ``[ensemble]`` section or ``--model`` decide; otherwise unkeyed runs take the ensemble (the
     lowest error on every scenario of docs/scenarios.md, at ~1/4 of a Learner's events/s) and runs
     that it should not serve take the learner: keyed (its keyed form holds 30-65x a KeyedLearner's
-    memory per key, the wide member's eligibility traces: ``--model ensemble`` for it), ``--id`` (delayed labels need a learner's snapshots),
-    ``--ray`` (shards one keyed learner), or a ``[model]``, ``[state]``, ``[learner]`` or ``[target]``
-    section (they configure the learner)."""
+    memory per key, the wide member's eligibility traces: ``--model ensemble`` for it), ``--id``
+    (delayed labels need a learner's snapshots), ``--ray`` (shards one keyed learner), or a
+    ``[model]``, ``[state]``, ``[learner]`` or ``[target]`` section (they configure the learner)."""
     single = [f"[{name}]" for name in ("model", "state", "learner", "target") if name in cfg]
     if "ensemble" in cfg:
         if args.model == "learner":
