@@ -43,11 +43,11 @@ def _echo_state_events(X, Y, rows, learn, advance, Win, Wr, bias, leak, S, theta
     """Event ``n`` of stream row ``rows[n]``: advance that row's reservoir state ``S[rows[n]]`` (``U``
     units) on the standardised inputs into ``z`` (then 1), predict its ``T`` outputs (``out``, ``Y``:
     ``[N, T]``) with the weights ``theta`` (``head``: weights ``[T, U]`` then biases ``[T]``, the
-    learners' readout layout; ``z[U] = 1`` carries the bias into the RLS step), then (``learn``) learn the errors ``D`` by the readout's
-    RLS step, and (``advance``) keep ``z`` as the row's state and fold ``x`` into the statistics.
-    Inputs are zeros until the statistics have a spread, and nothing is learned before. Returns
-    (events done, status): status 1 a non-finite prediction, 2 a non-finite gain; that event changed
-    nothing."""
+    learners' readout layout; ``z[U] = 1`` carries the bias into the RLS step), then (``learn``)
+    learn the errors ``D`` by the readout's RLS step (:func:`~psann_stream.experts.predict_learn`),
+    and (``advance``) keep ``z`` as the row's state and fold ``x`` into the statistics. Inputs are
+    zeros until the statistics have a spread, and nothing is learned before. Returns (events done,
+    status): status 1 a non-finite prediction, 2 a non-finite gain; that event changed nothing."""
     F, U = X.shape[1], Wr.shape[0]
     for n in range(X.shape[0]):
         r = rows[n]
