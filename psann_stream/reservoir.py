@@ -30,9 +30,9 @@ from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError
 from .experts import after_loop, predict_learn
 from .inputs import as_float64, as_targets, predictions
-from .keys import EncodedKeys, distinct_index, sort_key
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
+from .stream_rows import StreamRows
 
 __all__ = ["EchoState"]
 
@@ -136,8 +136,7 @@ class EchoState:
         self._rcfg = readout_config("rls", forgetting, prior, error_clip, U, "EchoState")
         self.prior = float(prior)
         self.x_stats = RunningStats(F, clip=normalize_clip)
-        self._key_row: dict[Hashable, int] = {}
-        self._S = np.zeros((1 if not self.keyed else 16, U))
+        self._states = StreamRows(U, keyed=self.keyed)
         self.reset(optimizer=True)
 
     @property
@@ -147,24 +146,13 @@ class EchoState:
     @property
     def keys(self) -> list[Hashable]:
         """The keys with a state (keyed)."""
-        return list(self._key_row)
+        return self._states.keys
+
+    def state_of(self, key: Hashable | None = None) -> np.ndarray:
+        """A copy of the reservoir state ``[units]`` of ``key`` (unkeyed: of the stream, no key)."""
+        return self._states.state_of(key, "EchoState")
 
     # ------------------------------------------------------------------ learning
-    def _rows_of(self, keys: Sequence[Hashable] | EncodedKeys | None, n: int) -> np.ndarray:
-        if not self.keyed:
-            return np.zeros(n, dtype=np.int64)
-        uniq, index = distinct_index(keys)  # type: ignore[arg-type]
-        rows = np.empty(len(uniq), dtype=np.int64)
-        for i, k in enumerate(uniq):
-            r = self._key_row.get(k)
-            if r is None:
-                r = len(self._key_row)
-                if r == self._S.shape[0]:
-                    self._S = np.concatenate([self._S, np.zeros_like(self._S)])
-                self._S[r] = 0.0
-                self._key_row[k] = r
-            rows[i] = r
-        return rows[index]
 
     def _split(self, args: Sequence[Any], learn: bool, call: str) -> tuple[Any, np.ndarray, np.ndarray]:
         want = (3 if learn else 2) if self.keyed else (2 if learn else 1)
@@ -183,12 +171,12 @@ class EchoState:
         return keys, X, Y
 
     def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
-        rows = self._rows_of(keys, X.shape[0])
+        rows = self._states.rows_of(keys, X.shape[0])
         xs, U = self.x_stats, self.units
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
         done, status = _echo_state_events(X, Y.reshape(X.shape[0], -1), rows, learn, advance, self._Win, self._Wr,
-                                          self._bias, self.leak, self._S, self._w, self._head, self._P, self._rcfg,
+                                          self._bias, self.leak, self._states.array, self._w, self._head, self._P, self._rcfg,
                                           xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
                                           out.reshape(X.shape[0], -1), np.zeros(self.in_features), np.zeros(U),
                                           np.zeros(U + 1), np.zeros(U, dtype=np.int64), np.zeros(U + 1),
@@ -208,10 +196,10 @@ class EchoState:
         keys, X, Y = self._split(args, False, "predict_batch")
         if advance or (X.shape[0] == 1 and not self.keyed):
             return self._run(keys, X, Y, False, advance)
-        saved = (self.x_stats.state_dict(), self._S.copy(), dict(self._key_row))
+        saved = (self.x_stats.state_dict(), self._states.snapshot())
         out = self._run(keys, X, Y, False)
         self.x_stats.load_state_dict(saved[0])
-        self._S, self._key_row = saved[1], saved[2]
+        self._states.restore(saved[1])
         return out
 
     def learn_one(self, *args: Any) -> float | np.ndarray:
@@ -231,15 +219,7 @@ class EchoState:
         """``state=True``: the given keys' states (all of them by default; unkeyed: the one state) back
         to 0; ``optimizer=True``: forget the readout (weights and ``P``). The reservoir is never learned."""
         if state:
-            if keys is None:
-                self._S[:] = 0.0
-            else:
-                if not self.keyed:
-                    raise ConfigError("EchoState.reset: keys are for a keyed network; this one has one state.")
-                for k in keys:
-                    if k not in self._key_row:
-                        raise ConfigError(f"EchoState.reset: unknown key {k!r}; known keys: {len(self._key_row)}.")
-                    self._S[self._key_row[k]] = 0.0
+            self._states.reset(keys, "EchoState")
         if optimizer:
             self._w = np.zeros((self.units + 1) * self.n_outputs)
             self._P = initial_readout_matrix("rls", self.units, self.prior)
@@ -248,13 +228,11 @@ class EchoState:
     def state_dict(self) -> dict[str, Any]:
         """The readout (``w``, ``P``), the input statistics, every stream's state (keyed: the keys in
         canonical order and their states) and the reservoir, so that a checkpoint is whole."""
-        order = sorted(self._key_row, key=sort_key)
-        rows = [self._key_row[k] for k in order]
+        keys, states = self._states.saved()
         stats = {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
                  for k, v in self.x_stats.state_dict().items()}
         return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
-                "x_stats": stats, "keys": order,
-                "states": torch.from_numpy(self._S[rows].copy() if self.keyed else self._S.copy()),
+                "x_stats": stats, "keys": keys, "states": torch.from_numpy(states),
                 "reservoir": {"W_in": torch.from_numpy(self._Win.copy()), "W": torch.from_numpy(self._Wr.copy()),
                               "b": torch.from_numpy(self._bias.copy()), "leak": self.leak}}
 
@@ -275,11 +253,7 @@ class EchoState:
             if w.shape != self._w.shape or P.shape != self._P.shape:
                 raise CheckpointError(f"the saved readout has {w.shape[0]} weights; this one has {self._w.shape[0]} "
                                       f"({self.n_outputs} output(s)): build it with the same n_outputs.")
-            keys = list(sd["keys"])
-            states = as_float64(sd["states"]).reshape(-1, self.units)
-            if (not self.keyed and (keys or states.shape[0] != 1)) or (self.keyed and states.shape[0] != len(keys)):
-                raise CheckpointError(f"the saved network holds {states.shape[0]} state(s) for {len(keys)} key(s); "
-                                      f"this one is {'keyed' if self.keyed else 'unkeyed'}: build it with the same keyed.")
+            keys, states = self._states.checked(sd["keys"], as_float64(sd["states"]), "EchoState")
             stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["x_stats"].items()}
             RunningStats(self.in_features).load_state_dict(stats)  # refuses a foreign one before anything changes
         except CheckpointError:
@@ -289,9 +263,4 @@ class EchoState:
                                   "EchoState.state_dict()?") from None
         self.x_stats.load_state_dict(stats)
         self._w, self._P = w, P
-        if self.keyed:
-            self._key_row = {k: i for i, k in enumerate(keys)}
-            self._S = np.zeros((max(16, len(keys)), self.units))
-            self._S[: len(keys)] = states
-        else:
-            self._S = states.copy()
+        self._states.load(keys, states)

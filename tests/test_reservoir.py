@@ -39,7 +39,7 @@ def test_the_reservoir_state_follows_the_documented_recursion(keyed, leak):
     esn.learn_batch(*([keys] if keyed else []), X, rng.standard_normal(400))
     want, _ = _reference_states(esn, X, keys)
     for k, s in want.items():
-        got = esn._S[esn._key_row[k]] if keyed else esn._S[0]
+        got = esn.state_of(k if keyed else None)
         np.testing.assert_allclose(got, s, rtol=1e-12, atol=1e-12)
 
 
@@ -51,7 +51,8 @@ def test_the_state_stays_within_one_for_any_finite_input(xs, leak, radius):
         esn.learn_batch(X, np.zeros(len(xs)))
     except Exception as exc:  # the readout may refuse a non-finite gain; the state must still be bounded
         assert "non-finite" in str(exc)
-    assert np.isfinite(esn._S).all() and np.abs(esn._S).max() <= 1.0
+    states = esn.state_dict()["states"].numpy()
+    assert np.isfinite(states).all() and np.abs(states).max() <= 1.0
 
 
 def test_the_readout_learns_a_linear_function_of_the_state():
@@ -119,7 +120,7 @@ def test_predictions_without_advance_change_nothing_and_reset_clears_one_key():
     np.testing.assert_array_equal(after["states"].numpy(), before["states"].numpy())
     assert p == q[0] == esn.learn_batch(["a"], X[:1], y[:1])[0]
     esn.reset(["b"])
-    assert not esn._S[esn._key_row["b"]].any() and esn._S[esn._key_row["a"]].any()
+    assert not esn.state_of("b").any() and esn.state_of("a").any()
     with pytest.raises(ConfigError, match="unknown key 'z'"):
         esn.reset(["z"])
 
@@ -141,7 +142,7 @@ def test_calls_of_the_wrong_form_are_refused():
         EchoState(2, keyed=True).learn_batch(np.zeros((1, 2)), np.zeros(1))
     with pytest.raises(ConfigError, match=r"X must have shape \[N, 2\], got \(1, 3\)"):
         EchoState(2).learn_batch(np.zeros((1, 3)), np.zeros(1))
-    with pytest.raises(ConfigError, match="keys are for a keyed network"):
+    with pytest.raises(ConfigError, match="keys are for a keyed EchoState; this one has one state"):
         EchoState(2).reset(["a"])
 
 

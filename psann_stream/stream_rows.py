@@ -1,0 +1,121 @@
+"""Per-stream state rows of a compiled expert: one row of ``width`` floats per key (or one row when
+unkeyed), the array a compiled loop indexes with each event's row.
+
+Rows are assigned in order of first sight and start at 0; a key keeps its row until the expert is
+rebuilt (there is no eviction: ``width`` floats per key). Saved states list the keys in the
+canonical order (:func:`~psann_stream.keys.sort_key`), so a checkpoint does not depend on the order
+the keys first arrived in.
+
+>>> rows = StreamRows(2, keyed=True)
+>>> rows.rows_of(["b", "a", "b"], 3).tolist(), rows.keys
+([1, 0, 1], ['a', 'b'])
+>>> rows.array[1] = 5.0
+>>> keys, states = rows.saved()
+>>> keys, states.tolist()
+(['a', 'b'], [[0.0, 0.0], [5.0, 5.0]])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+from .keys import EncodedKeys, distinct_index, sort_key
+
+__all__ = ["StreamRows"]
+
+
+class StreamRows:
+    """``array [rows, width]``: one stream's state per row (module doc). Unkeyed: one row, row 0."""
+
+    def __init__(self, width: int, *, keyed: bool) -> None:
+        self.width, self.keyed = int(width), bool(keyed)
+        self._row: dict[Hashable, int] = {}
+        self.array = np.zeros((16 if self.keyed else 1, self.width))
+
+    @property
+    def keys(self) -> list[Hashable]:
+        """The keys with a row, in order of first sight (keyed)."""
+        return list(self._row)
+
+    def rows_of(self, keys: Sequence[Hashable] | EncodedKeys | None, n: int) -> np.ndarray:
+        """The row of each of ``n`` events (``[n]`` int64): row 0 for an unkeyed stream (``keys`` is
+        not read); a keyed stream's unseen keys get new zero rows (one dict lookup per distinct key)."""
+        if not self.keyed:
+            return np.zeros(n, dtype=np.int64)
+        uniq, index = distinct_index(keys)  # type: ignore[arg-type]
+        rows = np.empty(len(uniq), dtype=np.int64)
+        for i, k in enumerate(uniq):
+            r = self._row.get(k)
+            if r is None:
+                r = len(self._row)
+                if r == self.array.shape[0]:
+                    self.array = np.concatenate([self.array, np.zeros_like(self.array)])
+                self.array[r] = 0.0
+                self._row[k] = r
+            rows[i] = r
+        return rows[index]
+
+    def state_of(self, key: Hashable | None, owner: str) -> np.ndarray:
+        """A copy of ``key``'s row (unkeyed: ``key=None``, the one row)."""
+        if not self.keyed:
+            if key is not None:
+                raise ConfigError(f"{owner}.state_of: this expert is unkeyed; call it without a key.")
+            return self.array[0].copy()
+        if key not in self._row:
+            raise ConfigError(f"{owner}.state_of: unknown key {key!r}; known keys: {len(self._row)}.")
+        return self.array[self._row[key]].copy()
+
+    def snapshot(self) -> tuple[np.ndarray, dict[Hashable, int]]:
+        """Everything :meth:`restore` needs to undo what happens after it."""
+        return self.array.copy(), dict(self._row)
+
+    def restore(self, snapshot: tuple[np.ndarray, dict[Hashable, int]]) -> None:
+        self.array, self._row = snapshot
+
+    def reset(self, keys: Sequence[Hashable] | None, owner: str) -> None:
+        """The given keys' rows (every row by default) back to 0; an unknown key is refused before
+        any row changes."""
+        if keys is None:
+            self.array[:] = 0.0
+            return
+        if not self.keyed:
+            raise ConfigError(f"{owner}.reset: keys are for a keyed {owner}; this one has one state (call reset() without keys).")
+        unknown = [k for k in keys if k not in self._row]
+        if unknown:
+            raise ConfigError(f"{owner}.reset: unknown key {unknown[0]!r}; known keys: {len(self._row)}.")
+        for k in keys:
+            self.array[self._row[k]] = 0.0
+
+    def saved(self) -> tuple[list[Hashable], np.ndarray]:
+        """``(keys, states)``: the keys in canonical order and their rows (``[K, width]``); unkeyed:
+        ``([], [1, width])``."""
+        if not self.keyed:
+            return [], self.array.copy()
+        order = sorted(self._row, key=sort_key)
+        return order, self.array[[self._row[k] for k in order]].reshape(-1, self.width).copy()
+
+    def checked(self, keys: Sequence[Hashable], states: np.ndarray, owner: str) -> tuple[list[Hashable], np.ndarray]:
+        """A saved ``(keys, states)`` checked against this expert (``CheckpointError`` names the
+        mismatch), to be :meth:`load`-ed once every other part of the checkpoint is checked too."""
+        keys = list(keys)
+        if states.size % self.width:
+            raise CheckpointError(f"{owner}: the saved states hold {states.size} values, not rows of {self.width}; "
+                                  "build it with the same settings.")
+        states = states.reshape(-1, self.width)
+        if (not self.keyed and (keys or states.shape[0] != 1)) or (self.keyed and states.shape[0] != len(keys)):
+            raise CheckpointError(f"{owner}: the saved expert holds {states.shape[0]} state(s) for {len(keys)} key(s); "
+                                  f"this one is {'keyed' if self.keyed else 'unkeyed'}: build it with the same keyed.")
+        return keys, states
+
+    def load(self, keys: list[Hashable], states: np.ndarray) -> None:
+        """Replace every row with a :meth:`checked` saved state."""
+        if not self.keyed:
+            self.array = states.copy()
+            return
+        self._row = {k: i for i, k in enumerate(keys)}
+        self.array = np.zeros((max(16, len(keys)), self.width))
+        self.array[: len(keys)] = states
+
