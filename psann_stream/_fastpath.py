@@ -1172,10 +1172,12 @@ def _rls_error(P, delta, clip):
     """The error the readout learns: ``delta`` limited to ``clip`` times the RMS of the errors it
     learned before (``P``'s last two entries: their discounted sum of squares and weight; ``clip <= 0``:
     no limit), which then folds the limited error in. One absurd target cannot throw a second-order
-    readout across the whole space (the shock scenario's 1e6 outliers)."""
+    readout across the whole space (the shock scenario's 1e6 outliers). No limit while every error
+    learned so far was exactly 0 (a stream that starts with zero targets): their RMS of 0 would
+    limit every later error to 0, and the readout would never learn."""
     n2 = P.shape[0] - 2
     e = delta
-    if clip > 0.0 and P[n2 + 1] > 0.0:
+    if clip > 0.0 and P[n2] > 0.0:
         limit = clip * math.sqrt(P[n2] / P[n2 + 1])
         e = max(-limit, min(limit, e))
     return e

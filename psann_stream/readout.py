@@ -9,7 +9,8 @@ stateful layer's outputs and a constant) and the a-priori error ``e`` of the nor
 
 ``P`` starts at ``prior * I``; ``cap = prior * (h + 1)`` is the trace of that prior. The error it
 learns is limited to ``rls_error_clip`` (default 10) times the RMS of the errors learned before (a
-discounted mean, 0.999 per event), so one absurd target cannot throw the readout across the space. With a target normaliser, the readout first learns at the event after the target statistics
+discounted mean, 0.999 per event; no limit while every error learned so far was 0, as on a stream
+that starts with zero targets), so one absurd target cannot throw the readout across the space. With a target normaliser, the readout first learns at the event after the target statistics
 hold ``RLS_WARMUP`` (10) values: a second-order step fits the targets it has seen at once, and
 targets normalised by a mean and deviation from one or two values are off by their whole level (the
 first ETTh1 temperatures came out 30 deviations high, and the readout that fitted them predicted

@@ -240,7 +240,7 @@ class ReferencePath:
         a = P @ z
         d = lam + z @ a  # finite and positive: _rls_gain_ok checked it before the optimiser step
         e = D.astype(np.float64).copy()
-        if clip > 0 and err_w > 0:
+        if clip > 0 and err_sq > 0:  # no limit before a non-zero error was learned
             e = np.clip(e, -clip * np.sqrt(err_sq / err_w), clip * np.sqrt(err_sq / err_w))
         head = self._model.head
         with torch.no_grad():

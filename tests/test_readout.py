@@ -194,6 +194,22 @@ def test_one_absurd_target_does_not_wreck_the_readout():
     assert np.abs(runs[None][late] - Y[late]).mean() > 10 * np.abs(clean[late] - Y[late]).mean()
 
 
+@pytest.mark.parametrize("make", ["LinearRLS", "EchoState"])
+def test_a_stream_that_starts_with_zero_targets_is_still_learned(make):
+    """Errors of exactly 0 at the start (zero targets, zero predictions) give an error RMS of 0: the
+    clip must not then limit every later error to 0 (the readout would never learn)."""
+    from psann_stream.experts import LinearRLS
+    from psann_stream.reservoir import EchoState
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 2))
+    Y = 2.0 * X[:, 0] - X[:, 1]
+    Y[:50] = 0.0
+    expert = LinearRLS(2) if make == "LinearRLS" else EchoState(2, units=20)
+    late = slice(2000, None)
+    assert np.mean((expert.learn_batch(X, Y)[late] - Y[late]) ** 2) < 0.05 * np.var(Y[late])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(readout="ls"), "readout = 'ls' is not one of"),
     (dict(readout="rls", rls_forgetting=0.0), "rls_forgetting = 0.0 is out of range"),
