@@ -11,10 +11,10 @@ holds them is never worse than them for long.
   column) instead of its level: on slow real series the level is mostly the last value, and what is
   left to learn is the change (ETTh1, docs/scenarios.md).
 
-Both are key-agnostic (``keyed = False``): in a keyed ensemble they see every key's events as one
-stream, as the keyed learner's shared weights do (a lagged ``LinearRLS``'s window then holds the
-events of several keys, as an unkeyed ``Learner``'s state would: ``default_ensemble`` leaves it out of
-keyed ensembles).
+``Persistence`` and an unkeyed ``LinearRLS`` are key-agnostic (``keyed = False``): in a keyed
+ensemble they see every key's events as one stream, as the keyed learner's shared weights do. A
+lagged ``LinearRLS`` built with ``keyed=True`` keeps a window per key (its weights stay shared), as a
+:class:`~psann_stream.keyed.KeyedLearner` keeps a state per key.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteStateError
 from .inputs import as_float64, as_targets, predictions
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
+from .stream_rows import StreamRows, call_arguments
 
 __all__ = ["Change", "LinearRLS", "Persistence"]
 
@@ -145,25 +146,27 @@ def predict_learn(z, y, out, theta, head, P, rcfg, a, D, learn):
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, z, zn, a, D, sd):
+def _linear_rls_events(X, Y, rows, learn, advance, theta, head, P, rcfg, xm, xm2, xws, xf, xe, nclip, out, Z, zn, a, D,
+                       sd):
     """Predict each event's ``T`` outputs (``Y``, ``out``: ``[N, T]``) with the weights ``theta``
     (``head``: weights ``[T, W]`` then biases ``[T]``, the learners' readout layout) on its
     regressors ``zn``, then (``learn``) learn its errors ``D [T]`` by the readout's RLS step (one ``P``
-    for every output), and (``advance``) fold ``x`` into the statistics and keep ``zn`` in ``z``. The
-    regressors are the window (``W = lags * F`` values) of the standardised inputs
-    ``(x - mean) / std`` of the last ``lags`` events, this one first (statistics before each event, as
-    in the learner's loop; zeros for events seen before the statistics had a spread), then 1: ``z``
-    carries the window from event to event and from call to call. Returns (events done, status):
-    status 1 a non-finite prediction, 2 a non-finite gain; that event changed nothing (``z``
-    included)."""
+    for every output), and (``advance``) fold ``x`` into the statistics and keep ``zn[:W]`` as the
+    window of event ``n``'s stream, ``Z[rows[n]]``. The regressors are the window (``W = lags * F``
+    values) of the standardised inputs ``(x - mean) / std`` of the stream's last ``lags`` events,
+    this one first (statistics before each event, as in the learner's loop; zeros for events seen
+    before the statistics had a spread), then 1: ``Z`` carries each stream's window from event to
+    event and from call to call. Returns (events done, status): status 1 a non-finite prediction, 2 a
+    non-finite gain; that event changed nothing (``Z`` included)."""
     F, W = X.shape[1], head[2]
     for n in range(X.shape[0]):
+        r = rows[n]
         fp._stds(xm, xm2, xws, xf, xe, sd)
         spread = xws[1] >= 2.0
         for j in range(F):
             zn[j] = (X[n, j] - xm[j]) / sd[j] if spread else 0.0
-        for j in range(F, W):  # the earlier events, one event further back
-            zn[j] = z[j - F]
+        for j in range(F, W):  # the stream's earlier events, one event further back
+            zn[j] = Z[r, j - F]
         zn[W] = 1.0
         # before two inputs were seen, z is not yet on the standard scale: nothing is learned
         status = predict_learn(zn, Y[n], out[n], theta, head, P, rcfg, a, D, learn and spread)
@@ -171,7 +174,7 @@ def _linear_rls_events(X, Y, learn, advance, theta, head, P, rcfg, xm, xm2, xws,
             return n, status
         if advance:
             fp._stats_update(xm, xm2, xws, xf, nclip, X[n], sd)
-            fp._copy(z, zn)
+            fp._copy(Z[r], zn)  # its first W values: the window
     return X.shape[0], 0
 
 
@@ -189,13 +192,17 @@ class LinearRLS:
     With ``lags = L > 1`` it is an autoregressive (ARX) model: its inputs are the standardised inputs
     of this event and the ``L - 1`` before it (``L * F`` values, this event's first; zeros before the
     stream has that many), which it carries from call to call as its state: a memory of ``L - 1``
-    events back, learned in tens of events (delayed copies; docs/scenarios.md).
+    events back, learned in tens of events (delayed copies; docs/scenarios.md). ``keyed=True`` keeps
+    that window per key (``learn_batch(keys, X, Y)``; ``L * F`` floats per key, kept until the
+    expert is rebuilt) and one set of weights and input statistics for all keys.
 
     Args:
         in_features: input width ``F``.
         n_outputs: targets per event ``T`` (``Y`` and predictions ``[N, T]`` when ``T > 1``).
         lags: events of inputs it regresses on, this one included (1: the current event only). Cost
             per event grows as ``(lags * F + 1) ** 2``.
+        keyed: a window of past inputs per key (needs ``lags >= 2``: the current event alone is no
+            state).
         forgetting: RLS forgetting factor in ``(0, 1]`` (memory ``1 / (1 - forgetting)`` events).
         prior: the initial ``P = prior * I``, which also caps ``trace(P)``.
         error_clip: limit the learned error to this many RMS of the past ones (``None``: no limit).
@@ -208,21 +215,25 @@ class LinearRLS:
     True
     """
 
-    keyed = False
     FORMAT = "psann_stream.linear_rls/1"
 
-    def __init__(self, in_features: int, *, n_outputs: int = 1, lags: int = 1, forgetting: float = 0.999,
-                 prior: float = 10.0, error_clip: float | None = 10.0, normalize_clip: float | None = 10.0) -> None:
+    def __init__(self, in_features: int, *, n_outputs: int = 1, lags: int = 1, keyed: bool = False,
+                 forgetting: float = 0.999, prior: float = 10.0, error_clip: float | None = 10.0,
+                 normalize_clip: float | None = 10.0) -> None:
         for name, v in (("in_features", in_features), ("n_outputs", n_outputs), ("lags", lags)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"LinearRLS.{name} = {v!r} must be an integer >= 1.")
         self.in_features, self.n_outputs, self.lags = int(in_features), int(n_outputs), int(lags)
+        self.keyed = bool(keyed)
+        if self.keyed and self.lags < 2:
+            raise ConfigError("LinearRLS(keyed=True) keeps a window of past inputs per key: give lags >= 2, or "
+                              "leave keyed False (with lags = 1 it has no state, and serves every key as it is).")
         W, T = self.lags * self.in_features, self.n_outputs
         self._head = np.array([0, T * W, W, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
         self._rcfg = readout_config("rls", forgetting, prior, error_clip, W, "LinearRLS")
         self.prior = float(prior)
         self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
-        self._z = np.zeros(W + 1)  # the window of the last lags events' inputs, then the constant (the loop's z)
+        self._windows = StreamRows(W, keyed=self.keyed)  # each stream's last lags events' inputs (the loop's Z)
         self.reset(optimizer=True)
 
     @property
@@ -238,54 +249,72 @@ class LinearRLS:
         M = np.concatenate([self._w[: T * W].reshape(T, W), self._w[T * W:, None]], axis=1)
         return M[0] if T == 1 else M
 
-    def _run(self, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
+    @property
+    def keys(self) -> list:
+        """The keys with a window (keyed)."""
+        return self._windows.keys
+
+    def window_of(self, key: Any = None) -> np.ndarray:
+        """A copy of the window ``[lags * F]`` of ``key`` (unkeyed: of the stream, no key): the
+        standardised inputs of its last ``lags`` events, the latest first."""
+        return self._windows.state_of(key, "LinearRLS")
+
+    def _call(self, call: str, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray]:
+        return call_arguments("LinearRLS", call, args, keyed=self.keyed, learn=learn, in_features=self.in_features,
+                              n_outputs=self.n_outputs)
+
+    def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
+        rows = self._windows.rows_of(keys, X.shape[0])
         xs = self.x_stats
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
-        width = self._z.shape[0]
-        done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), learn, advance, self._w, self._head, self._P,
-                                          self._rcfg, xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
-                                          out.reshape(X.shape[0], -1), self._z, np.zeros(width), np.zeros(width),
-                                          np.zeros(self.n_outputs), np.zeros(self.in_features))
+        width = self._windows.width + 1
+        done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), rows, learn, advance, self._w, self._head,
+                                          self._P, self._rcfg, xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
+                                          out.reshape(X.shape[0], -1), self._windows.array, np.zeros(width),
+                                          np.zeros(width), np.zeros(self.n_outputs), np.zeros(self.in_features))
         after_loop("LinearRLS", xs, xws, done, status)
         return out
 
-    def learn_batch(self, X: Any, Y: Any) -> np.ndarray:
-        """Prequential predictions of ``X [N, F]``, each made before its targets ``Y`` (``[N]``, or
-        ``[N, T]``) are learned."""
-        X = _rows(X, self.in_features, "LinearRLS.learn_batch")
-        return self._run(X, as_targets("LinearRLS.learn_batch", Y, X.shape[0], self.n_outputs), True)
+    def learn_batch(self, *args: Any) -> np.ndarray:
+        """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
+        prequential predictions, each made before its targets are learned."""
+        return self._run(*self._call("learn_batch", args, True), True)
 
-    def learn_one(self, x: Any, y: Any) -> float | np.ndarray:
-        """One event (``y`` a number, or ``T``); returns its prediction (a float, or ``[T]``)."""
-        p = self.learn_batch(np.reshape(x, (1, -1)), as_targets("LinearRLS.learn_one", y, 1, self.n_outputs))[0]
+    def learn_one(self, *args: Any) -> float | np.ndarray:
+        """``(x, y)``, or ``(key, x, y)`` when keyed: one event (``y`` a number, or ``T``); returns its
+        prediction (a float, or ``[T]``)."""
+        *key, x, y = args
+        p = self.learn_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)),
+                             as_targets("LinearRLS.learn_one", y, 1, self.n_outputs))[0]
         return float(p) if self.n_outputs == 1 else p
 
-    def predict_one(self, x: Any) -> float | np.ndarray:
-        """The prediction of one event; changes nothing."""
-        p = self.predict_batch(np.reshape(x, (1, -1)), advance=False)[0]
+    def predict_one(self, *args: Any) -> float | np.ndarray:
+        """``(x)``, or ``(key, x)`` when keyed: the prediction of one event; changes nothing."""
+        *key, x = args
+        p = self.predict_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)), advance=False)[0]
         return float(p) if self.n_outputs == 1 else p
 
-    def predict_batch(self, X: Any, *, advance: bool = True) -> np.ndarray:
-        """Predictions without targets; ``advance=True`` folds ``X`` into the input statistics and
-        the window of past inputs (as the learners do for events that will not be learned), ``False``
-        leaves both as they were."""
-        X = _rows(X, self.in_features, "LinearRLS.predict_batch")
-        Y = np.zeros((X.shape[0], self.n_outputs))
-        if advance or X.shape[0] == 1:  # one event leaves nothing to a next one: the loop need not advance
-            return self._run(X, Y, False, advance)
-        saved = (self.x_stats.state_dict(), self._z.copy())  # each event sees what the events before it left
-        out = self._run(X, Y, False)
+    def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
+        """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` folds
+        ``X`` into the input statistics and the windows of past inputs (as the learners do for events
+        that will not be learned), ``False`` leaves both as they were."""
+        keys, X, Y = self._call("predict_batch", args, False)
+        if advance or (X.shape[0] == 1 and not self.keyed):  # one event leaves nothing to a next one
+            return self._run(keys, X, Y, False, advance)
+        saved = (self.x_stats.state_dict(), self._windows.snapshot())  # each event sees what the events before it left
+        out = self._run(keys, X, Y, False)
         self.x_stats.load_state_dict(saved[0])
-        self._z[:] = saved[1]
+        self._windows.restore(saved[1])
         return out
 
-    def reset(self, *, state: bool = True, optimizer: bool = False) -> None:
-        """``state=True`` empties the window of past inputs (``lags > 1``; the current event's inputs
-        need none); ``optimizer=True`` forgets what was learned (weights and ``P``)."""
+    def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
+        """``state=True`` empties the windows of past inputs (the given keys', every one by default;
+        ``lags > 1``: the current event's inputs need none); ``optimizer=True`` forgets what was
+        learned (weights and ``P``)."""
         W = self.lags * self.in_features
         if state:
-            self._z[:W] = 0.0
+            self._windows.reset(keys, "LinearRLS")
         if optimizer:
             self._w = np.zeros((W + 1) * self.n_outputs)
             self._P = initial_readout_matrix("rls", W, self.prior)
@@ -293,8 +322,10 @@ class LinearRLS:
     def state_dict(self) -> dict[str, Any]:
         stats = lambda s: {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)  # noqa: E731
                            for k, v in s.state_dict().items()}
+        keys, windows = self._windows.saved()
         return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
-                "x_stats": stats(self.x_stats), "window": torch.from_numpy(self._z[:-1].copy())}
+                "x_stats": stats(self.x_stats), "keys": keys,
+                "window": torch.from_numpy(windows if self.keyed else windows.reshape(-1))}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         try:
@@ -303,12 +334,14 @@ class LinearRLS:
             w, P = as_float64(sd["w"]), as_float64(sd["P"])
             # saved before lags existed: no window, and the current event's inputs need none
             window = as_float64(sd["window"]) if "window" in sd else np.zeros(self.in_features)
-            if w.shape != self._w.shape or P.shape != self._P.shape or window.shape != (self._z.shape[0] - 1,):
+            W = self._windows.width
+            if w.shape != self._w.shape or P.shape != self._P.shape or window.shape[-1:] != (W,):
                 raise CheckpointError(f"the saved linear expert has {w.shape[0]} weights, a {P.shape[0]}-entry P and a "
-                                      f"{window.shape[0]}-value window; this one has {self._w.shape[0]}, "
-                                      f"{self._P.shape[0]} and {self._z.shape[0] - 1} ({self.in_features} input(s), "
+                                      f"{window.shape[-1]}-value window; this one has {self._w.shape[0]}, "
+                                      f"{self._P.shape[0]} and {W} ({self.in_features} input(s), "
                                       f"{self.n_outputs} output(s), lags = {self.lags}). Build it with the same "
                                       "in_features, n_outputs and lags.")
+            keys, windows = self._windows.checked(sd.get("keys", []), window, "LinearRLS")
             self.x_stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
                                           for k, v in sd["x_stats"].items()})
         except (KeyError, TypeError, ValueError) as exc:
@@ -317,7 +350,7 @@ class LinearRLS:
             raise CheckpointError(f"the linear expert's state cannot be loaded: {exc}; was it saved by "
                                   "LinearRLS.state_dict()?") from None
         self._w, self._P = w, P
-        self._z[:-1] = window
+        self._windows.load(keys, windows)
 
 
 class Change:

@@ -32,7 +32,7 @@ from .experts import after_loop, predict_learn
 from .inputs import as_float64, as_targets, predictions
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
-from .stream_rows import StreamRows
+from .stream_rows import StreamRows, call_arguments
 
 __all__ = ["EchoState"]
 
@@ -153,22 +153,10 @@ class EchoState:
         return self._states.state_of(key, "EchoState")
 
     # ------------------------------------------------------------------ learning
+    def _call(self, call: str, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray]:
+        return call_arguments("EchoState", call, args, keyed=self.keyed, learn=learn, in_features=self.in_features,
+                              n_outputs=self.n_outputs)
 
-    def _split(self, args: Sequence[Any], learn: bool, call: str) -> tuple[Any, np.ndarray, np.ndarray]:
-        want = (3 if learn else 2) if self.keyed else (2 if learn else 1)
-        if len(args) != want:
-            form = ("keys, X, Y" if learn else "keys, X") if self.keyed else ("X, Y" if learn else "X")
-            raise ConfigError(f"EchoState.{call} takes ({form}) for this {'keyed ' if self.keyed else ''}network; "
-                              f"got {len(args)} argument(s).")
-        X = np.ascontiguousarray(np.asarray(args[1 if self.keyed else 0], dtype=np.float64))
-        if X.ndim != 2 or X.shape[1] != self.in_features:
-            raise ConfigError(f"EchoState.{call}: X must have shape [N, {self.in_features}], got {X.shape}.")
-        Y = as_targets(f"EchoState.{call}", args[-1], X.shape[0], self.n_outputs) if learn else \
-            np.zeros((X.shape[0], self.n_outputs))
-        keys = args[0] if self.keyed else None
-        if keys is not None and len(keys) != X.shape[0]:
-            raise ConfigError(f"EchoState.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
-        return keys, X, Y
 
     def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
         rows = self._states.rows_of(keys, X.shape[0])
@@ -187,13 +175,13 @@ class EchoState:
     def learn_batch(self, *args: Any) -> np.ndarray:
         """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
         prequential predictions, each made before its targets are learned."""
-        return self._run(*self._split(args, True, "learn_batch"), True)
+        return self._run(*self._call("learn_batch", args, True), True)
 
     def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
         """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` moves the
         states and the input statistics on (as the learners do for events that will not be learned),
         ``False`` leaves everything as it was."""
-        keys, X, Y = self._split(args, False, "predict_batch")
+        keys, X, Y = self._call("predict_batch", args, False)
         if advance or (X.shape[0] == 1 and not self.keyed):
             return self._run(keys, X, Y, False, advance)
         saved = (self.x_stats.state_dict(), self._states.snapshot())

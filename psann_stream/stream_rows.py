@@ -22,9 +22,29 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from .errors import CheckpointError, ConfigError
+from .inputs import as_targets
 from .keys import EncodedKeys, distinct_index, sort_key
 
-__all__ = ["StreamRows"]
+__all__ = ["StreamRows", "call_arguments"]
+
+
+def call_arguments(owner: str, call: str, args: Sequence[Any], *, keyed: bool, learn: bool, in_features: int,
+                   n_outputs: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A compiled expert's batch call checked: ``(X, Y)`` / ``(X)``, or ``(keys, X, Y)`` / ``(keys, X)``
+    when keyed. Returns ``(keys or None, X [N, F] float64, Y [N, T])`` (zeros when not learning)."""
+    want = (3 if learn else 2) if keyed else (2 if learn else 1)
+    if len(args) != want:
+        form = ("keys, X, Y" if learn else "keys, X") if keyed else ("X, Y" if learn else "X")
+        raise ConfigError(f"{owner}.{call} takes ({form}) for this {'keyed ' if keyed else ''}{owner}; "
+                          f"got {len(args)} argument(s).")
+    X = np.ascontiguousarray(np.asarray(args[1 if keyed else 0], dtype=np.float64))
+    if X.ndim != 2 or X.shape[1] != in_features:
+        raise ConfigError(f"{owner}.{call}: X must have shape [N, {in_features}], got {X.shape}.")
+    Y = as_targets(f"{owner}.{call}", args[-1], X.shape[0], n_outputs) if learn else np.zeros((X.shape[0], n_outputs))
+    keys = args[0] if keyed else None
+    if keys is not None and len(keys) != X.shape[0]:
+        raise ConfigError(f"{owner}.{call}: {len(keys)} key(s) for {X.shape[0]} row(s).")
+    return keys, X, Y
 
 
 class StreamRows:

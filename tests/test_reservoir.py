@@ -138,7 +138,7 @@ def test_bad_settings_are_refused(kwargs, match):
 
 
 def test_calls_of_the_wrong_form_are_refused():
-    with pytest.raises(ConfigError, match=r"takes \(keys, X, Y\) for this keyed network; got 2"):
+    with pytest.raises(ConfigError, match=r"takes \(keys, X, Y\) for this keyed EchoState; got 2"):
         EchoState(2, keyed=True).learn_batch(np.zeros((1, 2)), np.zeros(1))
     with pytest.raises(ConfigError, match=r"X must have shape \[N, 2\], got \(1, 3\)"):
         EchoState(2).learn_batch(np.zeros((1, 3)), np.zeros(1))
