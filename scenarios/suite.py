@@ -22,6 +22,7 @@ import numpy as np
 
 from .metrics import post_change_mae
 from .run import MODELS, NEEDS_LAST_TARGET
+from .keyed_copies import keyed_copies
 from .streams import SCENARIOS
 
 __all__ = ["LENGTH", "main", "markdown", "run_suite", "tail_scores"]
@@ -44,11 +45,18 @@ def tail_scores(pred: np.ndarray, y: np.ndarray, change_points: list[int], score
     }
 
 
-def run_suite(scenarios: list[str], models: list[str], seeds: list[int], log=print) -> dict:
+def run_suite(scenarios: list[str], models: list[str], seeds: list[int], log=print, copies: int = 1) -> dict:
+    """Every model on every scenario and seed; with ``copies >= 2``, each unkeyed scenario as that many
+    interleaved keyed copies of the same total length (:func:`~.keyed_copies.keyed_copies`), under
+    the copies' name."""
     out: dict = {}
-    for name in scenarios:
+    for base in scenarios:
         for seed in seeds:
-            s = SCENARIOS[name](LENGTH.get(name, 6000), seed)
+            n = LENGTH.get(base, 6000)
+            s = SCENARIOS[base](n, seed)
+            if copies >= 2 and not s.keyed:
+                s = keyed_copies(base, n, seed, copies)
+            name = s.name
             X, y, keys = s.arrays()
             scored = np.ones(len(y), dtype=bool)
             scored[list(s.outliers)] = False
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--keys", type=int, default=1,
+                   help="run each unkeyed scenario as this many interleaved keyed copies (a keyed feed)")
     p.add_argument("--json")
     p.add_argument("--markdown", help="print tables of an earlier --json result instead of running")
     a = p.parse_args(argv)
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{metric}\n\n{markdown(result, metric)}")
         return 0
     result = run_suite(a.scenarios.split(","), a.models.split(","), [int(v) for v in a.seeds.split(",")],
-                       log=lambda m: print(m, flush=True))
+                       log=lambda m: print(m, flush=True), copies=a.keys)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

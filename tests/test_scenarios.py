@@ -159,3 +159,46 @@ def test_tail_scores_match_their_definitions():
     assert r["mae"] == pytest.approx(1.5)
     assert r["nmse_last20"] == pytest.approx(4.0 / np.var(y[80:]))
     assert r["post_change_mae"] == [pytest.approx(2.0)]
+
+
+@pytest.mark.parametrize("name", ["shock", "sine-switch"])
+def test_keyed_copies_interleave_seeded_copies_with_their_change_points_and_outliers(name):
+    from psann_stream.scenarios.keyed_copies import KEY_SEEDS, keyed_copies
+
+    s = keyed_copies(name, 1200, 2, keys=3)
+    X, y, keys = s.arrays()
+    points, outliers = [], []
+    for k in range(3):
+        copy = SCENARIOS[name](400, 2 * KEY_SEEDS + k)
+        Xc, yc, _ = copy.arrays()
+        rows = np.flatnonzero(keys == f"k{k}")
+        np.testing.assert_array_equal(X[rows], Xc)
+        np.testing.assert_array_equal(y[rows], yc)
+        points += rows[list(copy.change_points)].tolist()
+        outliers += rows[list(copy.outliers)].tolist()
+    assert s.change_points == tuple(sorted(points)) and s.outliers == tuple(sorted(outliers))
+    assert s.keyed and s.persistence_column == SCENARIOS[name](400, 0).persistence_column
+    assert (keys[1:] != keys[:-1]).sum() > 300  # interleaved, not one key after another
+    assert keyed_copies(name, 1200, 2, keys=3).table.equals(s.table)
+    assert not keyed_copies(name, 1200, 3, keys=3).table.equals(s.table)
+
+
+def test_keyed_copies_refuse_what_they_cannot_build():
+    from psann_stream.scenarios.keyed_copies import keyed_copies
+
+    with pytest.raises(ValueError, match="keyed already"):
+        keyed_copies("keyed-switch", 600, 0, keys=2)
+    with pytest.raises(KeyError, match="no scenario 'nope'"):
+        keyed_copies("nope", 600, 0, keys=2)
+    with pytest.raises(ValueError, match="keys = 1 must be in"):
+        keyed_copies("ramp", 600, 0, keys=1)
+
+
+def test_the_suite_runs_keyed_copies_of_unkeyed_scenarios_under_their_own_name(monkeypatch):
+    from psann_stream.scenarios import suite
+
+    monkeypatch.setattr(suite, "LENGTH", {"ramp": 900, "keyed-switch": 900})
+    result = suite.run_suite(["ramp", "keyed-switch"], ["persistence", "psann_stream"], [0], log=lambda m: None, copies=3)
+    assert set(result) == {"ramp x3 keys", "keyed-switch"}
+    assert set(result["ramp x3 keys"]) == {"persistence", "psann_stream"}
+    assert set(result["keyed-switch"]) == {"psann_stream"}  # its inputs do not carry the last target
