@@ -471,36 +471,40 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
                      n_outputs: int | None = None, seed: int = 0, target: Literal["level", "change"] = "level",
                      eta: float = DEFAULT_ETA, share: float = DEFAULT_SHARE) -> Ensemble:
     """The ensemble chosen by measurement over the scenario suite (docs/scenarios.md, "Choosing the
-    default"): three StatefulNet learners that win on different kinds of stream, two linear models,
-    an echo-state network, and persistence of ``persistence_column`` when the inputs carry the
-    target's last value. Chosen to keep ``learn_batch`` above 50,000 events/s on two cores as well:
-    adding the recommended single learner (32x32 oscillatory pairs, traced, RLS) lowers NARMA10's
-    error by 8-9% and costs a fifth of the throughput (docs/scenarios.md, "Within 50,000 events/s").
+    default"; keyed: over the suite's keyed copies, "The keyed default"): three StatefulNet learners
+    that win on different kinds of stream, two linear models, an echo-state network, and persistence
+    of ``persistence_column`` when the inputs carry the target's last value. Chosen to keep
+    ``learn_batch`` above 50,000 events/s on two cores as well: adding the recommended single learner
+    (32x32 oscillatory pairs, traced, RLS) lowers NARMA10's error by 8-9% and costs a fifth of the
+    throughput (docs/scenarios.md, "Within 50,000 events/s").
 
     * ``wide memory``: one layer of 128 oscillatory units (64 pairs) with retention ``rho = 0.85``,
-      traced gradients through the state, RLS readout (the member that holds the last events'
-      values: docs/scenarios.md; one member at 0.85 in place of two at 0.9 and 0.8, at 0.96-1.17x
-      their error);
+      RLS readout; unkeyed, traced gradients through the state (the member that holds the last
+      events' values: docs/scenarios.md; one member at 0.85 in place of two at 0.9 and 0.8, at
+      0.96-1.17x their error); keyed, truncated: traces are ``2 x`` its parameters per key (16-35 KB),
+      and beside the keyed ``lagged linear`` they lowered no keyed copy's error by more than 5%;
     * ``fixed state``: 32x32 with the default fixed-rate state, truncated gradient, RLS readout; with
       ``persistence_column`` it learns the change from the last value instead (``fixed state
       (change)``): lower error on every scenario that has such a column, at the same cost
       (docs/scenarios.md, "The ensemble");
     * ``adam``: 32x32, truncated gradient, Adam (lr 3e-3) on every weight;
     * ``linear``: :class:`~psann_stream.experts.LinearRLS`;
-    * ``lagged linear`` (unkeyed ensembles): :class:`~psann_stream.experts.LinearRLS` on the inputs of
-      the last ``lags = min(32, 64 // in_features)`` events (an ARX model; only when ``lags >= 2``):
-      a memory of ``lags - 1`` events back, learned in tens of events (delayed copies; docs/scenarios.md);
+    * ``lagged linear``: :class:`~psann_stream.experts.LinearRLS` on the inputs of the last
+      ``lags = min(32, 64 // in_features)`` events (an ARX model; only when ``lags >= 2``; keyed: a
+      window per key): a memory of ``lags - 1`` events back, learned in tens of events (delayed
+      copies; docs/scenarios.md);
     * ``echo state``: :class:`~psann_stream.reservoir.EchoState`, a fixed reservoir of ``ECHO_UNITS = 50``
       tanh units (a state per key when keyed) and an RLS readout: a state that is a nonlinear function
-      of the past, read out in tens of events (keyed-switch 0.81-0.83 of the error without it, and the
-      lowest error after its changes; docs/scenarios.md);
+      of the past, read out in tens of events (keyed-switch: 0.86 of the error after its changes
+      without it, and the lowest of all models there; docs/scenarios.md);
     * ``persistence``: :class:`~psann_stream.experts.Persistence` (only with ``persistence_column``).
 
-    ``keyed=True`` builds :class:`~psann_stream.keyed.KeyedLearner` members (a state per key, shared
-    weights). ``target="change"`` (needs ``persistence_column``) teaches every learning member the
-    change from the last known value (:class:`~psann_stream.experts.Change`) instead of the level:
-    better on slow real series (ETTh1, docs/scenarios.md). Cost: the members' costs added
-    (docs/learner.md has the measured events/s).
+    ``keyed=True`` builds keyed members: :class:`~psann_stream.keyed.KeyedLearner` s (a state per
+    key, shared weights), a window and a reservoir state per key, ~3 KB per key in all (a
+    ``KeyedLearner``'s default: 0.6 KB; docs/learner.md). ``target="change"`` (needs
+    ``persistence_column``) teaches every learning member the change from the last known value
+    (:class:`~psann_stream.experts.Change`) instead of the level: better on slow real series (ETTh1,
+    docs/scenarios.md). Cost: the members' costs added (docs/learner.md has the measured events/s).
 
     Several targets: every member predicts ``n_outputs`` targets at once (one model with that many
     outputs) and each target has its own mixture weights. ``persistence_column`` is then a sequence
@@ -528,7 +532,8 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
     if target == "level" and persistence_column is not None:
         fixed_name, fixed = "fixed state (change)", Change(fixed, column=persistence_column)  # type: ignore[arg-type]
     members: dict[str, Any] = {
-        "wide memory": make(net((128,), oscillatory=True, rho=0.85), state_grad="traced", readout="rls"),
+        "wide memory": make(net((128,), oscillatory=True, rho=0.85), state_grad="truncated" if keyed else "traced",
+                            readout="rls"),
         fixed_name: fixed,
         # Adam at this rate overshoots now and then by design (it is here for fast, large moves); the mixture
         # discounts it when it does, so its monitor would only repeat warnings the user cannot act on
@@ -536,8 +541,8 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
         "linear": LinearRLS(in_features, n_outputs=T),
     }
     lags = min(MAX_LAGS, LAGGED_WIDTH // in_features)
-    if not keyed and lags >= 2:  # a window of past inputs is per stream: unkeyed members see a keyed stream interleaved
-        members["lagged linear"] = LinearRLS(in_features, n_outputs=T, lags=lags)
+    if lags >= 2:
+        members["lagged linear"] = LinearRLS(in_features, n_outputs=T, lags=lags, keyed=keyed)
     members["echo state"] = EchoState(in_features, n_outputs=T, keyed=keyed, units=ECHO_UNITS, seed=seed)
     if target == "change":
         members = {name: Change(m, column=persistence_column) for name, m in members.items()}  # type: ignore[arg-type]

@@ -329,8 +329,9 @@ def test_default_ensemble_beats_persistence_on_etth1_once_a_member_learns_the_ch
 
 def test_the_echo_state_member_lowers_the_keyed_ensembles_error_after_each_change():
     """docs/scenarios.md, "The echo-state member": on keyed-switch (seed 0) the keyed default ensemble's
-    MAE over the 500 events after each change is 0.80 of the same ensemble without its echo-state
-    member (0.0353 against 0.0444), and the mixture leans on it by the end."""
+    MAE over the 500 events after each change is 0.86 of the same ensemble without its echo-state
+    member (0.0353 against 0.0411). (By the end the mixture leans on ``lagged linear``: a sine is a
+    linear recurrence of its last values.)"""
     from psann_stream.scenarios.metrics import post_change_mae
     from psann_stream.scenarios.streams import keyed_switch
 
@@ -341,15 +342,15 @@ def test_the_echo_state_member_lowers_the_keyed_ensembles_error_after_each_chang
     without = Ensemble({k: m for k, m in default_ensemble(1, keyed=True).members.items() if k != "echo state"})
     after = [float(np.mean(post_change_mae(e.learn_batch(keys, X, y) - y, list(s.change_points), scored)))
              for e in (ens, without)]
-    assert after[0] < 0.85 * after[1], after
-    assert max(ens.weights, key=ens.weights.get) == "echo state", ens.weights
+    assert after[0] < 0.9 * after[1], after
 
 
 def test_the_default_ensembles_lagged_linear_member_recalls_a_value_16_events_back():
     """docs/scenarios.md: delayed-copy-16 (white noise, target the input 16 events back) was the one
     suite row the ensemble lost (to the ESN); the lagged linear member (32 lags for one input) recalls
     the value, and the mixture follows it: ~0.01 against ~0.3 for the same ensemble without it (the
-    error of predicting the mean is ~0.8). Keyed ensembles and inputs too wide for two lags go without it."""
+    error of predicting the mean is ~0.8). Keyed, its window is per key: four interleaved keys' copies
+    are recalled as well. Inputs too wide for two lags go without it."""
     x = np.random.default_rng(0).standard_normal(4016)
     X, y = x[16:, None], x[:-16]
     ens = default_ensemble(1)
@@ -357,7 +358,16 @@ def test_the_default_ensembles_lagged_linear_member_recalls_a_value_16_events_ba
     without = Ensemble({k: default_ensemble(1).members[k] for k in ens.names if k != "lagged linear"})
     mae = [np.abs(e.learn_batch(X, y)[-1000:] - y[-1000:]).mean() for e in (ens, without)]
     assert mae[0] < 0.05 < 0.2 < mae[1], mae
-    assert "lagged linear" not in default_ensemble(1, keyed=True).names
+    keyed = default_ensemble(1, keyed=True)
+    assert keyed.members["lagged linear"].keyed and keyed.members["lagged linear"].lags == 32
+    rng = np.random.default_rng(1)
+    key = rng.integers(0, 4, 16_000)
+    xk, yk = rng.standard_normal(16_000), np.zeros(16_000)
+    for k in range(4):
+        rows = np.flatnonzero(key == k)
+        yk[rows[16:]] = xk[rows[:-16]]
+    per_key = keyed.learn_batch(key, xk[:, None], yk)
+    assert np.abs(per_key[-1000:] - yk[-1000:]).mean() < 0.05
     assert default_ensemble(32).members["lagged linear"].lags == 2 and "lagged linear" not in default_ensemble(33).names
 
 
