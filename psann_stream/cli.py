@@ -122,12 +122,12 @@ def _ensemble(section: dict, features: list[str], width: int, outputs: int, keye
 def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     """What ``run`` learns with, ``"ensemble"`` (:func:`~psann_stream.ensemble.default_ensemble`) or
     ``"learner"`` (one StatefulNet Learner or KeyedLearner), and why, for the line the run starts with.
-    An ``[ensemble]`` section or ``--model`` decide; otherwise unkeyed runs take the ensemble (the
-    lowest error on every scenario of docs/scenarios.md, at ~1/4 of a Learner's events/s) and runs
-    that it should not serve take the learner: keyed (its keyed form holds 30-65x a KeyedLearner's
-    memory per key, the wide member's eligibility traces: ``--model ensemble`` for it), ``--id``
-    (delayed labels need a learner's snapshots), ``--ray`` (shards one keyed learner), or a
-    ``[model]``, ``[state]``, ``[learner]`` or ``[target]`` section (they configure the learner)."""
+    An ``[ensemble]`` section or ``--model`` decide; otherwise runs take the ensemble (the lowest
+    error on every scenario of docs/scenarios.md and on their keyed copies, at ~1/4 of a Learner's
+    events/s unkeyed and ~1/3.5 of a KeyedLearner's keyed, with ~6x its memory per key) and runs that
+    it cannot serve take the learner: ``--id`` (delayed labels need a learner's snapshots),
+    ``--ray`` (shards one keyed learner), or a ``[model]``, ``[state]``, ``[learner]`` or
+    ``[target]`` section (they configure the learner)."""
     single = [f"[{name}]" for name in ("model", "state", "learner", "target") if name in cfg]
     if "ensemble" in cfg:
         if args.model == "learner":
@@ -149,8 +149,8 @@ def _choose_model(args: argparse.Namespace, cfg: dict) -> tuple[str, str]:
     if args.id is not None:
         return "learner", "delayed labels (--id) learn from a learner's snapshots"
     if args.key is not None:
-        return "learner", "the default for keyed runs; --model ensemble: lower error, ~30-65x the memory per key"
-    return "ensemble", "the default for unkeyed runs; --model learner: one Learner at ~4x the events/s"
+        return "ensemble", "the default; --model learner: one KeyedLearner at ~3.5x the events/s and ~1/6 the memory per key"
+    return "ensemble", "the default; --model learner: one Learner at ~4x the events/s"
 
 
 def _last_value_columns(where: str, given: object, features: list[str], width: int, outputs: int) -> int | list[int]:
@@ -525,9 +525,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--init-from", help="start from the learner of this checkpoint (file or directory), e.g. after a warm-up run")
     run.add_argument("--config", help="TOML file with [model], [state] and [learner] sections, or an [ensemble] section")
     run.add_argument("--model", choices=("ensemble", "learner"), default=None,
-                     help="what learns: the default ensemble (lowest error; the default for unkeyed runs) or one learner "
-                          "(~4x the events/s; the default with --key, --id, --ray or a [model], [state], [learner] or "
-                          "[target] section)")
+                     help="what learns: the default ensemble (lowest error; the default) or one learner (~3.5-4x the "
+                          "events/s; the default with --id, --ray or a [model], [state], [learner] or [target] section)")
     run.add_argument("--output-format", choices=("arrow", "arrow-stream", "parquet"), default="arrow",
                      help="part file format: Arrow IPC file, Arrow IPC stream (.arrows) or Parquet (default arrow)")
     run.add_argument("--kafka-out", help="write predictions to Kafka at HOST:PORT (with --out-topic; at least once: "

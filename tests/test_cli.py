@@ -68,14 +68,14 @@ def test_run_resume_and_inspect(tmp_path, capsys):
     assert "position: [6, 0]" in shown and "optimizer 'intentional'" in shown and "7 hot key(s)" in shown
 
 
-def test_run_learns_with_the_default_ensemble_unkeyed_and_with_one_learner_where_asked_or_keyed(tmp_path, capsys):
-    """docs/engine.md, "Which model learns": an unkeyed run without a model section learns with
-    default_ensemble (its predictions are the ensemble's, bit for bit), ``--model learner`` with one
-    Learner, a keyed run with one learner unless ``--model ensemble``; each run says which and why."""
+def test_run_learns_with_the_default_ensemble_keyed_or_not_and_with_one_learner_where_asked(tmp_path, capsys):
+    """docs/engine.md, "Which model learns": a run without a model section learns with default_ensemble,
+    keyed by --key or not (its predictions are the ensemble's, bit for bit), ``--model learner`` with
+    one Learner or KeyedLearner; each run says which and why."""
     import numpy as np
     import pyarrow as pa
 
-    from psann_stream import Learner, StatefulNet
+    from psann_stream import KeyedLearner, Learner, StatefulNet
     from psann_stream.ensemble import default_ensemble
     from psann_stream.sinks import read_parts
 
@@ -84,20 +84,22 @@ def test_run_learns_with_the_default_ensemble_unkeyed_and_with_one_learner_where
     X = np.array(t.column("x").to_pylist(), dtype=np.float64)
     y = np.array(t.column("y").to_pylist(), dtype=np.float64)
     base = ["run", "--input", str(tmp_path / "s.arrow"), "--features", "x", "--target", "y"]
-    for extra, want, line in (([], default_ensemble(4), "model: default_ensemble: wide memory, fixed state, adam, linear, "
-                                                        "lagged linear, echo state (the default for unkeyed runs"),
-                              (["--model", "learner"], Learner(StatefulNet(4, hidden=(32, 32), seed=0)),
-                               "model: one learner, hidden (32, 32) (--model learner)")):
+    keys = t.column("key").to_pylist()
+    members = "model: default_ensemble: wide memory, fixed state, adam, linear, lagged linear, echo state"
+    for extra, want, line in (
+            ([], default_ensemble(4), f"{members} (the default; --model learner: one Learner at"),
+            (["--model", "learner"], Learner(StatefulNet(4, hidden=(32, 32), seed=0)),
+             "model: one learner, hidden (32, 32) (--model learner)"),
+            (["--key", "key"], default_ensemble(4, keyed=True), f"{members} (the default; --model learner: one KeyedLearner at"),
+            (["--key", "key", "--model", "learner"], KeyedLearner(StatefulNet(4, hidden=(32, 32), seed=0)),
+             "model: one learner, hidden (32, 32) (--model learner)")):
         out_dir = tmp_path / f"out{len(extra)}"
         assert main(base + extra + ["--output", str(out_dir)]) == 0
         assert line in capsys.readouterr().out
-        expected = np.concatenate([np.reshape(want.learn_batch(X[a:a + 500], y[a:a + 500]), -1) for a in (0, 500)])
+        by_key = "--key" in extra
+        expected = np.concatenate([np.reshape(want.learn_batch(*([keys[a:a + 500]] if by_key else []), X[a:a + 500],
+                                                               y[a:a + 500]), -1) for a in (0, 500)])
         np.testing.assert_array_equal(np.array(read_parts(out_dir).column("prediction").to_pylist()), expected)
-    assert main(base + ["--key", "key", "--output", str(tmp_path / "keyed")]) == 0
-    assert "model: one learner, hidden (32, 32) (the default for keyed runs; --model ensemble" in capsys.readouterr().out
-    assert main(base + ["--key", "key", "--model", "ensemble", "--output", str(tmp_path / "keyed-ens")]) == 0
-    assert ("model: default_ensemble: wide memory, fixed state, adam, linear, echo state (--model ensemble)"
-            in capsys.readouterr().out)
 
 
 def test_run_refuses_a_model_choice_it_cannot_keep_and_names_the_way_out(tmp_path, capsys):
