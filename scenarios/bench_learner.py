@@ -23,7 +23,9 @@ the model as it was, then learn it) on one synthetic 10-feature stream:
 * ``river LinearRegression``: ``river.linear_model.LinearRegression`` predict_one/learn_one on dicts,
   bare and behind ``preprocessing.StandardScaler``;
 * ``KeyedLearner``: K keys with their own weights, state, optimiser and normalisers, threads = cores,
-  4,096-event calls.
+  4,096-event calls; and K keys with shared weights and a state each (the library's default keyed
+  learner);
+* ``Ensemble, keyed``: ``default_ensemble(keyed=True)`` on the same K keys, 4,096-event calls.
 
 Machines are shared and noisy: each rate is the best of a few repeats, and only ratios measured
 in one run are meaningful.
@@ -44,6 +46,8 @@ from psann_stream.ensemble import default_ensemble
 
 
 ENSEMBLE_ROW = "Ensemble (default_ensemble), learn_batch"
+KEYED_LEARNER_ROW = "KeyedLearner (shared weights), learn_batch"
+KEYED_ENSEMBLE_ROW = "Ensemble, keyed, learn_batch"
 
 
 def _stream(n: int, f: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -182,11 +186,15 @@ def adapter_rate(X: np.ndarray, y: np.ndarray, repeats: int, **kwargs) -> float:
     return _river_rate(lambda: StatefulRegressor(**kwargs), X, y, repeats, warm=200)
 
 
-def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int, batch: int = 4096) -> float:
+def keyed_rate(X: np.ndarray, y: np.ndarray, keys: int, repeats: int, batch: int = 4096, kind: str = "own weights") -> float:
+    """``keys`` keys drawn at random per event: a KeyedLearner with per-key weights (``kind="own
+    weights"``) or shared weights (``"shared weights"``), or the keyed default ensemble (``"ensemble"``)."""
     k = np.random.default_rng(1).integers(0, keys, len(X))
-    kl = KeyedLearner(StatefulNet(X.shape[1], hidden=(32, 32), seed=0), per_key_weights=True, threads=os.cpu_count())
-    kl.learn_batch(k[:5000], X[:5000], y[:5000])  # compile, create the keys
-    return _rate_in_calls(kl.learn_batch, (k, X, y), batch, repeats)
+    net = StatefulNet(X.shape[1], hidden=(32, 32), seed=0)
+    model = (default_ensemble(X.shape[1], keyed=True) if kind == "ensemble" else
+             KeyedLearner(net, per_key_weights=True, threads=os.cpu_count()) if kind == "own weights" else KeyedLearner(net))
+    model.learn_batch(k[:5000], X[:5000], y[:5000])  # compile, create the keys
+    return _rate_in_calls(model.learn_batch, (k, X, y), batch, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         "river LinearRegression": river_linear_rate(X[:n_one], y[:n_one], a.repeats),
         "river StandardScaler | LinearRegression": river_linear_rate(X[:n_one], y[:n_one], a.repeats, scaled=True),
         f"KeyedLearner ({a.keys} keys, own weights)": keyed_rate(X[:200_000], y[:200_000], a.keys, a.repeats),
+        KEYED_LEARNER_ROW: keyed_rate(X[: a.events], y[: a.events], a.keys, a.repeats, kind="shared weights"),
+        KEYED_ENSEMBLE_ROW: keyed_rate(X[: a.events // 5], y[: a.events // 5], a.keys, a.repeats, kind="ensemble"),
     }
     base, lr = rates["eager torch Adam"], rates["river LinearRegression"]
     print(f"{'learner':<42} {'events/s':>12} {'x eager Adam':>13} {'x river LR':>11}")
@@ -227,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({batch / rates['Learner, traced, oscillatory pairs']:.2f}x with oscillatory pairs); the default "
           f"ensemble {batch / rates[ENSEMBLE_ROW]:.2f}x; seven outputs "
           f"{batch / rates['Learner, 7 outputs']:.2f}x (seven learners would cost 7x)")
+    print(f"keyed ({a.keys} keys): the keyed default ensemble costs "
+          f"{rates[KEYED_LEARNER_ROW] / rates[KEYED_ENSEMBLE_ROW]:.2f}x a shared-weights KeyedLearner per event")
     scaled = rates["river StandardScaler | LinearRegression"]
     print(f"the default ensemble per event: predict_one + learn_one at "
           f"{rates['Ensemble, predict_one + learn_one'] / lr:.3f}x river LinearRegression's predict_one + learn_one")
