@@ -52,8 +52,8 @@ RATE_CAP = 1.0 - 2.0**-20  # = psann_stream.state.RATE_CAP (the kernel imports n
 
 @njit(cache=True, inline="always")
 def _sd(m2j, meanj, early, denom, eps):
-    """``RunningStats.std`` of one feature (variance 1 until two values were seen)."""
-    var = 1.0 if early else max(m2j / denom, 0.0)
+    """``RunningStats.std`` of one feature (variance 1 until two different values were seen)."""
+    var = 1.0 if early or m2j <= 0.0 else m2j / denom
     return math.sqrt(var + eps * (1.0 + meanj * meanj))
 
 
@@ -74,14 +74,14 @@ def _stds(mean, m2, ws, forget, eps, out):
 @njit(cache=True, inline="always")
 def _stats_update(mean, m2, ws, forget, clip, row, sd):
     """Fold one row in (``RunningStats.update``); with ``clip > 0`` each value is first limited to
-    ``mean +- clip * sd`` (once two values were seen), so an outlier cannot poison the scale. ``sd``
+    ``mean +- clip * sd`` (once two different values were seen), so an outlier cannot poison the scale. ``sd``
     is each feature's standard deviation before this row (from :func:`_stds`, shared with the
     normalisation of the row: computing it once halves the square roots and divisions)."""
     limit = ws[1] >= 2.0 and clip > 0.0
     w = forget * ws[0] + 1.0
     for j in range(mean.shape[0]):
         v = row[j]
-        if limit:
+        if limit and m2[j] > 0.0:  # a constant so far has no scale to limit the first other value to
             band = clip * sd[j]
             v = min(max(v, mean[j] - band), mean[j] + band)
         d = v - mean[j]

@@ -16,7 +16,9 @@ a's weights first decay by ``lam ** b.count``.
 
 Normalised values are ``(x - mean) / std`` with ``std = sqrt(var + eps * (1 + mean^2))``: a constant
 feature maps to 0, and jitter below ``sqrt(eps)`` relative to the feature's magnitude is not
-amplified. While fewer than 2 values have been seen, ``var = 1``.
+amplified. While fewer than 2 values have been seen, or every value seen is the same (``m2 = 0``: no
+scale yet), ``var = 1``: a target that sat at a constant before its signal began would otherwise put
+the signal's first values thousands of deviations out. The clip applies once a feature has a spread.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class RunningStats:
             constant of 1000 values.
         eps: relative variance floor (see the module doc), ``>= 0``.
         clip: if set, each value is limited to ``mean +- clip * std`` before it is folded in (once
-            two values were seen): a 1e6 outlier then moves the statistics like a ``clip``-sigma
+            two different values were seen): a 1e6 outlier then moves the statistics like a ``clip``-sigma
             value instead of poisoning the scale for the rest of the stream. A genuine jump in scale
             is still followed, geometrically rather than at once.
 
@@ -131,8 +133,9 @@ class RunningStats:
         mean, m2, w, count = self._mean.copy(), self._m2.copy(), self.weight, self.count
         for row in x:
             if self.clip is not None and count >= 2:
-                var = np.maximum(m2 / (w - 1.0 if lam == 1.0 else w), 0.0)
-                band = self.clip * np.sqrt(var + self.eps * (1.0 + mean**2))
+                spread = m2 > 0.0  # a constant so far has no scale to limit the first other value to
+                var = np.where(spread, m2 / (w - 1.0 if lam == 1.0 else w), 1.0)
+                band = np.where(spread, self.clip * np.sqrt(var + self.eps * (1.0 + mean**2)), np.inf)
                 row = np.clip(row, mean - band, mean + band)
             w = lam * w + 1.0
             d = row - mean
@@ -148,11 +151,12 @@ class RunningStats:
 
     @property
     def var(self) -> np.ndarray:
-        """``m2 / (n - 1)`` (cumulative) or ``m2 / w`` (forgetting); 1 until 2 values are seen."""
+        """``m2 / (n - 1)`` (cumulative) or ``m2 / w`` (forgetting); 1 until two different values are
+        seen (``m2 = 0``: no scale yet)."""
         if self.count < 2:
             return np.ones_like(self._mean)
         denom = self.weight - 1.0 if self.forget == 1.0 else self.weight
-        return np.maximum(self._m2 / denom, 0.0)
+        return np.where(self._m2 > 0.0, self._m2 / denom, 1.0)
 
     @property
     def std(self) -> np.ndarray:

@@ -109,3 +109,19 @@ def test_clipped_stats_are_not_poisoned_by_outliers(seed, clip, lam):
     ref.update(np.vstack([x, x]))
     assert abs(clipped.mean[0] - ref.mean[0]) < 0.5 and clipped.std[0] < 3.0
     assert plain.std[0] > 1000.0
+
+
+@given(st.floats(-1e3, 1e3), st.integers(2, 50), st.sampled_from([1.0, 0.99]), st.floats(2.0, 20.0))
+def test_a_constant_so_far_has_no_scale_and_its_first_other_value_is_folded_in_whole(c, n, lam, clip):
+    """All values equal (m2 = 0): the variance is 1, not 0 (a scale of sqrt(eps) would make the first
+    other value thousands of deviations away), and the clip does not limit that first other value to
+    the constant (it would then take many events to find the scale)."""
+    rs = RunningStats(1, forget=lam, clip=clip)
+    rs.update(np.full((n, 1), c))
+    assert rs.var[0] == 1.0 and rs.transform(np.array([[c]]))[0, 0] == 0.0
+    rs.update(np.array([[c + 10.0]]))
+    plain = RunningStats(1, forget=lam)
+    plain.update(np.vstack([np.full((n, 1), c), [[c + 10.0]]]))
+    np.testing.assert_allclose(rs.mean, plain.mean, rtol=1e-12)
+    np.testing.assert_allclose(rs.var, plain.var, rtol=1e-9)
+    assert 0.0 < rs.var[0] < 1e3
