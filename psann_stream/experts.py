@@ -30,7 +30,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteStateError
 from .inputs import as_float64, as_targets, predictions
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
-from .stream_rows import StreamRows, call_arguments
+from .stream_rows import RowExpert, StreamRows
 
 __all__ = ["Change", "LinearRLS", "Persistence"]
 
@@ -178,7 +178,7 @@ def _linear_rls_events(X, Y, rows, learn, advance, theta, head, P, rcfg, xm, xm2
     return X.shape[0], 0
 
 
-class LinearRLS:
+class LinearRLS(RowExpert):
     """A linear model ``y_hat = W ((x - mean_x) / std_x) + b`` learned online by recursive least
     squares with forgetting (:mod:`psann_stream.readout`: the rule, its bounds and the error clip;
     several outputs share one ``P``, as a learner's readout does).
@@ -233,12 +233,8 @@ class LinearRLS:
         self._rcfg = readout_config("rls", forgetting, prior, error_clip, W, "LinearRLS")
         self.prior = float(prior)
         self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
-        self._windows = StreamRows(W, keyed=self.keyed)  # each stream's last lags events' inputs (the loop's Z)
+        self._rows = StreamRows(W, keyed=self.keyed)  # each stream's last lags events' inputs (the loop's Z)
         self.reset(optimizer=True)
-
-    @property
-    def alerts(self) -> list:
-        return []
 
     @property
     def weights(self) -> np.ndarray:
@@ -249,63 +245,22 @@ class LinearRLS:
         M = np.concatenate([self._w[: T * W].reshape(T, W), self._w[T * W:, None]], axis=1)
         return M[0] if T == 1 else M
 
-    @property
-    def keys(self) -> list:
-        """The keys with a window (keyed)."""
-        return self._windows.keys
-
     def window_of(self, key: Any = None) -> np.ndarray:
         """A copy of the window ``[lags * F]`` of ``key`` (unkeyed: of the stream, no key): the
         standardised inputs of its last ``lags`` events, the latest first."""
-        return self._windows.state_of(key, "LinearRLS")
-
-    def _call(self, call: str, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray]:
-        return call_arguments("LinearRLS", call, args, keyed=self.keyed, learn=learn, in_features=self.in_features,
-                              n_outputs=self.n_outputs)
+        return self._rows.state_of(key, "LinearRLS")
 
     def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
-        rows = self._windows.rows_of(keys, X.shape[0])
+        rows = self._rows.rows_of(keys, X.shape[0])
         xs = self.x_stats
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
-        width = self._windows.width + 1
+        width = self._rows.width + 1
         done, status = _linear_rls_events(X, Y.reshape(X.shape[0], -1), rows, learn, advance, self._w, self._head,
                                           self._P, self._rcfg, xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
-                                          out.reshape(X.shape[0], -1), self._windows.array, np.zeros(width),
+                                          out.reshape(X.shape[0], -1), self._rows.array, np.zeros(width),
                                           np.zeros(width), np.zeros(self.n_outputs), np.zeros(self.in_features))
         after_loop("LinearRLS", xs, xws, done, status)
-        return out
-
-    def learn_batch(self, *args: Any) -> np.ndarray:
-        """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
-        prequential predictions, each made before its targets are learned."""
-        return self._run(*self._call("learn_batch", args, True), True)
-
-    def learn_one(self, *args: Any) -> float | np.ndarray:
-        """``(x, y)``, or ``(key, x, y)`` when keyed: one event (``y`` a number, or ``T``); returns its
-        prediction (a float, or ``[T]``)."""
-        *key, x, y = args
-        p = self.learn_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)),
-                             as_targets("LinearRLS.learn_one", y, 1, self.n_outputs))[0]
-        return float(p) if self.n_outputs == 1 else p
-
-    def predict_one(self, *args: Any) -> float | np.ndarray:
-        """``(x)``, or ``(key, x)`` when keyed: the prediction of one event; changes nothing."""
-        *key, x = args
-        p = self.predict_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)), advance=False)[0]
-        return float(p) if self.n_outputs == 1 else p
-
-    def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
-        """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` folds
-        ``X`` into the input statistics and the windows of past inputs (as the learners do for events
-        that will not be learned), ``False`` leaves both as they were."""
-        keys, X, Y = self._call("predict_batch", args, False)
-        if advance or (X.shape[0] == 1 and not self.keyed):  # one event leaves nothing to a next one
-            return self._run(keys, X, Y, False, advance)
-        saved = (self.x_stats.state_dict(), self._windows.snapshot())  # each event sees what the events before it left
-        out = self._run(keys, X, Y, False)
-        self.x_stats.load_state_dict(saved[0])
-        self._windows.restore(saved[1])
         return out
 
     def reset(self, keys: Sequence[Any] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
@@ -314,7 +269,7 @@ class LinearRLS:
         learned (weights and ``P``)."""
         W = self.lags * self.in_features
         if state:
-            self._windows.reset(keys, "LinearRLS")
+            self._rows.reset(keys, "LinearRLS")
         if optimizer:
             self._w = np.zeros((W + 1) * self.n_outputs)
             self._P = initial_readout_matrix("rls", W, self.prior)
@@ -322,7 +277,7 @@ class LinearRLS:
     def state_dict(self) -> dict[str, Any]:
         stats = lambda s: {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)  # noqa: E731
                            for k, v in s.state_dict().items()}
-        keys, windows = self._windows.saved()
+        keys, windows = self._rows.saved()
         return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
                 "x_stats": stats(self.x_stats), "keys": keys,
                 "window": torch.from_numpy(windows if self.keyed else windows.reshape(-1))}
@@ -334,14 +289,14 @@ class LinearRLS:
             w, P = as_float64(sd["w"]), as_float64(sd["P"])
             # saved before lags existed: no window, and the current event's inputs need none
             window = as_float64(sd["window"]) if "window" in sd else np.zeros(self.in_features)
-            W = self._windows.width
+            W = self._rows.width
             if w.shape != self._w.shape or P.shape != self._P.shape or window.shape[-1:] != (W,):
                 raise CheckpointError(f"the saved linear expert has {w.shape[0]} weights, a {P.shape[0]}-entry P and a "
                                       f"{window.shape[-1]}-value window; this one has {self._w.shape[0]}, "
                                       f"{self._P.shape[0]} and {W} ({self.in_features} input(s), "
                                       f"{self.n_outputs} output(s), lags = {self.lags}). Build it with the same "
                                       "in_features, n_outputs and lags.")
-            keys, windows = self._windows.checked(sd.get("keys", []), window, "LinearRLS")
+            keys, windows = self._rows.checked(sd.get("keys", []), window, "LinearRLS")
             self.x_stats.load_state_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
                                           for k, v in sd["x_stats"].items()})
         except (KeyError, TypeError, ValueError) as exc:
@@ -350,7 +305,7 @@ class LinearRLS:
             raise CheckpointError(f"the linear expert's state cannot be loaded: {exc}; was it saved by "
                                   "LinearRLS.state_dict()?") from None
         self._w, self._P = w, P
-        self._windows.load(keys, windows)
+        self._rows.load(keys, windows)
 
 
 class Change:

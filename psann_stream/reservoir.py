@@ -29,10 +29,10 @@ from numba import njit
 from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError
 from .experts import after_loop, predict_learn
-from .inputs import as_float64, as_targets, predictions
+from .inputs import as_float64, predictions
 from .normalize import RunningStats
 from .readout import initial_readout_matrix, readout_config
-from .stream_rows import StreamRows, call_arguments
+from .stream_rows import RowExpert, StreamRows
 
 __all__ = ["EchoState"]
 
@@ -83,7 +83,7 @@ def _check(owner: str, name: str, value: object, low: float, high: float, *, low
     return float(value)  # type: ignore[arg-type]
 
 
-class EchoState:
+class EchoState(RowExpert):
     """An echo-state network (module doc): a fixed reservoir of ``units`` tanh units and an RLS
     readout of its state. ``keyed=True`` keeps a state per key (``learn_batch(keys, X, Y)``) and
     one readout, as a :class:`~psann_stream.keyed.KeyedLearner` keeps a state per key and shared
@@ -136,35 +136,21 @@ class EchoState:
         self._rcfg = readout_config("rls", forgetting, prior, error_clip, U, "EchoState")
         self.prior = float(prior)
         self.x_stats = RunningStats(F, clip=normalize_clip)
-        self._states = StreamRows(U, keyed=self.keyed)
+        self._rows = StreamRows(U, keyed=self.keyed)
         self.reset(optimizer=True)
-
-    @property
-    def alerts(self) -> list:
-        return []
-
-    @property
-    def keys(self) -> list[Hashable]:
-        """The keys with a state (keyed)."""
-        return self._states.keys
 
     def state_of(self, key: Hashable | None = None) -> np.ndarray:
         """A copy of the reservoir state ``[units]`` of ``key`` (unkeyed: of the stream, no key)."""
-        return self._states.state_of(key, "EchoState")
+        return self._rows.state_of(key, "EchoState")
 
     # ------------------------------------------------------------------ learning
-    def _call(self, call: str, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray]:
-        return call_arguments("EchoState", call, args, keyed=self.keyed, learn=learn, in_features=self.in_features,
-                              n_outputs=self.n_outputs)
-
-
     def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
-        rows = self._states.rows_of(keys, X.shape[0])
+        rows = self._rows.rows_of(keys, X.shape[0])
         xs, U = self.x_stats, self.units
         xws = np.array([xs.weight, xs.count])
         out = predictions(X.shape[0], self.n_outputs)
         done, status = _echo_state_events(X, Y.reshape(X.shape[0], -1), rows, learn, advance, self._Win, self._Wr,
-                                          self._bias, self.leak, self._states.array, self._w, self._head, self._P, self._rcfg,
+                                          self._bias, self.leak, self._rows.array, self._w, self._head, self._P, self._rcfg,
                                           xs._mean, xs._m2, xws, xs.forget, xs.eps, xs.clip or 0.0,
                                           out.reshape(X.shape[0], -1), np.zeros(self.in_features), np.zeros(U),
                                           np.zeros(U + 1), np.zeros(U, dtype=np.int64), np.zeros(U + 1),
@@ -172,42 +158,11 @@ class EchoState:
         after_loop("EchoState", xs, xws, done, status)
         return out
 
-    def learn_batch(self, *args: Any) -> np.ndarray:
-        """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
-        prequential predictions, each made before its targets are learned."""
-        return self._run(*self._call("learn_batch", args, True), True)
-
-    def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
-        """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` moves the
-        states and the input statistics on (as the learners do for events that will not be learned),
-        ``False`` leaves everything as it was."""
-        keys, X, Y = self._call("predict_batch", args, False)
-        if advance or (X.shape[0] == 1 and not self.keyed):
-            return self._run(keys, X, Y, False, advance)
-        saved = (self.x_stats.state_dict(), self._states.snapshot())
-        out = self._run(keys, X, Y, False)
-        self.x_stats.load_state_dict(saved[0])
-        self._states.restore(saved[1])
-        return out
-
-    def learn_one(self, *args: Any) -> float | np.ndarray:
-        """``(x, y)``, or ``(key, x, y)`` when keyed: one event; returns its prediction (a float, or ``[T]``)."""
-        *key, x, y = args
-        p = self.learn_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)),
-                             as_targets("EchoState.learn_one", y, 1, self.n_outputs))[0]
-        return float(p) if self.n_outputs == 1 else p
-
-    def predict_one(self, *args: Any) -> float | np.ndarray:
-        """``(x)``, or ``(key, x)`` when keyed: the prediction of one event; changes nothing."""
-        *key, x = args
-        p = self.predict_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)), advance=False)[0]
-        return float(p) if self.n_outputs == 1 else p
-
     def reset(self, keys: Sequence[Hashable] | None = None, *, state: bool = True, optimizer: bool = False) -> None:
         """``state=True``: the given keys' states (all of them by default; unkeyed: the one state) back
         to 0; ``optimizer=True``: forget the readout (weights and ``P``). The reservoir is never learned."""
         if state:
-            self._states.reset(keys, "EchoState")
+            self._rows.reset(keys, "EchoState")
         if optimizer:
             self._w = np.zeros((self.units + 1) * self.n_outputs)
             self._P = initial_readout_matrix("rls", self.units, self.prior)
@@ -216,7 +171,7 @@ class EchoState:
     def state_dict(self) -> dict[str, Any]:
         """The readout (``w``, ``P``), the input statistics, every stream's state (keyed: the keys in
         canonical order and their states) and the reservoir, so that a checkpoint is whole."""
-        keys, states = self._states.saved()
+        keys, states = self._rows.saved()
         stats = {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
                  for k, v in self.x_stats.state_dict().items()}
         return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
@@ -241,7 +196,7 @@ class EchoState:
             if w.shape != self._w.shape or P.shape != self._P.shape:
                 raise CheckpointError(f"the saved readout has {w.shape[0]} weights; this one has {self._w.shape[0]} "
                                       f"({self.n_outputs} output(s)): build it with the same n_outputs.")
-            keys, states = self._states.checked(sd["keys"], as_float64(sd["states"]), "EchoState")
+            keys, states = self._rows.checked(sd["keys"], as_float64(sd["states"]), "EchoState")
             stats = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in sd["x_stats"].items()}
             RunningStats(self.in_features).load_state_dict(stats)  # refuses a foreign one before anything changes
         except CheckpointError:
@@ -251,4 +206,4 @@ class EchoState:
                                   "EchoState.state_dict()?") from None
         self.x_stats.load_state_dict(stats)
         self._w, self._P = w, P
-        self._states.load(keys, states)
+        self._rows.load(keys, states)

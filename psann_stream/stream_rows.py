@@ -1,5 +1,6 @@
 """Per-stream state rows of a compiled expert: one row of ``width`` floats per key (or one row when
-unkeyed), the array a compiled loop indexes with each event's row.
+unkeyed), the array a compiled loop indexes with each event's row; and :class:`RowExpert`, the calls
+every such expert shares (batch and one-event, keyed or not).
 
 Rows are assigned in order of first sight and start at 0; a key keeps its row until the expert is
 rebuilt (there is no eviction: ``width`` floats per key). Saved states list the keys in the
@@ -17,6 +18,7 @@ the keys first arrived in.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ from .errors import CheckpointError, ConfigError
 from .inputs import as_targets
 from .keys import EncodedKeys, distinct_index, sort_key
 
-__all__ = ["StreamRows", "call_arguments"]
+__all__ = ["RowExpert", "StreamRows", "call_arguments"]
 
 
 def call_arguments(owner: str, call: str, args: Sequence[Any], *, keyed: bool, learn: bool, in_features: int,
@@ -139,3 +141,65 @@ class StreamRows:
         self.array = np.zeros((max(16, len(keys)), self.width))
         self.array[: len(keys)] = states
 
+
+
+class RowExpert(ABC):
+    """The learner protocol of a compiled expert that keeps its per-stream state in ``self._rows``
+    (a :class:`StreamRows`) and its input statistics in ``self.x_stats``: subclasses set those,
+    ``in_features``, ``n_outputs`` and ``keyed``, and implement ``_run(keys, X, Y, learn, advance)``
+    (one pass of their compiled loop over ``X [N, F]``, ``Y [N, T]``; returns the predictions)."""
+
+    in_features: int
+    n_outputs: int
+    keyed: bool
+    x_stats: Any
+    _rows: StreamRows
+
+    @abstractmethod
+    def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
+        """One pass of the expert's compiled loop (class doc)."""
+
+    @property
+    def alerts(self) -> list:
+        return []
+
+    @property
+    def keys(self) -> list[Hashable]:
+        """The keys with a state (keyed)."""
+        return self._rows.keys
+
+    def _call(self, call: str, args: Sequence[Any], learn: bool) -> tuple[Any, np.ndarray, np.ndarray]:
+        return call_arguments(type(self).__name__, call, args, keyed=self.keyed, learn=learn,
+                              in_features=self.in_features, n_outputs=self.n_outputs)
+
+    def learn_batch(self, *args: Any) -> np.ndarray:
+        """``(X [N, F], Y)``, or ``(keys [N], X, Y)`` when keyed (``Y``: ``[N]``, or ``[N, T]``):
+        prequential predictions, each made before its targets are learned."""
+        return self._run(*self._call("learn_batch", args, True), True)
+
+    def predict_batch(self, *args: Any, advance: bool = True) -> np.ndarray:
+        """``(X)``, or ``(keys, X)`` when keyed: predictions without targets; ``advance=True`` moves the
+        per-stream states and the input statistics on (as the learners do for events that will not be
+        learned), ``False`` leaves everything as it was."""
+        keys, X, Y = self._call("predict_batch", args, False)
+        if advance or (X.shape[0] == 1 and not self.keyed):  # one unkeyed event leaves nothing to a next one
+            return self._run(keys, X, Y, False, advance)
+        saved = (self.x_stats.state_dict(), self._rows.snapshot())  # each event sees what the events before it left
+        out = self._run(keys, X, Y, False)
+        self.x_stats.load_state_dict(saved[0])
+        self._rows.restore(saved[1])
+        return out
+
+    def learn_one(self, *args: Any) -> float | np.ndarray:
+        """``(x, y)``, or ``(key, x, y)`` when keyed: one event (``y`` a number, or ``T``); returns its
+        prediction (a float, or ``[T]``)."""
+        *key, x, y = args
+        p = self.learn_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)),
+                             as_targets(f"{type(self).__name__}.learn_one", y, 1, self.n_outputs))[0]
+        return float(p) if self.n_outputs == 1 else p
+
+    def predict_one(self, *args: Any) -> float | np.ndarray:
+        """``(x)``, or ``(key, x)`` when keyed: the prediction of one event; changes nothing."""
+        *key, x = args
+        p = self.predict_batch(*([[key[0]]] if key else []), np.reshape(x, (1, -1)), advance=False)[0]
+        return float(p) if self.n_outputs == 1 else p
