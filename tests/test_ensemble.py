@@ -175,7 +175,8 @@ def test_keyed_ensemble_passes_keys_to_keyed_members_only():
     assert ens.keyed
     out = ens.learn_batch(keys, X, y)
     assert np.isfinite(out).all()
-    assert sorted(ens.members["wide memory"].keys) == sorted(ens.members["echo state"].keys) == ["a", "b", "c"]
+    assert (sorted(ens.members["wide memory"].keys) == sorted(ens.members["echo state"].keys)
+            == sorted(ens.members["lagged linear"].keys) == ["a", "b", "c"])
     assert isinstance(ens.members["wide memory"], KeyedLearner) and isinstance(ens.members["linear"], LinearRLS)
     with pytest.raises(ConfigError, match=r"takes \(keys, X, Y\)"):
         ens.learn_batch(X, y)
