@@ -470,6 +470,10 @@ def _print_mixture(learner, targets: tuple[str, ...] | None) -> None:
     if isinstance(learner, Ensemble):
         for line in describe_weights(learner.names, learner.weight_matrix, targets):
             print(f"mixture weights: {line}")
+        missed = learner.n_missed_by_all
+        if np.any(np.asarray(missed) > 0):
+            print(f"outliers: {missed} event(s) every member missed by more than {learner.prediction_clip:g} target "
+                  "deviations; the members learned them, the mixture weights ignored them")
 
 
 def _walk(obj):

@@ -15,7 +15,12 @@ for every event predicts ``sum_k w_k p_k`` with weights learned from the members
    over ``s``, the mixture's own recent squared error in the same units (an exponential average,
    ``LOSS_SCALE_DECAY`` 0.99 per event, limited to ``[1e-6, 1]``): ``v_k = w_k exp(-eta l_k)``,
    normalised, then ``w_k = (1 - share) v_k + share / K`` (fixed share, Herbster & Warmuth 1998);
-   ``y`` is folded into the target statistics and the mixture's error into ``s``.
+   ``y`` is folded into the target statistics and the mixture's error into ``s``. An event that every
+   member misses by more than ``prediction_clip`` standard deviations (an outlier target) leaves the
+   weights and ``s`` as they were, and is counted (:attr:`Ensemble.n_missed_by_all`): its losses
+   would differ by amounts proportional to the outlier, so it would hand the weights to whichever
+   member happened to predict highest (or lowest), and the outlier's error would hold ``s`` at its
+   cap for hundreds of events (keyed shock copies: post-change MAE 0.031 -> 0.018, docs/scenarios.md).
 
 Why ``s``: it makes ``eta`` mean the same on an easy stream as on a hard one. Without it a mixture
 whose members err by 0.03 standard deviations sees their losses differ by ~1e-3 per event, and the
@@ -86,11 +91,13 @@ ECHO_UNITS = 50  # default_ensemble's echo-state member: reservoir units (100 co
 
 
 @njit(cache=True, error_model="numpy")
-def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, sd):
+def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, pclip, out, W, loss, sd, missed):
     """The mixture over the members' predictions ``P [N, T, K]`` of consecutive events (module doc,
     steps 2-4), one per target ``t``: ``out[n, t]`` is event ``n``'s prediction with the weights
     ``W[n, t] = w[t]`` held before it; with ``learn`` the weights ``w [T, K]``, the loss scales
-    ``scale [T]`` and the target statistics (``ym, ym2 [T], yws``) then take ``Y[n] [T]``."""
+    ``scale [T]`` and the target statistics (``ym, ym2 [T], yws``) then take ``Y[n] [T]``, except
+    that a target every member missed by more than ``pclip`` standard deviations leaves ``w[t]`` and
+    ``scale[t]`` as they were and counts in ``missed[t]``."""
     N, T, K = P.shape
     for n in range(N):
         for t in range(T):
@@ -115,6 +122,9 @@ def _mix_events(P, Y, learn, w, scale, ym, ym2, yws, yf, ye, nclip, eta, share, 
                 r = (loss[k] - Y[n, t]) / sy
                 loss[k] = r * r / s
                 low = min(low, loss[k])
+            if limit and low * s > pclip * pclip:  # every member missed it by > pclip deviations: an outlier
+                missed[t] += 1
+                continue
             total = 0.0
             for k in range(K):
                 w[t, k] *= math.exp(-eta * (loss[k] - low))  # the best member's factor is 1: no underflow to 0/0
@@ -224,6 +234,7 @@ class Ensemble:
         self.y_stats = RunningStats(T, clip=10.0)
         self._w = np.full((T, K), 1.0 / K)  # one mixture per target
         self._scale = np.ones(T)  # the loss scales s (module doc)
+        self._missed = np.zeros(T, dtype=np.int64)  # per target: events every member missed (module doc)
         self._yws = np.zeros(2)
         self._alerts: list[Alert] = []
         self._seen = {name: 0 for name in self.names}
@@ -250,6 +261,13 @@ class Ensemble:
     def weight_matrix(self) -> np.ndarray:
         """``[T, K]`` (a copy): row ``t`` the weights of target ``t``'s mixture, members in :attr:`names` order."""
         return self._w.copy()
+
+    @property
+    def n_missed_by_all(self) -> int | list[int]:
+        """Events whose target every member missed by more than ``prediction_clip`` target standard
+        deviations (outliers): the members learned them, the mixture's weights and loss scale did
+        not move (module doc). One count, or one per target."""
+        return int(self._missed[0]) if self.n_outputs == 1 else self._missed.tolist()
 
     def _saved_form(self, a: np.ndarray) -> np.ndarray:
         """``[T, ...]`` per-target arrays as users and checkpoints see them: without the target axis
@@ -326,7 +344,7 @@ class Ensemble:
         self._yws[0], self._yws[1] = ys.weight, ys.count
         _mix_events(P, np.zeros((0, T)) if Y is None else Y.reshape(N, T), learn, self._w, self._scale, ys._mean, ys._m2,
                     self._yws, ys.forget, ys.eps, ys.clip or 0.0, self.eta, self.share, self.prediction_clip or 0.0,
-                    mixed.reshape(N, T), W, np.empty(K), np.empty(T))
+                    mixed.reshape(N, T), W, np.empty(K), np.empty(T), self._missed)
         ys.weight, ys.count = float(self._yws[0]), int(self._yws[1])
         out, self.last_weights = mixed, W
         if skipped:  # NaN rows where the skipped events were
@@ -413,7 +431,8 @@ class Ensemble:
             "settings": {"eta": self.eta, "share": self.share, "prediction_clip": self.prediction_clip},
             "y_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
                         for k, v in self.y_stats.state_dict().items()},
-            "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped},
+            "counters": {"n_learned": self.n_learned, "n_skipped": self.n_skipped,
+                         "n_missed_by_all": self._missed.tolist()},
             "members": {name: m.state_dict() for name, m in self.members.items()},
         }
 
@@ -446,6 +465,10 @@ class Ensemble:
             if scale.shape[0] != T or not (np.isfinite(scale).all() and (scale >= 0.0).all()):
                 raise CheckpointError(f"the saved loss scale {scale.tolist()} is not {T} finite value(s) >= 0.")
             counters = {k: int(sd["counters"][k]) for k in ("n_learned", "n_skipped")}
+            missed = np.asarray(sd["counters"].get("n_missed_by_all", [0] * T), dtype=np.int64).reshape(-1)  # older: none
+            if missed.shape[0] != T or (missed < 0).any():
+                raise CheckpointError(f"the saved count of events missed by every member {missed.tolist()} is not "
+                                      f"{T} count(s) >= 0.")
             states = {name: sd["members"][name] for name in self.names}
         except CheckpointError:
             raise
@@ -465,6 +488,7 @@ class Ensemble:
         self._w = w.reshape(T, K).copy()
         self._scale[:] = scale
         self.n_learned, self.n_skipped = counters["n_learned"], counters["n_skipped"]
+        self._missed[:] = missed
 
 
 def default_ensemble(in_features: int, *, keyed: bool = False, persistence_column: int | Sequence[int] | None = None,

@@ -47,21 +47,26 @@ class Preset:
         self.at = sd["at"]
 
 
-def reference_mixture(P: np.ndarray, y: np.ndarray, eta: float, share: float, clip: float) -> np.ndarray:
+def reference_mixture(P: np.ndarray, y: np.ndarray, eta: float, share: float, clip: float) -> tuple[np.ndarray, int]:
     """Fixed share written plainly in float64 (module doc of psann_stream.ensemble), the target scale
-    from a RunningStats fed one value at a time, the loss scale an average of the mixture's errors."""
+    from a RunningStats fed one value at a time, the loss scale an average of the mixture's errors;
+    an event every member missed by more than ``clip`` deviations moves neither. Returns the
+    predictions and the count of such events."""
     K = P.shape[1]
-    w, stats, out, scale = np.full(K, 1.0 / K), RunningStats(1, clip=10.0), np.empty(len(y)), 1.0
+    w, stats, out, scale, missed = np.full(K, 1.0 / K), RunningStats(1, clip=10.0), np.empty(len(y)), 1.0, 0
     for n in range(len(y)):
         m, s = float(stats.mean[0]), float(stats.std[0])
         p = np.clip(P[n], m - clip * s, m + clip * s) if stats.count >= 2 else P[n]
         out[n] = float(w @ p)
-        loss = ((p - y[n]) / s) ** 2 / min(max(scale, 1e-6), 1.0)
-        v = w * np.exp(-eta * (loss - loss.min()))  # the same weights after normalising, without underflow
-        w = (1 - share) * v / v.sum() + share / K
-        scale = 0.99 * scale + 0.01 * ((out[n] - y[n]) / s) ** 2
+        if stats.count >= 2 and (((p - y[n]) / s) ** 2).min() > clip**2:
+            missed += 1
+        else:
+            loss = ((p - y[n]) / s) ** 2 / min(max(scale, 1e-6), 1.0)
+            v = w * np.exp(-eta * (loss - loss.min()))  # the same weights after normalising, without underflow
+            w = (1 - share) * v / v.sum() + share / K
+            scale = 0.99 * scale + 0.01 * ((out[n] - y[n]) / s) ** 2
         stats.update(np.array([[y[n]]]))
-    return out
+    return out, missed
 
 
 @given(seed=st.integers(0, 2**32 - 1), eta=st.floats(0.05, 5.0), share=st.floats(1e-12, 0.2),
@@ -73,9 +78,36 @@ def test_mixture_matches_the_float64_reference(seed, eta, share, clip, K):
     P[rng.integers(0, 300, 5), rng.integers(0, K, 5)] = 1e6  # absurd predictions, limited by the clip
     ens = Ensemble({f"m{k}": Preset(P[:, k]) for k in range(K)}, eta=eta, share=share, prediction_clip=clip)
     got = np.concatenate([ens.learn_batch(np.zeros((n, 1)), y[a:a + n]) for a, n in ((0, 1), (1, 150), (151, 149))])
-    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(reference_mixture(P, y, eta, share, clip)))
+    want, missed = reference_mixture(P, y, eta, share, clip)
+    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(want))
+    assert ens.n_missed_by_all == missed
     assert np.isclose(ens.last_weights.sum(axis=1), 1.0, rtol=0, atol=1e-12).all()
     assert (ens.last_weights >= share / K * (1 - 1e-12)).all()
+
+
+def test_an_outlier_target_every_member_misses_moves_no_weight_and_is_counted():
+    """Module doc, step 4: a 1e6 target that both members miss by far does not hand the weights to
+    whichever predicted higher; the members still learn it, the run counts it, and checkpoints keep
+    the count (older ones, without it, load with 0)."""
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(600)
+    P = np.stack([y + 0.05 * rng.standard_normal(600), y + 0.5 * rng.standard_normal(600) + 0.3], axis=1)
+    y[400] = 1e6  # b predicts higher on every event: without the rule it would take the weights here
+    ens = Ensemble({"a": Preset(P[:, 0]), "b": Preset(P[:, 1])})
+    ens.learn_batch(np.zeros((600, 1)), y)
+    W = ens.last_weights
+    np.testing.assert_array_equal(W[401], W[400])
+    assert W[400, 0] > 0.9 and W[401:, 0].min() > 0.9
+    assert ens.n_missed_by_all == 1
+    twin = Ensemble({"a": Preset(P[:, 0]), "b": Preset(P[:, 1])})
+    twin.load_state_dict(ens.state_dict())
+    assert twin.n_missed_by_all == 1
+    old = ens.state_dict()
+    del old["counters"]["n_missed_by_all"]
+    twin.load_state_dict(old)
+    assert twin.n_missed_by_all == 0
+    with pytest.raises(CheckpointError, match="missed by every member"):
+        twin.load_state_dict({**ens.state_dict(), "counters": {**ens.state_dict()["counters"], "n_missed_by_all": [-1]}})
 
 
 @given(before=st.integers(2, 4000), eta=st.floats(0.05, 8.0), share=st.floats(1e-4, 0.3))
@@ -558,6 +590,7 @@ def test_cli_runs_an_ensemble_of_several_targets(tmp_path, capsys):
     from psann_stream.sinks import read_parts
 
     X, Y = _stream_targets(600)
+    Y[500, 1] = 1e9  # an outlier of one target: the run says the mixture left it out
     t = pa.table({**{f"now{k}": X[:, k] for k in range(4)}, **{f"next{k}": Y[:, k] for k in range(3)}})
     with pa.ipc.new_file(str(tmp_path / "s.arrow"), t.schema) as w:
         w.write_table(t, max_chunksize=200)
@@ -570,6 +603,8 @@ def test_cli_runs_an_ensemble_of_several_targets(tmp_path, capsys):
     assert "600 predicted, 0 dead-lettered" in out
     want = default_ensemble(4, persistence_column=[0, 1, 2], target="change")
     expected = np.concatenate([want.learn_batch(X[a:a + 200].astype(np.float64), Y[a:a + 200]) for a in (0, 200, 400)])
+    assert want.n_missed_by_all == [0, 1, 0]
+    assert "outliers: [0, 1, 0] event(s) every member missed by more than 10 target deviations" in out
     np.testing.assert_array_equal(np.array(read_parts(tmp_path / "out").column("prediction").to_pylist()), expected)
     # what the mixture leans on, per target, highest first: at the end of the run and in the checkpoint
     lines = [line.split("mixture weights: ", 1)[1] for line in out.splitlines() if "mixture weights: " in line]
