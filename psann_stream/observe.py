@@ -27,6 +27,8 @@ series                                 type     meaning
                                                 each partition (sources with a ``lag(position)`` method)
 ``psann_ensemble_weight{member,target}``  gauge  an :class:`~psann_stream.ensemble.Ensemble`: each member's
                                                 mixture weight (they sum to 1 per target)
+``psann_ensemble_outliers_total{target}``  counter  events every member missed by more than
+                                                ``prediction_clip`` deviations: left out of the weights
 =====================================  =======  ============================================================
 
 Needs ``prometheus-client`` (``pip install 'psann-stream[metrics]'``), imported only when an
@@ -198,6 +200,11 @@ class EngineMetrics:
                 for member, w in zip(learner.names, row.tolist()):
                     family.add_metric([member, target], w)
             yield family
+            outliers = counter("psann_ensemble_outliers", "events every ensemble member missed by more than "
+                               "prediction_clip target deviations (left out of the mixture weights)", labels=["target"])
+            for t, n in enumerate(np.atleast_1d(learner.n_missed_by_all).tolist()):
+                outliers.add_metric([names[t] if len(names) == W.shape[0] else str(t)], n)
+            yield outliers
         if self.max_keys:
             keys = counter("psann_key_rows", f"rows per key (first {self.max_keys} keys; the rest as 'other')",
                            labels=["key"])

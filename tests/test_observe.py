@@ -79,16 +79,22 @@ def test_a_scrape_during_a_run_returns_every_series_with_the_engines_values(tmp_
 
 def test_an_ensembles_mixture_weights_are_exported_per_member_and_target():
     """psann_ensemble_weight{member,target}: the weights the next event will be mixed with, named by
-    member and target column, summing to 1 per target."""
+    member and target column, summing to 1 per target; psann_ensemble_outliers_total{target}: the
+    events every member missed by far, per target."""
     from psann_stream.ensemble import Ensemble
     from psann_stream.experts import LinearRLS, Persistence
 
     rng = np.random.default_rng(1)
     X = rng.standard_normal((1500, 3))
-    t = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 3), "a": X[:, 0], "b": 2 * X[:, 1]})
+    b = 2 * X[:, 1]
+    b[[700, 900]] = 1e9  # outliers of target b that every member misses: counted, left out of the weights
+    t = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 3), "a": X[:, 0], "b": b})
     ens = Ensemble({"last": Persistence(3, column=[0, 2]), "linear": LinearRLS(3, n_outputs=2)})
     engine = Engine(TableSource(t, batch_size=500), ens, ColumnMap("x", target=["a", "b"]))
-    got = {k: v for k, v in _run_and_scrape(engine, max_keys=0).items() if k.startswith("psann_ensemble_weight")}
+    scraped = _run_and_scrape(engine, max_keys=0)
+    got = {k: v for k, v in scraped.items() if k.startswith("psann_ensemble_weight")}
+    assert scraped['psann_ensemble_outliers_total{target="a"}'] == 0
+    assert scraped['psann_ensemble_outliers_total{target="b"}'] == 2 == ens.n_missed_by_all[1]
     assert len(got) == 4
     for t_, target in enumerate(("a", "b")):
         for k, member in enumerate(ens.names):
