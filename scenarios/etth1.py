@@ -8,6 +8,8 @@ inputs of event ``t`` are row ``t``'s ``HUFL, HULL, MUFL, MULL, LUFL, LULL, OT``
 ("the next hour = now") is a model of the scenario and a member of the ensemble. No change points
 are marked: the drift is real and unlabelled. :func:`etth1_readings` gives the same events with all
 seven readings of hour ``t + 1`` as targets (:mod:`psann_stream.scenarios.multi_target`).
+:func:`etth1_keyed` is the keyed feed of the same file: each reading a key, its next hour from its
+current value.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from psann_stream.errors import ConfigError
 
 from .scenario import Scenario, table
 
-__all__ = ["COLUMNS", "etth1", "etth1_readings"]
+__all__ = ["COLUMNS", "etth1", "etth1_keyed", "etth1_readings"]
 
 COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 
@@ -39,6 +41,19 @@ def etth1(path: str | Path, n: int | None = None) -> Scenario:
     x, y = etth1_readings(path, n)
     return Scenario("etth1", "ETTh1 oil temperature one hour ahead from the seven current readings (real data)",
                     table(x, y[:, COLUMNS.index("OT")]), (), last_target_column=COLUMNS.index("OT"))
+
+
+def etth1_keyed(path: str | Path, n: int | None = None) -> Scenario:
+    """The seven readings as a keyed feed (one key per reading, the key its column name): for every
+    hour ``t`` (the first ``n``; all by default) and reading ``c``, in that order, the input is
+    ``c``'s value at ``t``, the target its value at ``t + 1``. Input column 0 is the last known
+    target (persistence applies). The readings' scales differ (``LULL`` ~1, ``OT`` ~10-40), and one
+    shared model serves them all: what a keyed feed of sensors asks of a keyed learner."""
+    x, y = etth1_readings(path, n)
+    hours, C = x.shape
+    return Scenario("etth1-keyed", "ETTh1's seven readings as seven keys, each one hour ahead from its current value "
+                    "(real data)", table(x.reshape(-1, 1), y.reshape(-1), [COLUMNS[c] for c in range(C)] * hours), (),
+                    keyed=True, last_target_column=0)
 
 
 def _read(p: Path) -> np.ndarray:

@@ -32,7 +32,7 @@ from psann_stream.errors import ConfigError
 from .baselines import BASELINES, prequential
 from .horizons import horizon_errors
 from .metrics import faded_mae, summary
-from .etth1 import etth1
+from .etth1 import etth1, etth1_keyed
 from .streams import SCENARIOS, Scenario
 
 __all__ = ["MODELS", "RECOMMENDED", "format_table", "main", "psann_default", "run_scenario", "windowed"]
@@ -142,16 +142,19 @@ MODELS = {
 
 def build_scenario(name: str, n_steps: int | None, seed: int, data: str | None = None) -> Scenario:
     """Scenario ``name``: a synthetic one of ``n_steps`` events (default 6000) from ``seed``, or a
-    real feed (``etth1``) read from ``data`` (all its events unless ``n_steps``)."""
-    if name == "etth1":
+    real feed (``etth1``, ``etth1-keyed``) read from ``data`` (all its events, or its first
+    ``n_steps`` hours)."""
+    if name in REAL_FEEDS:
         if data is None:
-            raise ConfigError("scenario etth1 reads a file: pass --data PATH (../shared/data/ETT/ETTh1.csv here).")
-        return etth1(data, n_steps)
+            raise ConfigError(f"scenario {name} reads a file: pass --data PATH (../shared/data/ETT/ETTh1.csv here).")
+        return REAL_FEEDS[name](data, n_steps)
     if name not in SCENARIOS:
-        raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}, etth1 (with --data).")
+        raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}, {', '.join(REAL_FEEDS)} "
+                          "(with --data).")
     return SCENARIOS[name](6000 if n_steps is None else n_steps, seed)
 
 
+REAL_FEEDS = {"etth1": etth1, "etth1-keyed": etth1_keyed}  # scenarios read from a file (--data)
 NEEDS_LAST_TARGET = ("persistence", "psann_stream (change ensemble)")  # models of streams whose inputs hold the last target
 TRACED = ("psann_stream", "psann_stream (ensemble)")  # models that fill the state trace of a run
 
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in SCENARIOS.items():
             print(f"{name:<16} {fn(200, 0).description}")
         print(f"{'etth1':<16} (real data, --data PATH) ETTh1 oil temperature one hour ahead from the seven current readings")
+        print(f"{'etth1-keyed':<16} (real data, --data PATH) ETTh1's seven readings as seven keys, each one hour ahead")
         return 0
     traces: dict = {}
     result = run_scenario(a.name, a.steps, a.seed, a.models.split(",") if a.models else None, traces=traces, data=a.data)
