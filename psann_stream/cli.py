@@ -551,7 +551,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scen.add_argument("action", choices=("list", "run"))
     scen.add_argument("name", nargs="?", help="scenario name (for run)")
     scen.add_argument("--steps", type=int, help="events (default 6000; a real feed: all of its file)")
-    scen.add_argument("--data", help="the file of a real-feed scenario (etth1: the path of ETTh1.csv)")
+    scen.add_argument("--data", help="the file of a real-feed scenario (etth1, etth1-keyed: the path of ETTh1.csv)")
     scen.add_argument("--seed", type=int, default=0)
     scen.add_argument("--json", help="also write the metrics to this JSON file")
     scen.add_argument("--plot", help="also draw faded error and psann state norms to this PNG (needs matplotlib)")

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help=f"one of: {', '.join(SCENARIOS)} (omit to list)")
     p.add_argument("--steps", type=int, help="events (default 6000; a real feed: all of its file)")
-    p.add_argument("--data", help="the file of a real-feed scenario (etth1: ETTh1.csv)")
+    p.add_argument("--data", help="the file of a real-feed scenario (etth1, etth1-keyed: ETTh1.csv)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)} (default all)")
