@@ -444,7 +444,7 @@ class Ensemble:
             if sd.get("format") != FORMAT:
                 raise CheckpointError(f"unknown ensemble state format {sd.get('format')!r}; expected {FORMAT!r}. A state "
                                       "saved by one learner loads into that learner, not an ensemble (psann-stream run: "
-                                      "--model learner; runs without it build an ensemble when unkeyed).")
+                                      "--model learner; runs without it build an ensemble).")
             saved = list(sd["names"])
             if saved != self.names:
                 added, missing = [n for n in self.names if n not in saved], [n for n in saved if n not in self.names]
@@ -524,8 +524,8 @@ def default_ensemble(in_features: int, *, keyed: bool = False, persistence_colum
     * ``persistence``: :class:`~psann_stream.experts.Persistence` (only with ``persistence_column``).
 
     ``keyed=True`` builds keyed members: :class:`~psann_stream.keyed.KeyedLearner` s (a state per
-    key, shared weights), a window and a reservoir state per key, ~3 KB per key in all (a
-    ``KeyedLearner``'s default: 0.6 KB; docs/learner.md). ``target="change"`` (needs
+    key, shared weights), a window and a reservoir state per key: ~4.5 KB per key in all, resident
+    (a ``KeyedLearner``'s 0.74 KB by the same measure; docs/learner.md). ``target="change"`` (needs
     ``persistence_column``) teaches every learning member the change from the last known value
     (:class:`~psann_stream.experts.Change`) instead of the level: better on slow real series (ETTh1,
     docs/scenarios.md). Cost: the members' costs added (docs/learner.md has the measured events/s).
