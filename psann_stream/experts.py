@@ -29,8 +29,7 @@ from . import _fastpath as fp
 from .errors import CheckpointError, ConfigError, NonFiniteStateError
 from .inputs import as_float64, as_targets, predictions
 from .normalize import RunningStats
-from .readout import initial_readout_matrix, readout_config
-from .stream_rows import RowExpert, StreamRows
+from .stream_rows import RowExpert
 
 __all__ = ["Change", "LinearRLS", "Persistence"]
 
@@ -220,21 +219,15 @@ class LinearRLS(RowExpert):
     def __init__(self, in_features: int, *, n_outputs: int = 1, lags: int = 1, keyed: bool = False,
                  forgetting: float = 0.999, prior: float = 10.0, error_clip: float | None = 10.0,
                  normalize_clip: float | None = 10.0) -> None:
-        for name, v in (("in_features", in_features), ("n_outputs", n_outputs), ("lags", lags)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(f"LinearRLS.{name} = {v!r} must be an integer >= 1.")
-        self.in_features, self.n_outputs, self.lags = int(in_features), int(n_outputs), int(lags)
+        self.in_features, self.n_outputs, self.lags = self._counts("LinearRLS", in_features=in_features,
+                                                                  n_outputs=n_outputs, lags=lags)
         self.keyed = bool(keyed)
         if self.keyed and self.lags < 2:
             raise ConfigError("LinearRLS(keyed=True) keeps a window of past inputs per key: give lags >= 2, or "
                               "leave keyed False (with lags = 1 it has no state, and serves every key as it is).")
-        W, T = self.lags * self.in_features, self.n_outputs
-        self._head = np.array([0, T * W, W, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
-        self._rcfg = readout_config("rls", forgetting, prior, error_clip, W, "LinearRLS")
-        self.prior = float(prior)
-        self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
-        self._rows = StreamRows(W, keyed=self.keyed)  # each stream's last lags events' inputs (the loop's Z)
-        self.reset(optimizer=True)
+        # a row: the stream's last lags events' standardised inputs (the loop's Z)
+        self._build(self.lags * self.in_features, forgetting=forgetting, prior=prior, error_clip=error_clip,
+                    normalize_clip=normalize_clip)
 
     @property
     def weights(self) -> np.ndarray:
@@ -267,20 +260,15 @@ class LinearRLS(RowExpert):
         """``state=True`` empties the windows of past inputs (the given keys', every one by default;
         ``lags > 1``: the current event's inputs need none); ``optimizer=True`` forgets what was
         learned (weights and ``P``)."""
-        W = self.lags * self.in_features
         if state:
             self._rows.reset(keys, "LinearRLS")
         if optimizer:
-            self._w = np.zeros((W + 1) * self.n_outputs)
-            self._P = initial_readout_matrix("rls", W, self.prior)
+            self._forget_readout()
 
     def state_dict(self) -> dict[str, Any]:
-        stats = lambda s: {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)  # noqa: E731
-                           for k, v in s.state_dict().items()}
-        keys, windows = self._rows.saved()
-        return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
-                "x_stats": stats(self.x_stats), "keys": keys,
-                "window": torch.from_numpy(windows if self.keyed else windows.reshape(-1))}
+        sd = self._saved_readout()
+        windows = sd.pop("rows")
+        return {**sd, "window": torch.from_numpy(windows if self.keyed else windows.reshape(-1))}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         try:

@@ -31,8 +31,7 @@ from .errors import CheckpointError, ConfigError
 from .experts import after_loop, predict_learn
 from .inputs import as_float64, predictions
 from .normalize import RunningStats
-from .readout import initial_readout_matrix, readout_config
-from .stream_rows import RowExpert, StreamRows
+from .stream_rows import RowExpert
 
 __all__ = ["EchoState"]
 
@@ -116,28 +115,21 @@ class EchoState(RowExpert):
                  spectral_radius: float = 0.9, input_scaling: float = 0.5, leak: float = 1.0, seed: int = 0,
                  forgetting: float = 0.999, prior: float = 10.0, error_clip: float | None = 10.0,
                  normalize_clip: float | None = 10.0) -> None:
-        for name, v in (("in_features", in_features), ("n_outputs", n_outputs), ("units", units)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(f"EchoState.{name} = {v!r} must be an integer >= 1.")
-        self.in_features, self.n_outputs, self.units = int(in_features), int(n_outputs), int(units)
+        self.in_features, self.n_outputs, self.units = self._counts("EchoState", in_features=in_features,
+                                                                    n_outputs=n_outputs, units=units)
         self.keyed = bool(keyed)
         self.spectral_radius = _check("EchoState", "spectral_radius", spectral_radius, 0.0, 1.5, low_open=True)
         self.input_scaling = _check("EchoState", "input_scaling", input_scaling, 0.0, np.inf, low_open=True)
         self.leak = _check("EchoState", "leak", leak, 0.0, 1.0, low_open=True)
         self.seed = int(seed)
-        U, F, T = self.units, self.in_features, self.n_outputs
+        U, F = self.units, self.in_features
         rng = np.random.default_rng(self.seed)
         self._Win = np.ascontiguousarray(rng.uniform(-1.0, 1.0, (U, F)) * self.input_scaling)
         self._bias = rng.uniform(-1.0, 1.0, U) * self.input_scaling
         Wr = rng.standard_normal((U, U))
         radius = float(np.abs(np.linalg.eigvals(Wr)).max())
         self._Wr = np.ascontiguousarray(Wr * (self.spectral_radius / radius)) if radius > 0 else Wr
-        self._head = np.array([0, T * U, U, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
-        self._rcfg = readout_config("rls", forgetting, prior, error_clip, U, "EchoState")
-        self.prior = float(prior)
-        self.x_stats = RunningStats(F, clip=normalize_clip)
-        self._rows = StreamRows(U, keyed=self.keyed)
-        self.reset(optimizer=True)
+        self._build(U, forgetting=forgetting, prior=prior, error_clip=error_clip, normalize_clip=normalize_clip)
 
     def state_of(self, key: Hashable | None = None) -> np.ndarray:
         """A copy of the reservoir state ``[units]`` of ``key`` (unkeyed: of the stream, no key)."""
@@ -164,18 +156,15 @@ class EchoState(RowExpert):
         if state:
             self._rows.reset(keys, "EchoState")
         if optimizer:
-            self._w = np.zeros((self.units + 1) * self.n_outputs)
-            self._P = initial_readout_matrix("rls", self.units, self.prior)
+            self._forget_readout()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """The readout (``w``, ``P``), the input statistics, every stream's state (keyed: the keys in
         canonical order and their states) and the reservoir, so that a checkpoint is whole."""
-        keys, states = self._rows.saved()
-        stats = {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
-                 for k, v in self.x_stats.state_dict().items()}
-        return {"format": self.FORMAT, "w": torch.from_numpy(self._w.copy()), "P": torch.from_numpy(self._P.copy()),
-                "x_stats": stats, "keys": keys, "states": torch.from_numpy(states),
+        sd = self._saved_readout()
+        states = sd.pop("rows")
+        return {**sd, "states": torch.from_numpy(states),
                 "reservoir": {"W_in": torch.from_numpy(self._Win.copy()), "W": torch.from_numpy(self._Wr.copy()),
                               "b": torch.from_numpy(self._bias.copy()), "leak": self.leak}}
 

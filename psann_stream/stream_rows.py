@@ -1,6 +1,7 @@
 """Per-stream state rows of a compiled expert: one row of ``width`` floats per key (or one row when
-unkeyed), the array a compiled loop indexes with each event's row; and :class:`RowExpert`, the calls
-every such expert shares (batch and one-event, keyed or not).
+unkeyed), the array a compiled loop indexes with each event's row; and :class:`RowExpert`, what every
+such expert shares: its RLS readout of the row (``width`` regressors and a constant), its input
+statistics, and its calls (batch and one-event, keyed or not).
 
 Rows are assigned in order of first sight and start at 0; a key keeps its row until the expert is
 rebuilt (there is no eviction: ``width`` floats per key). Saved states list the keys in the
@@ -23,9 +24,13 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+import torch
+
 from .errors import CheckpointError, ConfigError
 from .inputs import as_targets
 from .keys import EncodedKeys, distinct_index, sort_key
+from .normalize import RunningStats
+from .readout import initial_readout_matrix, readout_config
 
 __all__ = ["RowExpert", "StreamRows", "call_arguments"]
 
@@ -144,16 +149,51 @@ class StreamRows:
 
 
 class RowExpert(ABC):
-    """The learner protocol of a compiled expert that keeps its per-stream state in ``self._rows``
-    (a :class:`StreamRows`) and its input statistics in ``self.x_stats``: subclasses set those,
-    ``in_features``, ``n_outputs`` and ``keyed``, and implement ``_run(keys, X, Y, learn, advance)``
-    (one pass of their compiled loop over ``X [N, F]``, ``Y [N, T]``; returns the predictions)."""
+    """The learner protocol of a compiled expert whose per-stream state is one row of ``width``
+    floats (``self._rows``, a :class:`StreamRows`) that its RLS readout reads (weights ``_w``: the
+    learners' readout layout ``_head``, one ``_P``). Subclasses call :meth:`_build` and implement
+    ``_run(keys, X, Y, learn, advance)`` (one pass of their compiled loop over ``X [N, F]``,
+    ``Y [N, T]``; returns the predictions)."""
 
     in_features: int
     n_outputs: int
     keyed: bool
-    x_stats: Any
+    x_stats: RunningStats
     _rows: StreamRows
+
+    @staticmethod
+    def _counts(owner: str, **values: object) -> list[int]:
+        """Each value checked to be an integer >= 1 (``ConfigError`` names it), as ints."""
+        for name, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{owner}.{name} = {v!r} must be an integer >= 1.")
+        return [int(v) for v in values.values()]  # type: ignore[arg-type]
+
+    def _build(self, width: int, *, forgetting: float, prior: float, error_clip: float | None,
+               normalize_clip: float | None) -> None:
+        """The rows (``width`` floats per stream), the readout of them and the input statistics;
+        ``in_features``, ``n_outputs`` and ``keyed`` must be set."""
+        T = self.n_outputs
+        self._head = np.array([0, T * width, width, T], dtype=np.int64)  # the kernel's head layout (weights, biases, width, T)
+        self._rcfg = readout_config("rls", forgetting, prior, error_clip, width, type(self).__name__)
+        self.prior = float(prior)
+        self.x_stats = RunningStats(self.in_features, clip=normalize_clip)
+        self._rows = StreamRows(width, keyed=self.keyed)
+        self._forget_readout()
+
+    def _forget_readout(self) -> None:
+        """Readout weights 0 and ``P`` at its prior: what ``reset(optimizer=True)`` does."""
+        self._w = np.zeros((self._rows.width + 1) * self.n_outputs)
+        self._P = initial_readout_matrix("rls", self._rows.width, self.prior)
+
+    def _saved_readout(self) -> dict[str, Any]:
+        """The part of a checkpoint every such expert has: ``w``, ``P``, the input statistics, the keys
+        (canonical order) and ``rows`` (``[K, width]``; unkeyed ``[1, width]``)."""
+        keys, rows = self._rows.saved()
+        return {"format": type(self).FORMAT, "w": torch.from_numpy(self._w.copy()),  # type: ignore[attr-defined]
+                "P": torch.from_numpy(self._P.copy()), "keys": keys, "rows": rows,
+                "x_stats": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
+                            for k, v in self.x_stats.state_dict().items()}}
 
     @abstractmethod
     def _run(self, keys: Any, X: np.ndarray, Y: np.ndarray, learn: bool, advance: bool = True) -> np.ndarray:
